@@ -1,0 +1,216 @@
+//! Stored events. Each is past tense with a stable `event_type` and `event_version`.
+//!
+//! A stored shape is never edited: to change one, add a new version and an upcaster
+//! (cqrs-es `EventUpcaster`) that lifts old payloads. Every event here is version "1".
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::DomainEvent;
+use schemas::instruments::RatingValue;
+use schemas::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Child {
+    pub given_name: PersonName,
+    pub family_name: PersonName,
+    pub birth_date: NaiveDate,
+    pub medicaid_id: Option<MedicaidId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guardian {
+    pub name: PersonName,
+    pub relationship: Option<Text>,
+    pub phone: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goal {
+    pub goal_id: GoalId,
+    pub description: Text,
+    pub addresses: Vec<ItemCode>,
+    pub target_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeferredNeed {
+    pub need: ItemCode,
+    pub reason: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    pub id: ProviderId,
+    pub name: Option<Text>,
+}
+
+/// The events of a case. The serialised enum tag is the event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CaseEvent {
+    /// Intake: the case exists from here on.
+    CaseOpened {
+        case_id: CaseId,
+        agency: AgencyId,
+        program: Program,
+        intake_date: NaiveDate,
+        child: Child,
+        guardians: Vec<Guardian>,
+        referral_source: Option<Text>,
+        presenting_concerns: Vec<Text>,
+    },
+    CaseManagerAssigned {
+        case_manager: ActorId,
+        effective_on: NaiveDate,
+    },
+    ScreeningRecorded {
+        screening_id: ScreeningId,
+        instrument: InstrumentKind,
+        instrument_version: String,
+        administered_on: NaiveDate,
+        ratings: BTreeMap<ItemCode, RatingValue>,
+        actionable_needs: Vec<ItemCode>,
+    },
+    CarePlanRevised {
+        plan_version: u32,
+        revised_on: NaiveDate,
+        goals: Vec<Goal>,
+        deferred_needs: Vec<DeferredNeed>,
+        family_participated: bool,
+        services_timeline: Option<Text>,
+        reassess_by: NaiveDate,
+        /// The CANS screening whose actionable needs this revision answers, if any.
+        based_on_screening: Option<ScreeningId>,
+    },
+    ReferralSent {
+        referral_id: ReferralId,
+        service_type: ServiceType,
+        provider: Provider,
+        reason: Text,
+        goal_ids: Vec<GoalId>,
+        urgency: Urgency,
+        sent_on: NaiveDate,
+        do_not_contact_subject: bool,
+    },
+    ReferralAccepted {
+        referral_id: ReferralId,
+        on: NaiveDate,
+    },
+    ReferralDeclined {
+        referral_id: ReferralId,
+        on: NaiveDate,
+        reason: Text,
+    },
+    ReferralCancellationRequested {
+        referral_id: ReferralId,
+        on: NaiveDate,
+        reason: Text,
+    },
+    ReferralCancelled {
+        referral_id: ReferralId,
+        on: NaiveDate,
+        reason: Option<Text>,
+    },
+    ReferralCompleted {
+        referral_id: ReferralId,
+        on: NaiveDate,
+        outcome: ReferralOutcome,
+        reason: Option<Text>,
+    },
+    AppointmentScheduled {
+        appointment_id: AppointmentId,
+        referral_id: ReferralId,
+        scheduled_for: DateTime<Utc>,
+    },
+    AppointmentKept {
+        appointment_id: AppointmentId,
+        on: NaiveDate,
+    },
+    AppointmentMissed {
+        appointment_id: AppointmentId,
+        on: NaiveDate,
+        missed_reason: MissedReason,
+    },
+    AppointmentCancelled {
+        appointment_id: AppointmentId,
+        on: NaiveDate,
+        cancelled_by: Option<MissedReason>,
+    },
+    AppointmentRescheduled {
+        appointment_id: AppointmentId,
+        on: NaiveDate,
+        rescheduled_for: DateTime<Utc>,
+    },
+    /// A case-management activity: the unit TCM billing works on.
+    ContactLogged {
+        activity_id: ActivityId,
+        component: TcmComponent,
+        contact_type: ContactType,
+        with: Vec<Participant>,
+        occurred_at: DateTime<Utc>,
+        minutes: Minutes,
+        note: Option<Text>,
+        location: Option<Location>,
+    },
+    /// Step-down, transfer or discharge: closes the case.
+    CaseTransitioned {
+        kind: TransitionKind,
+        reason: Text,
+        effective_on: NaiveDate,
+        open_referrals: Option<OpenReferralDisposition>,
+        cancelled_referrals: Vec<ReferralId>,
+        carried_over_referrals: Vec<ReferralId>,
+    },
+    CaseReopened {
+        reason: Text,
+        on: NaiveDate,
+    },
+    /// Entered in error: voids an earlier event of this case. The voided event stays stored.
+    EntryVoided {
+        voided_event_id: EventId,
+        voided_sequence: u64,
+        voided_event_type: String,
+        reason: Text,
+    },
+}
+
+impl CaseEvent {
+    pub fn event_type_str(&self) -> &'static str {
+        match self {
+            CaseEvent::CaseOpened { .. } => "CaseOpened",
+            CaseEvent::CaseManagerAssigned { .. } => "CaseManagerAssigned",
+            CaseEvent::ScreeningRecorded { .. } => "ScreeningRecorded",
+            CaseEvent::CarePlanRevised { .. } => "CarePlanRevised",
+            CaseEvent::ReferralSent { .. } => "ReferralSent",
+            CaseEvent::ReferralAccepted { .. } => "ReferralAccepted",
+            CaseEvent::ReferralDeclined { .. } => "ReferralDeclined",
+            CaseEvent::ReferralCancellationRequested { .. } => "ReferralCancellationRequested",
+            CaseEvent::ReferralCancelled { .. } => "ReferralCancelled",
+            CaseEvent::ReferralCompleted { .. } => "ReferralCompleted",
+            CaseEvent::AppointmentScheduled { .. } => "AppointmentScheduled",
+            CaseEvent::AppointmentKept { .. } => "AppointmentKept",
+            CaseEvent::AppointmentMissed { .. } => "AppointmentMissed",
+            CaseEvent::AppointmentCancelled { .. } => "AppointmentCancelled",
+            CaseEvent::AppointmentRescheduled { .. } => "AppointmentRescheduled",
+            CaseEvent::ContactLogged { .. } => "ContactLogged",
+            CaseEvent::CaseTransitioned { .. } => "CaseTransitioned",
+            CaseEvent::CaseReopened { .. } => "CaseReopened",
+            CaseEvent::EntryVoided { .. } => "EntryVoided",
+        }
+    }
+
+    /// The version of this event type's stored shape.
+    pub fn event_version_str(&self) -> &'static str {
+        "1"
+    }
+}
+
+impl DomainEvent for CaseEvent {
+    fn event_type(&self) -> String {
+        self.event_type_str().to_owned()
+    }
+    fn event_version(&self) -> String {
+        self.event_version_str().to_owned()
+    }
+}

@@ -1,0 +1,14 @@
+//! The Case aggregate: one child and family's episode of case management, from intake to
+//! transition (and possibly reopening).
+
+mod commands;
+mod error;
+mod events;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use commands::*;
+pub use error::CaseError;
+pub use events::*;
+pub use state::*;

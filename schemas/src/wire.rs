@@ -1,0 +1,266 @@
+//! HTTP wire types, exactly as CONTRACT.md names them. Request bodies refuse unknown fields;
+//! their fields parse into domain newtypes, so a value that reaches a handler is already valid.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::instruments::RatingValue;
+use crate::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChildIn {
+    pub given_name: PersonName,
+    pub family_name: PersonName,
+    pub birth_date: NaiveDate,
+    #[serde(default)]
+    pub medicaid_id: Option<MedicaidId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianIn {
+    pub name: PersonName,
+    #[serde(default)]
+    pub relationship: Option<Text>,
+    #[serde(default)]
+    pub phone: Option<Text>,
+}
+
+/// `POST /v1/cases`: intake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenCaseRequest {
+    pub program: Program,
+    pub assigned_to: ActorId,
+    pub intake_date: NaiveDate,
+    pub child: ChildIn,
+    #[serde(default)]
+    pub guardians: Vec<GuardianIn>,
+    #[serde(default)]
+    pub referral_source: Option<Text>,
+    #[serde(default)]
+    pub presenting_concerns: Vec<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OpenCaseResponse {
+    pub case_id: CaseId,
+    pub version: u64,
+}
+
+/// `POST /v1/cases/{case_id}/assignment` (an addition to the contract): reassign the case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignCaseManagerRequest {
+    pub assigned_to: ActorId,
+    pub on: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordScreeningRequest {
+    pub instrument: InstrumentKind,
+    #[serde(default)]
+    pub instrument_version: Option<String>,
+    pub administered_on: NaiveDate,
+    #[schema(value_type = Object)]
+    pub ratings: BTreeMap<ItemCode, RatingValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordScreeningResponse {
+    pub screening_id: ScreeningId,
+    pub actionable_needs: Vec<ItemCode>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoalIn {
+    pub description: Text,
+    #[serde(default)]
+    pub addresses: Vec<ItemCode>,
+    #[serde(default)]
+    pub target_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeferredNeedIn {
+    pub need: ItemCode,
+    pub reason: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviseCarePlanRequest {
+    pub goals: Vec<GoalIn>,
+    #[serde(default)]
+    pub deferred_needs: Vec<DeferredNeedIn>,
+    pub family_participated: bool,
+    #[serde(default)]
+    pub services_timeline: Option<Text>,
+    pub reassess_by: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReviseCarePlanResponse {
+    pub plan_version: u32,
+    pub goal_ids: Vec<GoalId>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderIn {
+    pub id: ProviderId,
+    #[serde(default)]
+    pub name: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendReferralRequest {
+    pub service_type: ServiceType,
+    pub provider: ProviderIn,
+    pub reason: Text,
+    #[serde(default)]
+    pub goal_ids: Vec<GoalId>,
+    #[serde(default)]
+    pub urgency: Option<Urgency>,
+    pub sent_on: NaiveDate,
+    #[serde(default)]
+    pub do_not_contact_subject: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SendReferralResponse {
+    pub referral_id: ReferralId,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralStatusRequest {
+    pub status: ReferralStatusUpdate,
+    pub on: NaiveDate,
+    #[serde(default)]
+    pub reason: Option<Text>,
+    #[serde(default)]
+    pub outcome: Option<ReferralOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VersionResponse {
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleAppointmentRequest {
+    pub referral_id: ReferralId,
+    pub scheduled_for: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleAppointmentResponse {
+    pub appointment_id: AppointmentId,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentOutcomeRequest {
+    pub outcome: AppointmentOutcomeKind,
+    pub on: NaiveDate,
+    #[serde(default)]
+    pub missed_reason: Option<MissedReason>,
+    #[serde(default)]
+    pub rescheduled_for: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogContactRequest {
+    pub component: TcmComponent,
+    pub contact_type: ContactType,
+    pub with: Vec<Participant>,
+    pub occurred_at: DateTime<Utc>,
+    pub minutes: Minutes,
+    #[serde(default)]
+    pub note: Option<Text>,
+    #[serde(default)]
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogContactResponse {
+    pub activity_id: ActivityId,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    pub kind: TransitionKind,
+    pub reason: Text,
+    pub effective_on: NaiveDate,
+    #[serde(default)]
+    pub open_referrals: Option<OpenReferralDisposition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenRequest {
+    pub reason: Text,
+    pub on: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionRequest {
+    pub voids_event_id: EventId,
+    pub reason: Text,
+}
+
+/// The body of every refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code a program can branch on.
+    pub code: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let body = r#"{"reason":"moved","on":"2026-01-02","extra":1}"#;
+        let e = serde_json::from_str::<ReopenRequest>(body).unwrap_err();
+        assert!(e.to_string().starts_with("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn ratings_accept_scores_and_answers() {
+        let body = r#"{"instrument":"prapare","administered_on":"2026-01-02",
+            "ratings":{"se.stress":"somewhat","fh.household_size":"3"}}"#;
+        let r: RecordScreeningRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(r.ratings.len(), 2);
+        let body =
+            r#"{"instrument":"cans","administered_on":"2026-01-02","ratings":{"bhn.anxiety":2}}"#;
+        let r: RecordScreeningRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(r.ratings.values().next(), Some(&RatingValue::Score(2)));
+    }
+}

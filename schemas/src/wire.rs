@@ -105,6 +105,9 @@ pub struct ReviseCarePlanRequest {
     #[serde(default)]
     pub services_timeline: Option<Text>,
     pub reassess_by: NaiveDate,
+    /// When the plan was revised with the family (an addition; defaults to the day received).
+    #[serde(default)]
+    pub revised_on: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

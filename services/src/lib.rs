@@ -1,1 +1,14 @@
+//! Linkage's I/O edge: configuration, the event stores, the HTTP API and the command line.
+//! Everything with a socket, a pool or a file lives here; the domain stays in the crates below.
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::{Application, StartupError};

@@ -1,1 +1,309 @@
+//! The end-to-end harness: the real application on port 0, against a fresh SQLite data dir or a
+//! fresh PostgreSQL database per test, torn down by a Drop guard (zero-to-production's
+//! `spawn_app`).
+//!
+//! PostgreSQL comes from `LINKAGE_TEST_DATABASE_URL` (ops/test.sh starts one). Without it the
+//! PostgreSQL variants are skipped with a notice, unless `LINKAGE_REQUIRE_PG` is set, as the test
+//! command sets it, in which case they fail.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use schemas::{ActorId, AgencyId, Role};
+use serde_json::Value;
+use services::config::Config;
+use services::store::{Store, TokenRecord};
+use services::Application;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The admin URL of the test PostgreSQL server, or None (skip) when the run allows it.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("LINKAGE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("LINKAGE_REQUIRE_PG").is_some() => {
+            panic!(
+                "LINKAGE_REQUIRE_PG is set but LINKAGE_TEST_DATABASE_URL is not; run ops/test.sh"
+            )
+        }
+        _ => {
+            eprintln!("skipping a PostgreSQL test: LINKAGE_TEST_DATABASE_URL is not set (ops/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Drops what a test created (its database or its data dir) even when the test panics.
+struct Cleanup {
+    data_dir: PathBuf,
+    pg: Option<(String, String)>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((admin_url, db)) = self.pg.take() {
+            // Drop runs outside any runtime guarantee: use a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                            .execute(&mut c)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub backend: Backend,
+    pub address: String,
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _cleanup: Arc<Cleanup>,
+}
+
+fn replace_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > base.find("://").map(|s| s + 2).unwrap_or(0) => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+impl TestApp {
+    /// A fresh store of the given kind; None when PostgreSQL is not configured and may be skipped.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("linkage-test-{id}"));
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        };
+        let mut cleanup = Cleanup { data_dir, pg: None };
+        if backend == Backend::Postgres {
+            let admin_url = postgres_admin_url()?;
+            let db = format!("linkage_test_{id}");
+            let mut c = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut c)
+                .await
+                .expect("create a test database");
+            config.database_url = Some(replace_database(&admin_url, &db));
+            cleanup.pg = Some((admin_url, db));
+        }
+        tweak(&mut config);
+        Some(Self::start(backend, config, Arc::new(cleanup)).await)
+    }
+
+    async fn start(backend: Backend, config: Config, cleanup: Arc<Cleanup>) -> Self {
+        let app = Application::build(config.clone())
+            .await
+            .expect("the app builds");
+        let address = format!("http://{}", app.local_addr());
+        let store = app.state().store.clone();
+        let admin_token = std::fs::read_to_string(config.data_dir.join("admin.token"))
+            .expect("an admin token on first start")
+            .trim()
+            .to_owned();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            backend,
+            address,
+            config,
+            store,
+            admin_token,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            server: Some(server),
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same store: a restart.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let cleanup = self._cleanup.clone();
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        let admin_token = self.admin_token.clone();
+        let mut app = Self::start(self.backend, config, cleanup).await;
+        assert_eq!(
+            app.admin_token, admin_token,
+            "a restart keeps the admin token"
+        );
+        app.admin_token = admin_token;
+        app
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// A token for `role`, acting as `actor` in `agency`.
+    pub async fn token(&self, role: Role, actor: &str, agency: &str) -> String {
+        services::auth::issue_token(
+            &self.store,
+            &TokenRecord {
+                actor_id: ActorId::parse(actor).expect("actor"),
+                role,
+                agency: AgencyId::parse(agency).expect("agency"),
+            },
+        )
+        .await
+        .expect("token stored")
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_raw(path, token, body.to_string().into_bytes(), None)
+            .await
+    }
+
+    pub async fn post_with_key(
+        &self,
+        path: &str,
+        token: &str,
+        body: &Value,
+        key: &str,
+    ) -> (StatusCode, Value) {
+        self.post_raw(path, token, body.to_string().into_bytes(), Some(key))
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        body: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The number of events stored for a case, read through the API as admin.
+    pub async fn event_count(&self, case_id: &str) -> usize {
+        let (s, body) = self
+            .get(&format!("/v1/cases/{case_id}/events"), &self.admin_token)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["events"].as_array().expect("events").len()
+    }
+}
+
+/// Runs an async test body against both stores: `both_stores!(name, |app| async move { ... })`.
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let app = $crate::TestApp::spawn($crate::Backend::Sqlite)
+                    .await
+                    .expect("sqlite always runs");
+                ($body)(app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(app) = $crate::TestApp::spawn($crate::Backend::Postgres).await {
+                    ($body)(app).await;
+                }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        assert_eq!(
+            replace_database("postgres://u@h:5/postgres", "t1"),
+            "postgres://u@h:5/t1"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h:5/postgres?sslmode=disable", "t1"),
+            "postgres://u@h:5/t1?sslmode=disable"
+        );
+    }
+}

@@ -108,9 +108,8 @@ impl CaseAction {
             CaseAction::LogContact { request, .. } => Some(request.occurred_at),
             CaseAction::TransitionCase(r) => day(r.effective_on),
             CaseAction::ReopenCase(r) => day(r.on),
-            CaseAction::ReviseCarePlan { .. }
-            | CaseAction::ScheduleAppointment { .. }
-            | CaseAction::VoidEntry { .. } => None,
+            CaseAction::ReviseCarePlan { request, .. } => request.revised_on.and_then(day),
+            CaseAction::ScheduleAppointment { .. } | CaseAction::VoidEntry { .. } => None,
         };
         at.unwrap_or(received_at)
     }

@@ -9,6 +9,6 @@ mod state;
 mod tests;
 
 pub use commands::*;
-pub use error::CaseError;
+pub use error::{CaseError, RefusalKind};
 pub use events::*;
 pub use state::*;

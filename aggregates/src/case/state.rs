@@ -463,11 +463,13 @@ impl Case {
                 if r.goals.is_empty() {
                     return Err(CaseError::NoGoals);
                 }
-                if r.reassess_by <= today {
+                let revised_on = r.revised_on.unwrap_or(today);
+                dates.past("revised_on", revised_on)?;
+                if r.reassess_by <= revised_on {
                     return Err(CaseError::DateOutOfOrder {
                         field: "reassess_by",
                         date: r.reassess_by,
-                        after: today,
+                        after: revised_on,
                     });
                 }
                 let cans = services
@@ -506,7 +508,7 @@ impl Case {
                 let plan_version = self.care_plans.len() as u32 + 1;
                 CaseEvent::CarePlanRevised {
                     plan_version,
-                    revised_on: today,
+                    revised_on,
                     goals: r
                         .goals
                         .into_iter()

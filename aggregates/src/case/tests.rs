@@ -431,6 +431,7 @@ fn plan(goals: Vec<GoalIn>, deferred: Vec<DeferredNeedIn>) -> CaseAction {
             family_participated: true,
             services_timeline: None,
             reassess_by: d("2026-06-01"),
+            revised_on: None,
         },
     }
 }

@@ -1,0 +1,82 @@
+//! The `linkage` command line (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use schemas::Role;
+
+use crate::config::{LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "linkage",
+    version,
+    about = "Event-sourced referral tracking for family case management"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args, Default)]
+pub struct StoreArgs {
+    /// Directory of the embedded store and the admin token [default: ./linkage-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without it the embedded SQLite store is used
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// NATS URL for the event bus
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Log format [default: pretty]
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Manage API tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only once; only its hash is stored)
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        actor: String,
+        #[arg(long, default_value = "default")]
+        agency: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+impl StoreArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            ..Overrides::default()
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Layered configuration: built-in defaults, then a TOML file (`linkage.toml` in the working
+//! directory, or `LINKAGE_CONFIG`), then `LINKAGE_*` environment variables, then command-line
+//! flags. Secrets (the database URL's password) never reach a log: `Debug` redacts them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Where the HTTP API listens. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Where the embedded store and the first-start admin token live.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; when absent the embedded SQLite store under `data_dir` is used.
+    pub database_url: Option<String>,
+    /// NATS URL for the event bus (used by the relay; see issue 4).
+    pub nats_url: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How many times a command that lost an optimistic-concurrency race is retried.
+    pub conflict_retries: u32,
+    /// `pretty` for people, `json` for production log shipping.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./linkage-data"),
+            database_url: None,
+            nats_url: None,
+            max_body_bytes: 256 * 1024,
+            conflict_retries: 8,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Overrides given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration is invalid: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Defaults, then the file, then the environment, then `overrides`.
+    pub fn load(overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = std::env::var("LINKAGE_CONFIG").unwrap_or_else(|_| "linkage.toml".into());
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("LINKAGE_"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(config)
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("conflict_retries", &self.conflict_retries)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_database_password() {
+        let c = Config {
+            database_url: Some("postgres://linkage:s3cret@db.local:5432/linkage".into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://linkage:***@db.local:5432/linkage"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "linkage.toml",
+                "max_body_bytes = 1000\nconflict_retries = 2",
+            )?;
+            jail.set_env("LINKAGE_CONFLICT_RETRIES", "3");
+            let c = Config::load(Overrides {
+                data_dir: Some("/tmp/x".into()),
+                ..Overrides::default()
+            })
+            .expect("loads");
+            assert_eq!(c.max_body_bytes, 1000, "file beats default");
+            assert_eq!(c.conflict_retries, 3, "env beats file");
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/x"), "flag beats all");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,144 @@
+//! Errors: `StoreError` for the store, `ApiError` for everything a request can end in. One
+//! `IntoResponse` turns an `ApiError` into the contract's error body; internal details are logged,
+//! never sent.
+
+use aggregates::case::RefusalKind;
+use aggregates::CaseError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use schemas::wire::{ErrorBody, ErrorDetail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data does not read back: {0}")]
+    Corrupt(String),
+    #[error("unexpected store error: {0}")]
+    Unexpected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no or unknown bearer token")]
+    Unauthorized,
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Refused(#[from] CaseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send a valid token as `Authorization: Bearer <token>`".into(),
+            ),
+            ApiError::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message.clone()),
+            ApiError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone()),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
+            }
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see /v1/openapi.json".into(),
+            ),
+            ApiError::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                self.to_string(),
+            ),
+            ApiError::Invalid { code, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
+            }
+            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            ApiError::Refused(e) => {
+                let status = match e.kind() {
+                    RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                    RefusalKind::Conflict => StatusCode::CONFLICT,
+                    RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                (status, e.code(), e.to_string())
+            }
+            ApiError::Store(StoreError::Unavailable(_) | StoreError::Connect(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event store is unavailable; nothing was changed, try again".into(),
+            ),
+            ApiError::Store(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred; it has been logged".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "request failed");
+        } else {
+            tracing::debug!(code, %message, "request refused");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,63 @@
+//! The HTTP API (axum), exactly as CONTRACT.md names it.
+
+pub mod commands;
+pub mod extract;
+pub mod openapi;
+pub mod reads;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/cases", post(commands::open_case))
+        .route("/v1/cases/{case_id}", get(reads::get_case))
+        .route("/v1/cases/{case_id}/events", get(reads::get_events))
+        .route("/v1/cases/{case_id}/assignment", post(commands::assign_case_manager))
+        .route("/v1/cases/{case_id}/screenings", post(commands::record_screening))
+        .route("/v1/cases/{case_id}/care-plan", post(commands::revise_care_plan))
+        .route("/v1/cases/{case_id}/referrals", post(commands::send_referral))
+        .route(
+            "/v1/cases/{case_id}/referrals/{referral_id}/status",
+            post(commands::update_referral_status),
+        )
+        .route("/v1/cases/{case_id}/appointments", post(commands::schedule_appointment))
+        .route(
+            "/v1/cases/{case_id}/appointments/{appointment_id}/outcome",
+            post(commands::record_appointment_outcome),
+        )
+        .route("/v1/cases/{case_id}/contacts", post(commands::log_contact))
+        .route("/v1/cases/{case_id}/transition", post(commands::transition_case))
+        .route("/v1/cases/{case_id}/reopen", post(commands::reopen_case))
+        .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
+        .route("/v1/instruments", get(reads::list_instruments))
+        .route("/v1/instruments/{instrument}", get(reads::get_instrument))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(reads::healthz))
+        .route("/readyz", get(reads::readyz))
+        .fallback(|| async {
+            ApiError::not_found("route_not_found", "no such route; see /v1/openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}

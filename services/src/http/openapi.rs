@@ -1,0 +1,50 @@
+//! /v1/openapi.json, generated from the handlers' annotations so it cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{commands, reads};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Linkage", description = "Event-sourced referral tracking for children's and family mental-health case management."),
+    paths(
+        commands::open_case,
+        commands::assign_case_manager,
+        commands::record_screening,
+        commands::revise_care_plan,
+        commands::send_referral,
+        commands::update_referral_status,
+        commands::schedule_appointment,
+        commands::record_appointment_outcome,
+        commands::log_contact,
+        commands::transition_case,
+        commands::reopen_case,
+        commands::correct_entry,
+        reads::get_case,
+        reads::get_events,
+        reads::list_instruments,
+        reads::get_instrument,
+        reads::healthz,
+        reads::readyz,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

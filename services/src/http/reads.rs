@@ -1,0 +1,193 @@
+//! Read routes: a case, its events, the instruments, health.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use projections::CaseView;
+use schemas::instruments::Instrument;
+use schemas::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::instrument;
+use utoipa::ToSchema;
+
+use crate::auth::{check, Access, Caller};
+use crate::error::ApiError;
+use crate::http::commands::parse_case_id;
+use crate::startup::AppState;
+use crate::store::StoredEvent;
+
+#[utoipa::path(get, path = "/v1/cases/{case_id}", tag = "cases",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = CaseView), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
+pub async fn get_case(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case_id): Path<String>,
+) -> Result<Json<CaseView>, ApiError> {
+    let case_id = parse_case_id(&case_id)?;
+    let context = state.store.load(case_id).await?;
+    let view = CaseView::from_case(&context.aggregate)
+        .ok_or_else(|| ApiError::not_found("case_not_found", "no case with this id"))?;
+    check(&caller.0, &context.aggregate, Access::Read)?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorView {
+    pub id: String,
+    pub role: String,
+    pub agency: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    #[schema(value_type = String, format = Uuid)]
+    pub event_id: EventId,
+    pub sequence: u64,
+    /// Global order of all events in the store.
+    pub position: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// When it happened (late documentation is normal).
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// When the store accepted it.
+    pub recorded_at: DateTime<Utc>,
+    pub actor: ActorView,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsResponse {
+    pub events: Vec<EventView>,
+}
+
+impl From<StoredEvent> for EventView {
+    fn from(e: StoredEvent) -> Self {
+        let m = |k: &str| e.metadata.get(k).cloned();
+        let payload = match e.payload {
+            // Stored as {"EventType": {...}}: show the body; the type is beside it.
+            Value::Object(mut o) if o.len() == 1 && o.contains_key(&e.event_type) => {
+                o.remove(&e.event_type).unwrap_or_default()
+            }
+            other => other,
+        };
+        Self {
+            event_id: e.event_id,
+            sequence: e.sequence,
+            position: e.position,
+            occurred_at: m("occurred_at").and_then(|t| t.parse().ok()),
+            recorded_at: e.recorded_at,
+            actor: ActorView {
+                id: m("actor_id").unwrap_or_default(),
+                role: m("actor_role").unwrap_or_default(),
+                agency: m("actor_agency").unwrap_or_default(),
+            },
+            correlation_id: m("correlation_id"),
+            causation_id: m("causation_id"),
+            idempotency_key: m("idempotency_key"),
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cases/{case_id}/events", tag = "cases",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = EventsResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
+pub async fn get_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case_id): Path<String>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let case_id = parse_case_id(&case_id)?;
+    let context = state.store.load(case_id).await?;
+    if !context.aggregate.exists() {
+        return Err(ApiError::not_found(
+            "case_not_found",
+            "no case with this id",
+        ));
+    }
+    check(&caller.0, &context.aggregate, Access::Read)?;
+    let events = state.store.events_of(case_id).await?;
+    Ok(Json(EventsResponse {
+        events: events.into_iter().map(EventView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstrumentsResponse {
+    pub instruments: Vec<Instrument>,
+}
+
+#[utoipa::path(get, path = "/v1/instruments", tag = "instruments",
+    responses((status = 200, body = InstrumentsResponse), (status = 401, body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_instruments(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<InstrumentsResponse> {
+    Json(InstrumentsResponse {
+        instruments: state.case_services.instruments.all().to_vec(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/instruments/{instrument}", tag = "instruments",
+    params(("instrument" = InstrumentKind, Path)),
+    responses((status = 200, body = InstrumentsResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_instrument(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(instrument): Path<String>,
+) -> Result<Json<InstrumentsResponse>, ApiError> {
+    let kind: InstrumentKind = instrument
+        .parse()
+        .map_err(|e: String| ApiError::not_found("instrument_not_found", e))?;
+    Ok(Json(InstrumentsResponse {
+        instruments: state
+            .case_services
+            .instruments
+            .all()
+            .iter()
+            .filter(|i| i.instrument == kind)
+            .cloned()
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200), (status = 503)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => {
+            Json(json!({"status": "ready", "store": state.store.backend_name()})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: store unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    json!({"status": "unavailable", "store": state.store.backend_name(),
+                            "reason": "the event store does not answer"}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}

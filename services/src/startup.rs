@@ -1,0 +1,158 @@
+//! The application as a library: `Application::build` opens the store, makes sure an admin token
+//! exists, binds the listener (port 0 picks a free one) and returns; `run_until_stopped` serves
+//! until the shutdown future resolves.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aggregates::CaseServices;
+use schemas::instruments::Catalog;
+use schemas::{ActorId, AgencyId, Role};
+use tokio::net::TcpListener;
+
+use crate::auth::issue_token;
+use crate::config::{redact_url, Config};
+use crate::error::StoreError;
+use crate::store::{Store, TokenRecord};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub case_services: Arc<CaseServices>,
+    pub config: Arc<Config>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the admin token to {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the built-in instrument definitions are invalid: {0}")]
+    Instruments(#[from] schemas::SchemaError),
+}
+
+/// Opens the store the configuration names: PostgreSQL when a database URL is set, otherwise the
+/// embedded SQLite store under the data dir.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    match &config.database_url {
+        Some(url) => {
+            tracing::info!(database = %redact_url(url), "using the PostgreSQL event store");
+            Store::postgres(url).await
+        }
+        None => {
+            tracing::info!(data_dir = %config.data_dir.display(), "using the embedded SQLite event store");
+            Store::sqlite(&config.data_dir).await
+        }
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let store = open_store(&config).await?;
+        ensure_admin_token(&store, &config.data_dir).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = AppState {
+            store: Arc::new(store),
+            case_services: Arc::new(CaseServices {
+                instruments: Arc::new(Catalog::builtin()?),
+            }),
+            config: Arc::new(config),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.local_addr();
+        let store = self.state.store.clone();
+        let router = crate::http::router(self.state);
+        tracing::info!(%addr, "serving the Linkage API");
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        store.close().await;
+        served
+    }
+}
+
+/// On first start (no admin token in the store) creates one and writes it to
+/// `<data_dir>/admin.token` with mode 0600. Logs the path, never the token.
+async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<(), StartupError> {
+    if store.has_admin_token().await? {
+        return Ok(());
+    }
+    let record = TokenRecord {
+        actor_id: ActorId::parse("admin").expect("static id"),
+        role: Role::Admin,
+        agency: AgencyId::parse("default").expect("static id"),
+    };
+    let token = issue_token(store, &record).await?;
+    let path = data_dir.join("admin.token");
+    write_secret(&path, &token).map_err(|source| StartupError::AdminToken {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::warn!(path = %path.display(), "first start: wrote an admin token; keep it secret");
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(file, "{secret}")?;
+    file.sync_all()
+}

@@ -1,0 +1,300 @@
+//! The event store: PostgreSQL through postgres-es, or embedded SQLite through sqlite-es, with one
+//! behaviour. Commands go through cqrs-es's `PersistedEventStore` in event-sourced mode (it
+//! never applies an event twice; see ARCHITECTURE.md). Reads of the added envelope columns
+//! (event id, recorded_at, position), idempotency lookups and tokens use plain SQL that both
+//! dialects accept.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use aggregates::{Case, CaseError, CaseEvent};
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use schemas::{ActorId, AgencyId, CaseId, EventId, Role};
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{PgPool, Row, SqlitePool};
+
+use crate::error::StoreError;
+
+pub type CaseContext = EventStoreAggregateContext<Case>;
+
+enum Backend {
+    Postgres {
+        pool: PgPool,
+        es: PersistedEventStore<PostgresEventRepository, Case>,
+    },
+    Sqlite {
+        pool: SqlitePool,
+        es: PersistedEventStore<SqliteEventRepository, Case>,
+    },
+}
+
+/// Runs the same body against whichever pool the store has. The body is type-checked once per
+/// backend, so one query text serves both dialects.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres { pool: $pool, .. } => $body,
+            Backend::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+macro_rules! on_es {
+    ($self:expr, $es:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres { es: $es, .. } => $body,
+            Backend::Sqlite { es: $es, .. } => $body,
+        }
+    };
+}
+
+pub struct Store {
+    backend: Backend,
+}
+
+/// One stored event with its envelope, as `GET /v1/cases/{id}/events` shows it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: EventId,
+    pub sequence: u64,
+    pub position: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: HashMap<String, String>,
+}
+
+/// What an earlier request with the same idempotency key did.
+#[derive(Debug, Clone)]
+pub struct IdempotentReply {
+    pub request_hash: String,
+    pub status: u16,
+    pub reply: Value,
+    pub version: u64,
+}
+
+/// A token's identity.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub actor_id: ActorId,
+    pub role: Role,
+    pub agency: AgencyId,
+}
+
+/// The outcome of committing a command's events.
+pub enum Commit {
+    Done(Vec<EventEnvelope<Case>>),
+    /// Another writer appended first: reload and decide again.
+    Conflict,
+}
+
+const EVENT_COLUMNS: &str = "CAST(event_id AS TEXT) AS event_id, sequence, position, event_type, \
+     event_version, recorded_at, payload, metadata";
+
+impl Store {
+    /// PostgreSQL at `url`, migrated to the current schema.
+    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(StoreError::Connect)?;
+        sqlx::migrate!("../ops/migrations/postgres")
+            .run(&pool)
+            .await?;
+        let es = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+        Ok(Self {
+            backend: Backend::Postgres { pool, es },
+        })
+    }
+
+    /// SQLite in `<data_dir>/linkage.db`, created and migrated if needed.
+    pub async fn sqlite(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::DataDir)?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("linkage.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        sqlx::migrate!("../ops/migrations/sqlite")
+            .run(&pool)
+            .await?;
+        let es = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+        Ok(Self {
+            backend: Backend::Sqlite { pool, es },
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Loads a case by replaying its whole stream.
+    pub async fn load(&self, id: CaseId) -> Result<CaseContext, StoreError> {
+        let id = id.to_string();
+        on_es!(self, es => es.load_aggregate(&id).await).map_err(aggregate_error)
+    }
+
+    /// Appends `events` after the context's version, all or nothing.
+    pub async fn commit(
+        &self,
+        events: Vec<CaseEvent>,
+        context: CaseContext,
+        metadata: HashMap<String, String>,
+    ) -> Result<Commit, StoreError> {
+        match on_es!(self, es => es.commit(events, context, metadata).await) {
+            Ok(done) => Ok(Commit::Done(done)),
+            Err(AggregateError::AggregateConflict) => Ok(Commit::Conflict),
+            Err(e) => Err(aggregate_error(e)),
+        }
+    }
+
+    /// Every event of a case, oldest first, with its envelope.
+    pub async fn events_of(&self, id: CaseId) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE aggregate_type = 'Case' AND aggregate_id = $1 ORDER BY sequence"
+        );
+        let id = id.to_string();
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(&id).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    let event_id: String = row.try_get("event_id")?;
+                    let sequence: i64 = row.try_get("sequence")?;
+                    let position: Option<i64> = row.try_get("position")?;
+                    let Json(payload): Json<Value> = row.try_get("payload")?;
+                    let Json(metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
+                    Ok(StoredEvent {
+                        event_id: EventId::parse(&event_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        sequence: sequence as u64,
+                        position: position.unwrap_or_default(),
+                        event_type: row.try_get("event_type")?,
+                        event_version: row.try_get("event_version")?,
+                        recorded_at: row.try_get("recorded_at")?,
+                        payload,
+                        metadata,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The sequence and type of one event of a case, found by its id.
+    pub async fn find_event(
+        &self,
+        case: CaseId,
+        event: EventId,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let sql = "SELECT sequence, event_type FROM events \
+                   WHERE aggregate_type = 'Case' AND aggregate_id = $1 AND CAST(event_id AS TEXT) = $2";
+        let (case, event) = (case.to_string(), event.to_string());
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(&case).bind(&event).fetch_optional(pool).await?;
+            row.map(|r| Ok((r.try_get::<i64, _>("sequence")? as u64, r.try_get("event_type")?)))
+                .transpose()
+        })
+    }
+
+    /// The answer an earlier request with this idempotency scope got, if any.
+    pub async fn idempotent_reply(
+        &self,
+        scope: &str,
+    ) -> Result<Option<IdempotentReply>, StoreError> {
+        let sql = "SELECT sequence, metadata FROM events WHERE idempotency_scope = $1 \
+                   ORDER BY sequence DESC LIMIT 1";
+        on_pool!(self, pool => {
+            let Some(row) = sqlx::query(sql).bind(scope).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let sequence: i64 = row.try_get("sequence")?;
+            let Json(meta): Json<HashMap<String, String>> = row.try_get("metadata")?;
+            let field = |k: &str| meta.get(k).cloned().ok_or_else(|| StoreError::Corrupt(format!("idempotent event lacks {k}")));
+            Ok(Some(IdempotentReply {
+                request_hash: field("request_hash")?,
+                status: field("reply_status")?.parse().map_err(|_| StoreError::Corrupt("reply_status".into()))?,
+                reply: serde_json::from_str(&field("reply")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                version: sequence as u64,
+            }))
+        })
+    }
+
+    pub async fn insert_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+        let sql =
+            "INSERT INTO tokens (token_hash, actor_id, role, agency_id) VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(hash)
+                .bind(token.actor_id.as_str())
+                .bind(token.role.as_str())
+                .bind(token.agency.as_str())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = "SELECT actor_id, role, agency_id FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+        on_pool!(self, pool => {
+            let Some(row) = sqlx::query(sql).bind(hash).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let corrupt = |e: String| StoreError::Corrupt(e);
+            Ok(Some(TokenRecord {
+                actor_id: ActorId::parse(row.try_get::<String, _>("actor_id")?).map_err(|e| corrupt(e.to_string()))?,
+                role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(corrupt)?,
+                agency: AgencyId::parse(row.try_get::<String, _>("agency_id")?).map_err(|e| corrupt(e.to_string()))?,
+            }))
+        })
+    }
+
+    pub async fn has_admin_token(&self) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM tokens WHERE role = 'admin' AND revoked_at IS NULL";
+        on_pool!(self, pool => {
+            let n: i64 = sqlx::query(sql).fetch_one(pool).await?.try_get("n")?;
+            Ok(n > 0)
+        })
+    }
+
+    /// A cheap round trip, for /readyz.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+fn aggregate_error(e: AggregateError<CaseError>) -> StoreError {
+    match e {
+        AggregateError::UserError(e) => StoreError::Corrupt(format!("unexpected refusal: {e}")),
+        AggregateError::AggregateConflict => StoreError::Corrupt("unexpected conflict".into()),
+        AggregateError::DatabaseConnectionError(e) => StoreError::Unavailable(e.to_string()),
+        AggregateError::DeserializationError(e) => StoreError::Corrupt(e.to_string()),
+        AggregateError::UnexpectedError(e) => StoreError::Unexpected(e.to_string()),
+    }
+}

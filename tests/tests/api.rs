@@ -1,0 +1,711 @@
+//! The API against both stores: one family's case end to end, bad input, idempotency,
+//! concurrency, restarts and immutability. All names and ids are synthetic.
+
+use chrono::{Duration, Utc};
+use linkage_tests::{both_stores, TestApp};
+use reqwest::StatusCode;
+use schemas::Role;
+use serde_json::{json, Value};
+
+fn day(offset: i64) -> String {
+    (Utc::now().date_naive() - Duration::days(offset)).to_string()
+}
+
+fn at(offset_days: i64) -> String {
+    (Utc::now() - Duration::days(offset_days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn intake(assigned_to: &str) -> Value {
+    json!({
+        "program": "wraparound",
+        "assigned_to": assigned_to,
+        "intake_date": day(60),
+        "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04",
+                  "medicaid_id": "ZZ99000001"},
+        "guardians": [{"name": "Alex Sample", "relationship": "parent", "phone": "555-0100"}],
+        "referral_source": "pediatrician",
+        "presenting_concerns": ["school refusal", "sleep"]
+    })
+}
+
+async fn open_case(app: &TestApp, token: &str, assigned_to: &str) -> String {
+    let (s, body) = app.post("/v1/cases", token, &intake(assigned_to)).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["version"], 2, "CaseOpened + CaseManagerAssigned");
+    body["case_id"].as_str().expect("case_id").to_owned()
+}
+
+both_stores!(
+    a_family_from_intake_to_transition,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let case = open_case(&app, &t, "cm-ada").await;
+        let p = |s: &str| format!("/v1/cases/{case}{s}");
+
+        let (s, b) = app
+        .post(&p("/screenings"), &t, &json!({"instrument": "cans", "administered_on": day(55),
+            "ratings": {"bhn.depression": 2, "lf.sleep": 3, "bhn.anxiety": 1, "str.resilience": 0}}))
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["actionable_needs"], json!(["lf.sleep", "bhn.depression"]));
+        assert_eq!(b["version"], 3);
+
+        let (s, b) = app
+            .post(
+                &p("/screenings"),
+                &t,
+                &json!({"instrument": "prapare", "administered_on": day(55),
+            "ratings": {"fh.housing_worry": "yes", "se.stress": "choose_not_to_answer"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+
+        // A plan that leaves a need unaddressed is refused; addressing it works.
+        let (s, b) = app
+            .post(
+                &p("/care-plan"),
+                &t,
+                &json!({"goals": [{"description": "sleep through the night",
+            "addresses": ["lf.sleep"]}], "family_participated": true, "reassess_by": day(-90)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        assert_eq!(b["error"]["code"], "unaddressed_needs");
+        let (s, b) = app
+            .post(
+                &p("/care-plan"),
+                &t,
+                &json!({
+            "goals": [{"description": "sleep through the night", "addresses": ["lf.sleep"]},
+                      {"description": "connect to therapy", "addresses": ["bhn.depression"],
+                       "target_date": day(-60)}],
+            "family_participated": true, "services_timeline": "therapy within 30 days",
+            "reassess_by": day(-90)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["plan_version"], 1);
+        let goal = b["goal_ids"][1].as_str().unwrap().to_owned();
+
+        let (s, b) = app
+            .post(
+                &p("/referrals"),
+                &t,
+                &json!({"service_type": "outpatient_therapy",
+            "provider": {"id": "prov-riverside", "name": "Riverside Family Clinic (synthetic)"},
+            "reason": "depressive symptoms", "goal_ids": [goal], "urgency": "routine",
+            "sent_on": day(50)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let referral = b["referral_id"].as_str().unwrap().to_owned();
+
+        let (s, b) = app
+            .post(
+                &p(&format!("/referrals/{referral}/status")),
+                &t,
+                &json!({"status": "accepted", "on": day(48)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        let (s, b) = app
+            .post(
+                &p("/appointments"),
+                &t,
+                &json!({"referral_id": referral, "scheduled_for": at(40)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let appt = b["appointment_id"].as_str().unwrap().to_owned();
+        let (s, b) = app
+            .post(
+                &p(&format!("/appointments/{appt}/outcome")),
+                &t,
+                &json!({"outcome": "missed", "on": day(40), "missed_reason": "no_show"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = app
+            .post(
+                &p(&format!("/appointments/{appt}/outcome")),
+                &t,
+                &json!({"outcome": "rescheduled", "on": day(39), "rescheduled_for": at(30)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = app
+            .post(
+                &p(&format!("/appointments/{appt}/outcome")),
+                &t,
+                &json!({"outcome": "kept", "on": day(30)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        let (s, b) = app
+            .post(
+                &p("/contacts"),
+                &t,
+                &json!({"component": "monitoring", "contact_type": "phone",
+            "with": ["guardian"], "occurred_at": at(29), "minutes": 25,
+            "note": "family reports first session went well", "location": "office"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+
+        let (s, b) = app
+            .post(
+                &p(&format!("/referrals/{referral}/status")),
+                &t,
+                &json!({"status": "completed", "on": day(20), "outcome": "connected"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        let (s, b) = app
+            .post(
+                &p("/transition"),
+                &t,
+                &json!({"kind": "step_down", "reason": "goals met",
+            "effective_on": day(10)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let final_version = b["version"].as_u64().unwrap();
+
+        // Closed: nothing but reopen.
+        let (s, b) = app
+            .post(
+                &p("/contacts"),
+                &t,
+                &json!({"component": "monitoring", "contact_type": "phone",
+            "with": ["guardian"], "occurred_at": at(5), "minutes": 10}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+        assert_eq!(b["error"]["code"], "case_closed");
+
+        let (s, view) = app.get(&p(""), &t).await;
+        assert_eq!(s, StatusCode::OK, "{view}");
+        assert_eq!(view["status"], "closed");
+        assert_eq!(view["version"], final_version);
+        assert_eq!(view["assigned_to"], "cm-ada");
+        assert_eq!(view["referrals"][0]["status"], "completed");
+        assert_eq!(view["referrals"][0]["outcome"], "connected");
+        assert_eq!(view["appointments"][0]["status"], "kept");
+        assert_eq!(view["care_plan"]["goals"].as_array().unwrap().len(), 2);
+        assert_eq!(view["screenings"].as_array().unwrap().len(), 2);
+        assert_eq!(view["closure"]["kind"], "step_down");
+
+        // The envelope: ids, order, actors, times.
+        let (s, ev) = app.get(&p("/events"), &t).await;
+        assert_eq!(s, StatusCode::OK);
+        let events = ev["events"].as_array().unwrap();
+        assert_eq!(events.len() as u64, final_version);
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                "CaseOpened",
+                "CaseManagerAssigned",
+                "ScreeningRecorded",
+                "ScreeningRecorded",
+                "CarePlanRevised",
+                "ReferralSent",
+                "ReferralAccepted",
+                "AppointmentScheduled",
+                "AppointmentMissed",
+                "AppointmentRescheduled",
+                "AppointmentKept",
+                "ContactLogged",
+                "ReferralCompleted",
+                "CaseTransitioned"
+            ]
+        );
+        let mut last_position = 0;
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["sequence"], i as u64 + 1);
+            assert_eq!(e["event_version"], "1");
+            let id = uuid::Uuid::parse_str(e["event_id"].as_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 7, "event ids are UUID v7");
+            let pos = e["position"].as_i64().unwrap();
+            assert!(pos > last_position, "global positions increase");
+            last_position = pos;
+            assert_eq!(e["actor"]["id"], "admin");
+            assert_eq!(e["actor"]["role"], "admin");
+            assert!(e["recorded_at"].is_string() && e["occurred_at"].is_string());
+            assert!(e["correlation_id"].is_string() && e["causation_id"].is_string());
+        }
+        // Late documentation: the contact happened 29 days before it was recorded.
+        let contact = &events[11];
+        assert!(
+            contact["occurred_at"].as_str().unwrap() < contact["recorded_at"].as_str().unwrap()
+        );
+
+        // Reopen, then the case takes activity again.
+        let (s, b) = app
+            .post(
+                &p("/reopen"),
+                &t,
+                &json!({"reason": "new concerns", "on": day(2)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = app
+        .post(&p("/contacts"), &t, &json!({"component": "assessment", "contact_type": "face_to_face",
+            "with": ["child", "guardian"], "occurred_at": at(1), "minutes": 60, "location": "home"}))
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+);
+
+both_stores!(bad_input_changes_nothing, |app: TestApp| async move {
+    let t = app.admin_token.clone();
+    let case = open_case(&app, &t, "cm-ada").await;
+    let contacts = format!("/v1/cases/{case}/contacts");
+    let good = json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                      "occurred_at": at(1), "minutes": 15});
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (
+            b"{\"component\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            b"not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["colour"] = json!("blue");
+                v.to_string().into_bytes()
+            },
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["contact_type"] = json!("telepathy");
+                v.to_string().into_bytes()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_enum_value",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v.as_object_mut().unwrap().remove("minutes");
+                v.to_string().into_bytes()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["minutes"] = json!(0);
+                v.to_string().into_bytes()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["occurred_at"] = json!(at(-2));
+                v.to_string().into_bytes()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "date_in_future",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["note"] = json!("x".repeat(400_000));
+                v.to_string().into_bytes()
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (s, b) = app.post_raw(&contacts, &t, body, None).await;
+        assert_eq!(s, status, "{b}");
+        assert_eq!(b["error"]["code"], code, "{b}");
+        assert!(b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(
+        app.event_count(&case).await,
+        2,
+        "no refused request appended anything"
+    );
+
+    // Unknown ids.
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{}/contacts", uuid::Uuid::now_v7()),
+            &t,
+            &good,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("case_not_found"))
+    );
+    let (s, b) = app.post("/v1/cases/not-a-uuid/contacts", &t, &good).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("case_not_found"))
+    );
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/referrals/{}/status", uuid::Uuid::now_v7()),
+            &t,
+            &json!({"status": "accepted", "on": day(1)}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("referral_not_found"))
+    );
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/corrections"),
+            &t,
+            &json!({"voids_event_id": uuid::Uuid::now_v7(), "reason": "typo"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("event_not_found"))
+    );
+
+    // Invalid transitions: 409.
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/reopen"),
+            &t,
+            &json!({"reason": "x", "on": day(1)}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("case_not_closed"))
+    );
+
+    // Tokens.
+    let (s, b) = app.post(&contacts, "lkg_0000", &good).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let resp = app
+        .client
+        .post(format!("{}{contacts}", app.address))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Unknown route and method.
+    let (s, b) = app.get("/v1/nothing-here", &t).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("route_not_found"))
+    );
+    let (s, _) = app.get(&contacts, &t).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+
+    assert_eq!(app.event_count(&case).await, 2, "still nothing appended");
+});
+
+both_stores!(
+    idempotency_keys_replay_the_first_answer,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let case = open_case(&app, &t, "cm-ada").await;
+        let contacts = format!("/v1/cases/{case}/contacts");
+        let body = json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                      "occurred_at": at(1), "minutes": 15});
+        let first = app.post_with_key(&contacts, &t, &body, "contact-1").await;
+        assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+        let again = app.post_with_key(&contacts, &t, &body, "contact-1").await;
+        assert_eq!(again, first, "a retry returns the first answer");
+        assert_eq!(app.event_count(&case).await, 3, "and appends nothing");
+
+        let mut other = body.clone();
+        other["minutes"] = json!(16);
+        let (s, b) = app.post_with_key(&contacts, &t, &other, "contact-1").await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("idempotency_key_reused"))
+        );
+        assert_eq!(app.event_count(&case).await, 3);
+
+        // Keys belong to the actor: another actor's same key is a new request.
+        let sup = app.token(Role::Supervisor, "sup-lee", "default").await;
+        let (s, b) = app.post_with_key(&contacts, &sup, &body, "contact-1").await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+
+        // Concurrent retries of one intake open one case.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let client = app.client.clone();
+                let url = format!("{}/v1/cases", app.address);
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let r = client
+                        .post(url)
+                        .bearer_auth(t)
+                        .header("Idempotency-Key", "intake-77")
+                        .json(&intake("cm-ada"))
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for task in tasks {
+            let (s, b) = task.await.unwrap();
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            assert_eq!(b["version"], 2);
+            ids.insert(b["case_id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 1, "one case, whatever the retries");
+        assert_eq!(app.event_count(ids.first().unwrap()).await, 2);
+    }
+);
+
+both_stores!(
+    concurrent_commands_never_append_on_a_stale_version,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let case = open_case(&app, &t, "cm-ada").await;
+        let n = 16;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let client = app.client.clone();
+                let url = format!("{}/v1/cases/{case}/contacts", app.address);
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let r = client
+                        .post(url)
+                        .bearer_auth(t)
+                        .json(&json!({"component": "monitoring", "contact_type": "phone",
+                        "with": ["guardian"], "occurred_at": at(1), "minutes": 10 + i}))
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for task in tasks {
+            let (s, b) = task.await.unwrap();
+            match s {
+                StatusCode::CREATED => versions.push(b["version"].as_u64().unwrap()),
+                StatusCode::CONFLICT => {
+                    assert_eq!(b["error"]["code"], "concurrency_conflict", "{b}")
+                }
+                other => panic!("unexpected {other}: {b}"),
+            }
+        }
+        versions.sort_unstable();
+        let expected: Vec<u64> = (3..3 + versions.len() as u64).collect();
+        assert_eq!(
+            versions, expected,
+            "every accepted command got its own next version"
+        );
+        assert!(
+            versions.len() >= n as usize / 2,
+            "bounded retries let most through: {versions:?}"
+        );
+        assert_eq!(app.event_count(&case).await, 2 + versions.len());
+        let (_, view) = app.get(&format!("/v1/cases/{case}"), &t).await;
+        assert_eq!(view["contacts"].as_array().unwrap().len(), versions.len());
+    }
+);
+
+both_stores!(
+    corrections_void_and_never_delete,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let case = open_case(&app, &t, "cm-ada").await;
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                &t,
+                &json!({"component": "monitoring",
+            "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 15}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (_, ev) = app.get(&format!("/v1/cases/{case}/events"), &t).await;
+        let contact_event = ev["events"][2]["event_id"].as_str().unwrap().to_owned();
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/corrections"),
+                &t,
+                &json!({"voids_event_id": contact_event, "reason": "logged on the wrong case"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["version"], 4);
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/corrections"),
+                &t,
+                &json!({"voids_event_id": contact_event, "reason": "again"}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("already_voided"))
+        );
+        let (_, view) = app.get(&format!("/v1/cases/{case}"), &t).await;
+        assert_eq!(
+            view["contacts"][0]["voided"], true,
+            "voided, still there: {view}"
+        );
+        let (_, ev) = app.get(&format!("/v1/cases/{case}/events"), &t).await;
+        assert_eq!(ev["events"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            ev["events"][3]["payload"]["voided_event_id"],
+            contact_event.as_str()
+        );
+    }
+);
+
+both_stores!(
+    stored_events_cannot_be_edited_or_deleted,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let _case = open_case(&app, &t, "cm-ada").await;
+        let url = app.config.database_url.clone();
+        let refused = match url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let u = sqlx::query("UPDATE events SET event_type = 'Edited'")
+                    .execute(&pool)
+                    .await;
+                let d = sqlx::query("DELETE FROM events").execute(&pool).await;
+                pool.close().await;
+                u.is_err() && d.is_err()
+            }
+            None => {
+                let path = app.config.data_dir.join("linkage.db");
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                let u = sqlx::query("UPDATE events SET event_type = 'Edited'")
+                    .execute(&pool)
+                    .await;
+                let d = sqlx::query("DELETE FROM events").execute(&pool).await;
+                pool.close().await;
+                u.is_err() && d.is_err()
+            }
+        };
+        assert!(refused, "the store refuses UPDATE and DELETE on events");
+        assert_eq!(app.event_count(&_case).await, 2);
+    }
+);
+
+both_stores!(a_restart_keeps_everything, |app: TestApp| async move {
+    let t = app.admin_token.clone();
+    let case = open_case(&app, &t, "cm-ada").await;
+    let cm = app.token(Role::CaseManager, "cm-ada", "default").await;
+    let (_, before) = app.get(&format!("/v1/cases/{case}"), &t).await;
+    let app = app.restart().await;
+    let (s, after) = app.get(&format!("/v1/cases/{case}"), &t).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(before, after);
+    let (s, _) = app.get(&format!("/v1/cases/{case}"), &cm).await;
+    assert_eq!(s, StatusCode::OK, "tokens survive a restart");
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/contacts"),
+            &cm,
+            &json!({"component": "monitoring",
+            "contact_type": "video", "with": ["child"], "occurred_at": at(0), "minutes": 30}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["version"].as_u64()),
+        (StatusCode::CREATED, Some(3)),
+        "{b}"
+    );
+});
+
+both_stores!(health_instruments_and_openapi, |app: TestApp| async move {
+    let (s, b) = app.get("/healthz", "").await;
+    assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, b) = app.get("/readyz", "").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let billing = app.token(Role::Billing, "bill-1", "default").await;
+    let (s, b) = app.get("/v1/instruments", &billing).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["instruments"].as_array().unwrap().len(), 2);
+    let (s, b) = app.get("/v1/instruments/prapare", &billing).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["instruments"][0]["items"].as_array().unwrap().len(), 17);
+    let (s, _) = app.get("/v1/instruments/phq9", &billing).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, doc) = app.get("/v1/openapi.json", "").await;
+    assert_eq!(s, StatusCode::OK);
+    for (path, method) in [
+        ("/v1/cases", "post"),
+        ("/v1/cases/{case_id}", "get"),
+        ("/v1/cases/{case_id}/events", "get"),
+        ("/v1/cases/{case_id}/screenings", "post"),
+        ("/v1/cases/{case_id}/care-plan", "post"),
+        ("/v1/cases/{case_id}/referrals", "post"),
+        ("/v1/cases/{case_id}/referrals/{referral_id}/status", "post"),
+        ("/v1/cases/{case_id}/appointments", "post"),
+        (
+            "/v1/cases/{case_id}/appointments/{appointment_id}/outcome",
+            "post",
+        ),
+        ("/v1/cases/{case_id}/contacts", "post"),
+        ("/v1/cases/{case_id}/transition", "post"),
+        ("/v1/cases/{case_id}/reopen", "post"),
+        ("/v1/cases/{case_id}/corrections", "post"),
+        ("/v1/instruments", "get"),
+        ("/v1/instruments/{instrument}", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI"
+        );
+    }
+    // Enum values agree with the contract.
+    let contact_types = &doc["components"]["schemas"]["ContactType"]["enum"];
+    assert_eq!(
+        contact_types,
+        &json!([
+            "face_to_face",
+            "phone",
+            "video",
+            "collateral",
+            "written",
+            "voicemail"
+        ])
+    );
+});

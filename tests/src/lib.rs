@@ -172,6 +172,31 @@ impl TestApp {
         app
     }
 
+    /// A second server on the same store, as a second replica would be: it has its own cache.
+    pub async fn second_instance(&self) -> Self {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        Self::start(self.backend, config, self._cleanup.clone()).await
+    }
+
+    /// Asserts that the command path's view of a case (cache, if it holds the case) equals a
+    /// full replay of its stream.
+    pub async fn assert_cache_matches_replay(&self, case_id: &str) {
+        let id = schemas::CaseId::parse(case_id).expect("case id");
+        let cached = self.store.load_for_command(id).await.expect("load");
+        let replayed = self.store.load(id).await.expect("replay");
+        assert_eq!(
+            cached.current_sequence, replayed.current_sequence,
+            "versions differ"
+        );
+        assert!(
+            cached.aggregate == replayed.aggregate,
+            "cached state differs from a full replay:\ncached: {:?}\nreplay: {:?}",
+            cached.aggregate,
+            replayed.aggregate
+        );
+    }
+
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -188,6 +188,7 @@ both_stores!(
         assert_eq!(s, StatusCode::CONFLICT, "{b}");
         assert_eq!(b["error"]["code"], "case_closed");
 
+        app.assert_cache_matches_replay(&case).await;
         let (s, view) = app.get(&p(""), &t).await;
         assert_eq!(s, StatusCode::OK, "{view}");
         assert_eq!(view["status"], "closed");
@@ -538,6 +539,53 @@ both_stores!(
         assert_eq!(app.event_count(&case).await, 2 + versions.len());
         let (_, view) = app.get(&format!("/v1/cases/{case}"), &t).await;
         assert_eq!(view["contacts"].as_array().unwrap().len(), versions.len());
+        app.assert_cache_matches_replay(&case).await;
+    }
+);
+
+both_stores!(
+    two_instances_on_one_store_stay_consistent,
+    |app: TestApp| async move {
+        // Each instance caches case states and neither knows of the other's writes. The stream's
+        // primary key turns every decision made on stale state into a retry on fresh state.
+        let t = app.admin_token.clone();
+        let other = app.second_instance().await;
+        let case = open_case(&app, &t, "cm-ada").await;
+        let mut expected_version = 2;
+        for i in 0..12 {
+            let instance = if i % 3 == 0 { &app } else { &other };
+            let (s, b) = instance
+            .post(&format!("/v1/cases/{case}/contacts"), &t, &json!({"component": "monitoring",
+                "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 5 + i}))
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            expected_version += 1;
+            assert_eq!(b["version"], expected_version, "{b}");
+        }
+        // A rule decided on stale state would be wrong: close on one, then the other must refuse.
+        let (s, b) = other
+            .post(
+                &format!("/v1/cases/{case}/transition"),
+                &t,
+                &json!({"kind": "discharge", "reason": "done", "effective_on": day(1)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                &t,
+                &json!({"component": "monitoring",
+            "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 5}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("case_closed")),
+            "{b}"
+        );
+        app.assert_cache_matches_replay(&case).await;
+        other.assert_cache_matches_replay(&case).await;
     }
 );
 

@@ -54,7 +54,7 @@ async fn execute(
         if let Some(answer) = replay(state, scope.as_deref(), &request_hash).await? {
             return answer;
         }
-        let mut context = state.store.load(case_id).await?;
+        let mut context = state.store.load_for_command(case_id).await?;
         match target {
             Target::New => {}
             Target::Existing(access) => {
@@ -109,7 +109,11 @@ async fn execute(
             metadata.insert("idempotency_key".to_owned(), key.to_string());
             metadata.insert("idempotency_scope".to_owned(), scope.clone());
         }
-        match state.store.commit(events, context, metadata).await? {
+        match state
+            .store
+            .commit(case_id, events, context, metadata)
+            .await?
+        {
             Commit::Done(committed) => {
                 let version = committed
                     .last()

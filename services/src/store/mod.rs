@@ -1,6 +1,8 @@
 //! The event store: PostgreSQL through postgres-es, or embedded SQLite through sqlite-es, with one
 //! behaviour. Commands go through cqrs-es's `PersistedEventStore` in event-sourced mode (it
-//! never applies an event twice; see ARCHITECTURE.md). Reads of the added envelope columns
+//! never applies an event twice; see ARCHITECTURE.md), in front of which sits a cache of case
+//! states (`CaseCache`) that a stale entry can never fool: a decision made on it appends at a
+//! sequence number the database already has, conflicts, and is retried on a fresh load. Reads of the added envelope columns
 //! (event id, recorded_at, position), idempotency lookups and tokens use plain SQL that both
 //! dialects accept.
 
@@ -13,7 +15,6 @@ use aggregates::{Case, CaseError, CaseEvent};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
-use postgres_es::PostgresEventRepository;
 use schemas::{ActorId, AgencyId, CaseId, EventId, Role};
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
@@ -24,12 +25,21 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::error::StoreError;
 
+mod cache;
+mod pg_repository;
+
+pub use cache::CaseCache;
+use pg_repository::PgRepository;
+
+/// How many case states the command path keeps in memory by default.
+pub const DEFAULT_CACHED_CASES: usize = 10_000;
+
 pub type CaseContext = EventStoreAggregateContext<Case>;
 
 enum Backend {
     Postgres {
         pool: PgPool,
-        es: PersistedEventStore<PostgresEventRepository, Case>,
+        es: PersistedEventStore<PgRepository, Case>,
     },
     Sqlite {
         pool: SqlitePool,
@@ -59,6 +69,7 @@ macro_rules! on_es {
 
 pub struct Store {
     backend: Backend,
+    cache: CaseCache,
 }
 
 /// One stored event with its envelope, as `GET /v1/cases/{id}/events` shows it.
@@ -113,9 +124,10 @@ impl Store {
         sqlx::migrate!("../ops/migrations/postgres")
             .run(&pool)
             .await?;
-        let es = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+        let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone()));
         Ok(Self {
             backend: Backend::Postgres { pool, es },
+            cache: CaseCache::new(DEFAULT_CACHED_CASES),
         })
     }
 
@@ -140,6 +152,7 @@ impl Store {
         let es = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
         Ok(Self {
             backend: Backend::Sqlite { pool, es },
+            cache: CaseCache::new(DEFAULT_CACHED_CASES),
         })
     }
 
@@ -150,23 +163,57 @@ impl Store {
         }
     }
 
-    /// Loads a case by replaying its whole stream.
+    /// Loads a case by replaying its whole stream from the database: what reads use.
     pub async fn load(&self, id: CaseId) -> Result<CaseContext, StoreError> {
         let id = id.to_string();
         on_es!(self, es => es.load_aggregate(&id).await).map_err(aggregate_error)
     }
 
-    /// Appends `events` after the context's version, all or nothing.
+    /// Loads a case for a command: from the cache when it holds the case, else by replay. A
+    /// cached state may be stale (another process appended); `commit` then reports a conflict.
+    pub async fn load_for_command(&self, id: CaseId) -> Result<CaseContext, StoreError> {
+        if let Some((aggregate, version)) = self.cache.get(id) {
+            return Ok(CaseContext {
+                aggregate_id: id.to_string(),
+                aggregate,
+                current_sequence: version,
+                current_snapshot: None,
+            });
+        }
+        let context = self.load(id).await?;
+        if context.aggregate.exists() {
+            self.cache
+                .put(id, context.aggregate.clone(), context.current_sequence);
+        }
+        Ok(context)
+    }
+
+    /// Appends `events` after the context's version, all or nothing. `context.aggregate` must
+    /// already have the events applied (as `Case::handle` leaves it): it becomes the cached state.
     pub async fn commit(
         &self,
+        id: CaseId,
         events: Vec<CaseEvent>,
-        context: CaseContext,
+        mut context: CaseContext,
         metadata: HashMap<String, String>,
     ) -> Result<Commit, StoreError> {
+        // Event-sourced mode never reads the aggregate on commit: take it instead of cloning.
+        let after = std::mem::take(&mut context.aggregate);
         match on_es!(self, es => es.commit(events, context, metadata).await) {
-            Ok(done) => Ok(Commit::Done(done)),
-            Err(AggregateError::AggregateConflict) => Ok(Commit::Conflict),
-            Err(e) => Err(aggregate_error(e)),
+            Ok(done) => {
+                if let Some(last) = done.last() {
+                    self.cache.put(id, after, last.sequence);
+                }
+                Ok(Commit::Done(done))
+            }
+            Err(AggregateError::AggregateConflict) => {
+                self.cache.forget(id);
+                Ok(Commit::Conflict)
+            }
+            Err(e) => {
+                self.cache.forget(id);
+                Err(aggregate_error(e))
+            }
         }
     }
 

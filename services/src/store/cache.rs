@@ -1,0 +1,83 @@
+//! A bounded, least-recently-used cache of case states for the command path.
+//!
+//! It saves replaying a stream on every command. It is safe because it is never trusted for
+//! what is stored: a command decided on a stale state appends at a sequence number the stream
+//! already has, the primary key refuses it, the entry is dropped and the command is retried on a
+//! full replay. Reads never use it. Tests compare its states with full replays.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use aggregates::Case;
+use lru::LruCache;
+use schemas::CaseId;
+
+pub struct CaseCache {
+    entries: Mutex<LruCache<CaseId, (Case, usize)>>,
+}
+
+impl CaseCache {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            entries: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// A copy of the cached state and its version.
+    pub fn get(&self, id: CaseId) -> Option<(Case, usize)> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Records `state` at `version`, unless a newer version is already cached.
+    pub fn put(&self, id: CaseId, state: Case, version: usize) {
+        let mut entries = self.lock();
+        if entries.peek(&id).is_some_and(|(_, v)| *v > version) {
+            return;
+        }
+        entries.put(id, (state, version));
+    }
+
+    pub fn forget(&self, id: CaseId) {
+        self.lock().pop(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<CaseId, (Case, usize)>> {
+        // A panic while holding the lock cannot leave an entry half-written: recover the map.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_version_is_never_replaced_by_an_older_one() {
+        let cache = CaseCache::new(2);
+        let id = CaseId::generate();
+        let newer = Case {
+            version: 5,
+            ..Case::default()
+        };
+        cache.put(id, newer.clone(), 5);
+        cache.put(id, Case::default(), 3);
+        assert_eq!(cache.get(id), Some((newer, 5)));
+        cache.forget(id);
+        assert_eq!(cache.get(id), None);
+    }
+
+    #[test]
+    fn it_is_bounded() {
+        let cache = CaseCache::new(2);
+        let ids: Vec<_> = (0..3).map(|_| CaseId::generate()).collect();
+        for id in &ids {
+            cache.put(*id, Case::default(), 1);
+        }
+        assert!(
+            cache.get(ids[0]).is_none(),
+            "the least recently used is evicted"
+        );
+        assert!(cache.get(ids[2]).is_some());
+    }
+}

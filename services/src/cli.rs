@@ -45,6 +45,11 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Print benchmark figures beside their baselines
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Manage API tokens
     Token {
         #[command(subcommand)]
@@ -64,6 +69,28 @@ pub enum TokenCommand {
         agency: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
+    Append {
+        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Concurrent clients, one measurement each
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
+        clients: Vec<usize>,
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Events in a long stream
+        #[arg(long, default_value_t = 500)]
+        long_stream: usize,
+        /// Cases each client cycles through
+        #[arg(long, default_value_t = 8)]
+        cases_per_client: usize,
     },
 }
 

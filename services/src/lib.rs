@@ -2,6 +2,7 @@
 //! Everything with a socket, a pool or a file lives here; the domain stays in the crates below.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
-use services::cli::{Cli, Command, TokenCommand};
+use services::bench::AppendBench;
+use services::cli::{BenchCommand, Cli, Command, TokenCommand};
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
 use services::{auth, startup, telemetry, Application};
@@ -29,6 +30,26 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await?;
             tracing::info!("stopped");
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Append {
+                    database_url,
+                    clients,
+                    seconds,
+                    long_stream,
+                    cases_per_client,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty);
+            let bench = AppendBench {
+                database_url,
+                clients,
+                seconds,
+                long_stream,
+                cases_per_client,
+            };
+            bench.run(&mut std::io::stdout().lock()).await?;
         }
         Command::Token {
             command:

@@ -32,14 +32,14 @@ pub fn parse_case_id(s: &str) -> Result<CaseId, ApiError> {
 }
 
 /// How the route reaches the case: opening a new one, or acting on an existing one.
-enum Target {
+pub enum Target {
     New,
     Existing(Access),
 }
 
 /// Runs one command to completion. `action` is called once per attempt with the freshly loaded
-/// case; it must not have side effects.
-async fn execute(
+/// case; it must not have side effects. Public for the benchmark, which drives it without HTTP.
+pub async fn execute(
     state: &AppState,
     meta: CommandMeta,
     body: &[u8],
@@ -55,19 +55,22 @@ async fn execute(
             return answer;
         }
         let mut context = state.store.load_for_command(case_id).await?;
-        match target {
-            Target::New => {}
-            Target::Existing(access) => {
-                if !context.aggregate.exists() {
-                    return Err(ApiError::not_found(
-                        "case_not_found",
-                        "no case with this id",
-                    ));
-                }
-                check(&meta.actor, &context.aggregate, access)?;
+        // The state is checked out of the cache: every exit below commits or releases it.
+        let permitted = match target {
+            Target::New => Ok(()),
+            Target::Existing(_) if !context.aggregate.exists() => Err(ApiError::not_found(
+                "case_not_found",
+                "no case with this id",
+            )),
+            Target::Existing(access) => check(&meta.actor, &context.aggregate, access),
+        };
+        let action = match permitted.and_then(|()| action(&context.aggregate)) {
+            Ok(action) => action,
+            Err(e) => {
+                state.store.release(case_id, context);
+                return Err(e);
             }
-        }
-        let action = action(&context.aggregate)?;
+        };
         let received_at = Utc::now();
         let command_name = action.name();
         let occurred_at = action.occurred_at(received_at);
@@ -82,6 +85,8 @@ async fn execute(
             .handle(command, &state.case_services, &sink)
             .await
         {
+            // Refused before any event was written: the state is unchanged.
+            state.store.release(case_id, context);
             // A duplicate of this request may have committed since the check above (for
             // example, the same intake retried concurrently): then its answer is ours.
             if let Some(answer) = replay(state, scope.as_deref(), &request_hash).await? {
@@ -101,13 +106,16 @@ async fn execute(
             ("actor_agency".to_owned(), meta.actor.agency.to_string()),
             ("occurred_at".to_owned(), occurred_at.to_rfc3339()),
             ("received_at".to_owned(), received_at.to_rfc3339()),
-            ("request_hash".to_owned(), request_hash.clone()),
-            ("reply_status".to_owned(), status.as_u16().to_string()),
-            ("reply".to_owned(), answer.to_string()),
         ]);
         if let (Some(key), Some(scope)) = (&meta.idempotency_key, &scope) {
-            metadata.insert("idempotency_key".to_owned(), key.to_string());
-            metadata.insert("idempotency_scope".to_owned(), scope.clone());
+            // What a retry with the same key must get back, committed with the events.
+            metadata.extend([
+                ("idempotency_key".to_owned(), key.to_string()),
+                ("idempotency_scope".to_owned(), scope.clone()),
+                ("request_hash".to_owned(), request_hash.clone()),
+                ("reply_status".to_owned(), status.as_u16().to_string()),
+                ("reply".to_owned(), answer.to_string()),
+            ]);
         }
         match state
             .store
@@ -119,7 +127,7 @@ async fn execute(
                     .last()
                     .map(|e| e.sequence as u64)
                     .unwrap_or_default();
-                tracing::info!(%case_id, command = command_name, version, "command accepted");
+                tracing::debug!(%case_id, command = command_name, version, "command accepted");
                 return Ok(reply(status, answer, version));
             }
             Commit::Conflict => {

@@ -29,6 +29,12 @@ impl CaseCache {
         self.lock().get(&id).cloned()
     }
 
+    /// Takes the state out (no copy): a command checks it out and, committed or not, puts the
+    /// resulting state back. A concurrent command on the same case meanwhile replays instead.
+    pub fn take(&self, id: CaseId) -> Option<(Case, usize)> {
+        self.lock().pop(&id)
+    }
+
     /// Records `state` at `version`, unless a newer version is already cached.
     pub fn put(&self, id: CaseId, state: Case, version: usize) {
         let mut entries = self.lock();
@@ -62,7 +68,9 @@ mod tests {
         };
         cache.put(id, newer.clone(), 5);
         cache.put(id, Case::default(), 3);
-        assert_eq!(cache.get(id), Some((newer, 5)));
+        assert_eq!(cache.get(id), Some((newer.clone(), 5)));
+        assert_eq!(cache.take(id), Some((newer, 5)));
+        assert_eq!(cache.get(id), None, "taken out, not copied");
         cache.forget(id);
         assert_eq!(cache.get(id), None);
     }

@@ -171,8 +171,11 @@ impl Store {
 
     /// Loads a case for a command: from the cache when it holds the case, else by replay. A
     /// cached state may be stale (another process appended); `commit` then reports a conflict.
+    ///
+    /// The state is checked out of the cache: hand it back with `release` if the command does
+    /// not commit (`commit` puts the new state back itself).
     pub async fn load_for_command(&self, id: CaseId) -> Result<CaseContext, StoreError> {
-        if let Some((aggregate, version)) = self.cache.get(id) {
+        if let Some((aggregate, version)) = self.cache.take(id) {
             return Ok(CaseContext {
                 aggregate_id: id.to_string(),
                 aggregate,
@@ -180,12 +183,15 @@ impl Store {
                 current_snapshot: None,
             });
         }
-        let context = self.load(id).await?;
+        self.load(id).await
+    }
+
+    /// Returns an unchanged, checked-out state to the cache (a refused or unauthorised command).
+    pub fn release(&self, id: CaseId, context: CaseContext) {
         if context.aggregate.exists() {
             self.cache
-                .put(id, context.aggregate.clone(), context.current_sequence);
+                .put(id, context.aggregate, context.current_sequence);
         }
-        Ok(context)
     }
 
     /// Appends `events` after the context's version, all or nothing. `context.aggregate` must

@@ -1,0 +1,454 @@
+//! `linkage bench append`: the command path's throughput and latency on PostgreSQL, printed
+//! beside a raw single-row INSERT into the same events table, measured in the same run on the
+//! same database, at 1 and 16 concurrent clients, on short (2-event) and long (500-event)
+//! streams. It creates a scratch database, and drops it at the end.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::{Actor, Case, CaseAction, CaseCommand, CaseEvent, CaseServices};
+use chrono::{Duration as Days, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use hdrhistogram::Histogram;
+use schemas::instruments::Catalog;
+use schemas::wire::{ChildIn, LogContactRequest, OpenCaseRequest};
+use schemas::*;
+use serde_json::json;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::http::commands::{execute, Target};
+use crate::http::extract::CommandMeta;
+use crate::startup::AppState;
+use crate::store::{Commit, Store};
+
+#[derive(Debug, Clone)]
+pub struct AppendBench {
+    /// A PostgreSQL URL with the right to create databases.
+    pub database_url: String,
+    pub clients: Vec<usize>,
+    pub seconds: u64,
+    pub long_stream: usize,
+    pub cases_per_client: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot write the report: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the command path refused a benchmark command: {0}")]
+    Refused(String),
+    #[error("histogram: {0}")]
+    Histogram(String),
+}
+
+struct Row {
+    label: String,
+    clients: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn actor() -> Actor {
+    Actor {
+        id: ActorId::parse("bench-admin").expect("static"),
+        role: Role::Admin,
+        agency: AgencyId::parse("bench").expect("static"),
+    }
+}
+
+fn contact(i: usize) -> LogContactRequest {
+    LogContactRequest {
+        component: TcmComponent::Monitoring,
+        contact_type: ContactType::Phone,
+        with: vec![Participant::Guardian],
+        occurred_at: Utc::now() - Days::days(1),
+        minutes: Minutes::parse(5 + (i % 50) as i64).expect("in range"),
+        note: Some(Text::parse("called the guardian about the next appointment").expect("text")),
+        location: Some(Location::Office),
+    }
+}
+
+/// A case stream of `len` events (intake, assignment, then contacts), committed in one statement.
+async fn seed_case(
+    store: &Store,
+    services: &CaseServices,
+    len: usize,
+) -> Result<CaseId, BenchError> {
+    let id = CaseId::generate();
+    let mut case = Case::default();
+    let sink = EventSink::default();
+    let received_at = Utc::now();
+    let mut commands = vec![CaseAction::OpenCase {
+        case_id: id,
+        agency: actor().agency,
+        request: OpenCaseRequest {
+            program: Program::Tcm,
+            assigned_to: ActorId::parse("cm-bench").expect("static"),
+            intake_date: received_at.date_naive() - Days::days(30),
+            child: ChildIn {
+                given_name: PersonName::parse("Bench").expect("static"),
+                family_name: PersonName::parse("Sample").expect("static"),
+                birth_date: received_at.date_naive() - Days::days(2000),
+                medicaid_id: Some(MedicaidId::parse("ZZ00000000").expect("static")),
+            },
+            guardians: vec![],
+            referral_source: None,
+            presenting_concerns: vec![],
+        },
+    }];
+    commands.extend((2..len).map(|i| CaseAction::LogContact {
+        activity_id: ActivityId::generate(),
+        request: contact(i),
+    }));
+    for action in commands {
+        let command = CaseCommand {
+            actor: actor(),
+            received_at,
+            action,
+        };
+        case.handle(command, services, &sink)
+            .await
+            .map_err(|e| BenchError::Refused(e.to_string()))?;
+    }
+    let events: Vec<CaseEvent> = sink.collect().await;
+    let context = crate::store::CaseContext {
+        aggregate_id: id.to_string(),
+        aggregate: case,
+        current_sequence: 0,
+        current_snapshot: None,
+    };
+    let metadata = [("command", "BenchSeed"), ("actor_id", "bench-admin")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    match store.commit(id, events, context, metadata).await? {
+        Commit::Done(_) => Ok(id),
+        Commit::Conflict => Err(BenchError::Refused("seed conflict".into())),
+    }
+}
+
+async fn run_clients<F, Fut>(
+    clients: usize,
+    seconds: u64,
+    op: F,
+) -> Result<(f64, Histogram<u64>), BenchError>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), BenchError>> + Send,
+{
+    let warmup = Duration::from_millis(500);
+    let measure = Duration::from_secs(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                    .map_err(|e| BenchError::Histogram(e.to_string()))?;
+                let mut n = 0usize;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 - start >= warmup + measure {
+                        break;
+                    }
+                    op(client, n).await?;
+                    n += 1;
+                    if t0 - start >= warmup {
+                        hist.record(t0.elapsed().as_micros().max(1) as u64)
+                            .map_err(|e| BenchError::Histogram(e.to_string()))?;
+                    }
+                }
+                Ok::<_, BenchError>(hist)
+            })
+        })
+        .collect();
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| BenchError::Histogram(e.to_string()))?;
+    for t in tasks {
+        let h = t.await.map_err(|e| BenchError::Refused(e.to_string()))??;
+        total
+            .add(h)
+            .map_err(|e| BenchError::Histogram(e.to_string()))?;
+    }
+    Ok((total.len() as f64 / measure.as_secs_f64(), total))
+}
+
+fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row {
+    Row {
+        label: label.to_owned(),
+        clients,
+        ops_per_sec: rate,
+        p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    }
+}
+
+impl AppendBench {
+    pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
+        let db = format!("linkage_bench_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&self.database_url).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut admin)
+            .await?;
+        let fsync: String = sqlx::query_scalar("SHOW fsync")
+            .fetch_one(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut admin)
+            .await?;
+        let url = swap_database(&self.database_url, &db);
+        let result = self.run_on(&url, &version, &fsync, out).await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        result
+    }
+
+    async fn run_on(
+        &self,
+        url: &str,
+        version: &str,
+        fsync: &str,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let store = Arc::new(Store::postgres(url).await?);
+        let services = CaseServices {
+            instruments: Arc::new(
+                Catalog::builtin().map_err(|e| BenchError::Refused(e.to_string()))?,
+            ),
+        };
+        let state = AppState {
+            store: store.clone(),
+            case_services: Arc::new(services.clone()),
+            config: Arc::new(Config {
+                database_url: Some(url.to_owned()),
+                ..Config::default()
+            }),
+        };
+        let raw_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(url)
+            .await?;
+        let max_clients = self.clients.iter().copied().max().unwrap_or(1);
+        writeln!(
+            out,
+            "linkage bench append: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs",
+            self.seconds,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        )?;
+        writeln!(
+            out,
+            "seeding {} short (2-event) and {} long ({}-event) case streams …",
+            max_clients * self.cases_per_client,
+            max_clients * self.cases_per_client,
+            self.long_stream
+        )?;
+        let mut short = Vec::new();
+        let mut long = Vec::new();
+        for _ in 0..max_clients * self.cases_per_client {
+            short.push(seed_case(&store, &services, 2).await?);
+            long.push(seed_case(&store, &services, self.long_stream).await?);
+        }
+        // A cold load replays the stream; the cache serves later commands.
+        let cold = |ids: Vec<CaseId>| {
+            let store = store.clone();
+            async move {
+                let t0 = Instant::now();
+                for id in &ids[..ids.len().min(50)] {
+                    store.load(*id).await?;
+                }
+                Ok::<_, BenchError>(t0.elapsed().as_secs_f64() * 1000.0 / ids.len().min(50) as f64)
+            }
+        };
+        let cold_short = cold(short.clone()).await?;
+        let cold_long = cold(long.clone()).await?;
+
+        let payload = serde_json::to_value(CaseEvent::ContactLogged {
+            activity_id: ActivityId::generate(),
+            component: TcmComponent::Monitoring,
+            contact_type: ContactType::Phone,
+            with: vec![Participant::Guardian],
+            occurred_at: Utc::now(),
+            minutes: Minutes::parse(20).expect("static"),
+            note: Some(
+                Text::parse("called the guardian about the next appointment").expect("static"),
+            ),
+            location: Some(Location::Office),
+        })
+        .map_err(|e| BenchError::Refused(e.to_string()))?;
+        let metadata = json!({"command": "LogContact", "actor_id": "bench-admin", "actor_role": "admin",
+            "actor_agency": "bench", "correlation_id": Uuid::now_v7().to_string(),
+            "causation_id": Uuid::now_v7().to_string(), "occurred_at": Utc::now().to_rfc3339(),
+            "received_at": Utc::now().to_rfc3339(), "request_hash": "0".repeat(64),
+            "reply_status": "201", "reply": "{\"activity_id\":\"00000000-0000-0000-0000-000000000000\"}"});
+
+        let mut rows = Vec::new();
+        let mut baseline = std::collections::HashMap::new();
+        let run_id = Uuid::new_v4().simple().to_string();
+        for &clients in &self.clients {
+            let (pool, payload, metadata, run_id) = (
+                raw_pool.clone(),
+                payload.clone(),
+                metadata.clone(),
+                run_id.clone(),
+            );
+            let raw = run_clients(clients, self.seconds, move |client, n| {
+                let (pool, payload, metadata) = (pool.clone(), payload.clone(), metadata.clone());
+                let stream = format!("raw-{run_id}-{clients}-{client}");
+                async move {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                         event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '1', $3, $4)",
+                    )
+                    .bind(stream)
+                    .bind(n as i64 + 1)
+                    .bind(payload)
+                    .bind(metadata)
+                    .execute(&pool)
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let r = row("raw single-row INSERT (baseline)", clients, raw);
+            baseline.insert(clients, r.ops_per_sec);
+            rows.push(r);
+            for (label, ids) in [
+                ("command, 2-event streams", &short),
+                ("command, long streams (see header)", &long),
+            ] {
+                // Warm the cache as a running server's would be.
+                for id in ids.iter().take(clients * self.cases_per_client) {
+                    store.load_for_command(*id).await?;
+                }
+                let (state, ids, per) = (state.clone(), ids.clone(), self.cases_per_client);
+                let measured = run_clients(clients, self.seconds, move |client, n| {
+                    let state = state.clone();
+                    let id = ids[client * per + n % per];
+                    async move {
+                        let meta = CommandMeta {
+                            actor: actor(),
+                            idempotency_key: None,
+                            correlation_id: Uuid::now_v7().to_string(),
+                            command_id: Uuid::now_v7(),
+                            route: format!("POST /v1/cases/{id}/contacts"),
+                        };
+                        let request = contact(n);
+                        let body = serde_json::to_vec(&request)
+                            .map_err(|e| BenchError::Refused(e.to_string()))?;
+                        let response = execute(
+                            &state,
+                            meta,
+                            &body,
+                            id,
+                            Target::Existing(crate::auth::Access::Command),
+                            axum::http::StatusCode::CREATED,
+                            |_| {
+                                Ok(CaseAction::LogContact {
+                                    activity_id: ActivityId::generate(),
+                                    request: request.clone(),
+                                })
+                            },
+                        )
+                        .await
+                        .map_err(|e| BenchError::Refused(e.to_string()))?;
+                        if response.status() != axum::http::StatusCode::CREATED {
+                            return Err(BenchError::Refused(format!(
+                                "status {}",
+                                response.status()
+                            )));
+                        }
+                        Ok(())
+                    }
+                })
+                .await?;
+                rows.push(row(label, clients, measured));
+            }
+        }
+
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<36} {:>7} {:>10} {:>8} {:>8} {:>12}",
+            "workload", "clients", "ops/s", "p50 ms", "p99 ms", "vs baseline"
+        )?;
+        for r in &rows {
+            let base = baseline.get(&r.clients).copied().unwrap_or(f64::NAN);
+            writeln!(
+                out,
+                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>11.0}%",
+                r.label,
+                r.clients,
+                r.ops_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                100.0 * r.ops_per_sec / base
+            )?;
+        }
+        writeln!(out)?;
+        for &clients in &self.clients {
+            let rate = |label: &str| {
+                rows.iter()
+                    .find(|r| r.clients == clients && r.label == label)
+                    .map(|r| r.ops_per_sec)
+            };
+            if let (Some(s), Some(l)) = (
+                rate("command, 2-event streams"),
+                rate("command, long streams (see header)"),
+            ) {
+                writeln!(out, "{clients:>2} clients: {}-event streams run at {:.0}% of 2-event streams (target >= 90%)", self.long_stream, 100.0 * l / s)?;
+            }
+            if let (Some(s), Some(b)) = (rate("command, 2-event streams"), baseline.get(&clients)) {
+                writeln!(out, "{clients:>2} clients: commands run at {:.0}% of raw INSERT (target at 16 clients >= 60%)", 100.0 * s / b)?;
+            }
+        }
+        writeln!(out, "cold load (full replay, cache miss): 2-event stream {cold_short:.2} ms, {}-event stream {cold_long:.2} ms", self.long_stream)?;
+        raw_pool.close().await;
+        store.close().await;
+        Ok(())
+    }
+}
+
+fn swap_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scratch_database_replaces_the_path() {
+        assert_eq!(
+            super::swap_database("postgres://u@h:1/postgres", "b"),
+            "postgres://u@h:1/b"
+        );
+        assert_eq!(
+            super::swap_database("postgres://u@h:1", "b"),
+            "postgres://u@h:1/b"
+        );
+        assert_eq!(
+            super::swap_database("postgres://u@h/x?sslmode=disable", "b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
+    }
+}

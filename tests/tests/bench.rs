@@ -1,0 +1,42 @@
+//! The benchmark command runs end to end on a real PostgreSQL and prints every row it promises.
+//! Figures are not asserted here (machines are noisy); `ops/bench.sh` is where they are read.
+
+use services::bench::AppendBench;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_append_prints_every_row_beside_its_baseline() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let bench = AppendBench {
+        database_url: url,
+        clients: vec![1, 2],
+        seconds: 1,
+        long_stream: 20,
+        cases_per_client: 2,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    for clients in ["1", "2"] {
+        for label in [
+            "raw single-row INSERT (baseline)",
+            "command, 2-event streams",
+            "command, long streams (see header)",
+        ] {
+            let row = report
+                .lines()
+                .find(|l| l.starts_with(label) && l.split_whitespace().any(|w| w == clients))
+                .unwrap_or_else(|| panic!("no row `{label}` at {clients} clients in:\n{report}"));
+            let rate: f64 = row
+                .split_whitespace()
+                .rev()
+                .nth(3)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("no rate in `{row}`"));
+            assert!(rate > 0.0, "{row}");
+        }
+    }
+    assert!(report.contains("of raw INSERT"), "{report}");
+    assert!(report.contains("cold load"), "{report}");
+}

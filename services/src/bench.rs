@@ -296,6 +296,7 @@ impl AppendBench {
         let mut baseline = std::collections::HashMap::new();
         let run_id = Uuid::new_v4().simple().to_string();
         for &clients in &self.clients {
+            settle(&raw_pool).await;
             let (pool, payload, metadata, run_id) = (
                 raw_pool.clone(),
                 payload.clone(),
@@ -327,10 +328,12 @@ impl AppendBench {
                 ("command, 2-event streams", &short),
                 ("command, long streams (see header)", &long),
             ] {
-                // Warm the cache as a running server's would be.
+                // Warm the cache as a running server's would be (check out, hand back).
                 for id in ids.iter().take(clients * self.cases_per_client) {
-                    store.load_for_command(*id).await?;
+                    let context = store.load_for_command(*id).await?;
+                    store.release(*id, context);
                 }
+                settle(&raw_pool).await;
                 let (state, ids, per) = (state.clone(), ids.clone(), self.cases_per_client);
                 let measured = run_clients(clients, self.seconds, move |client, n| {
                     let state = state.clone();
@@ -417,6 +420,14 @@ impl AppendBench {
         store.close().await;
         Ok(())
     }
+}
+
+/// Starts each measurement from the same state: the previous row's dead tuples vacuumed, its
+/// statistics current and its dirty pages flushed, so background work does not land in the next
+/// row. CHECKPOINT needs a privileged role; without one it is skipped.
+async fn settle(pool: &sqlx::PgPool) {
+    let _ = sqlx::query("VACUUM (ANALYZE) events").execute(pool).await;
+    let _ = sqlx::query("CHECKPOINT").execute(pool).await;
 }
 
 fn swap_database(url: &str, db: &str) -> String {

@@ -26,9 +26,11 @@ use sqlx::{PgPool, Row, SqlitePool};
 use crate::error::StoreError;
 
 mod cache;
+mod log;
 mod pg_repository;
 
 pub use cache::CaseCache;
+pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
 
 /// How many case states the command path keeps in memory by default.

@@ -1,0 +1,132 @@
+//! The global log: every event of every case in one order that a reader can tail without ever
+//! skipping an event or seeing one twice.
+//!
+//! PostgreSQL assigns `position` from a sequence when a row is inserted, not when its
+//! transaction commits, so position 11 can become visible after position 12: a reader that tails
+//! by position alone skips 11. Linkage reads instead in (`txid`, `position`) order and only below
+//! `pg_snapshot_xmin(pg_current_snapshot())`: every transaction with a smaller id has ended, so no
+//! row will ever appear behind the reader. A long-running writing transaction holds the reader
+//! back (it lags; it never skips). SQLite has one writer at a time, so position order is commit
+//! order and the transaction id is always 0.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use schemas::{CaseId, EventId};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::Row;
+
+use super::{Backend, Store};
+use crate::error::StoreError;
+
+/// Where a reader is in the global log. Ordered: (txid, position).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The writing transaction's id (PostgreSQL `xid8`); 0 on SQLite.
+    pub txid: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    /// Before the first event.
+    pub const START: LogPosition = LogPosition {
+        txid: 0,
+        position: 0,
+    };
+}
+
+/// One event as the global log delivers it.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub at: LogPosition,
+    pub case_id: CaseId,
+    pub event_id: EventId,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: HashMap<String, String>,
+}
+
+const PG_READ: &str = "\
+SELECT txid::text::bigint AS txid, position, aggregate_id, CAST(event_id AS TEXT) AS event_id,
+       sequence, event_type, event_version, recorded_at, payload, metadata
+  FROM events
+ WHERE aggregate_type = 'Case'
+   AND (txid, position) > ($1::text::xid8, $2)
+   AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY txid, position
+ LIMIT $3";
+
+const SQLITE_READ: &str = "\
+SELECT 0 AS txid, position, aggregate_id, event_id, sequence, event_type, event_version,
+       recorded_at, payload, metadata
+  FROM events
+ WHERE aggregate_type = 'Case' AND position > ?1
+ ORDER BY position
+ LIMIT ?2";
+
+impl Store {
+    /// Up to `limit` events after `after`, in log order. An empty answer means the reader has
+    /// caught up with everything that is final now.
+    pub async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: u32,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        let rows = match &self.backend {
+            Backend::Postgres { pool, .. } => sqlx::query(PG_READ)
+                .bind(after.txid.to_string())
+                .bind(after.position)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>(),
+            Backend::Sqlite { pool, .. } => sqlx::query(SQLITE_READ)
+                .bind(after.position)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>(),
+        }?;
+        Ok(rows)
+    }
+}
+
+fn decode<'r, R>(row: &'r R) -> Result<LogEvent, StoreError>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let case: String = row.try_get("aggregate_id")?;
+    let event_id: String = row.try_get("event_id")?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let Json(payload): Json<Value> = row.try_get("payload")?;
+    let Json(metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
+    Ok(LogEvent {
+        at: LogPosition {
+            txid: row.try_get("txid")?,
+            position: row.try_get("position")?,
+        },
+        case_id: CaseId::parse(&case).map_err(|e| corrupt(e.to_string()))?,
+        event_id: EventId::parse(&event_id).map_err(|e| corrupt(e.to_string()))?,
+        sequence: sequence as u64,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        recorded_at: row.try_get("recorded_at")?,
+        payload,
+        metadata,
+    })
+}

@@ -1,6 +1,7 @@
 //! Read models built from Case events. Pure: they take events or folded state and return views;
 //! storing and serving them is `services`' job.
 
+pub mod audit;
 pub mod case_view;
 
 pub use case_view::CaseView;

@@ -83,6 +83,8 @@ pub enum Access {
     Assign,
     /// What a receiving provider reports: referral status, appointment outcomes.
     RecipientReport,
+    /// The audit trail: auditors and admins only.
+    Audit,
 }
 
 /// May `actor` do `access` to `case`? Refuses with 403 and says why.
@@ -91,6 +93,8 @@ pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError>
     let assigned = case.assigned_to.as_ref() == Some(&actor.id);
     let allowed = match (actor.role, access) {
         (Role::Admin, _) => true,
+        (Role::Auditor, Access::Audit) => same_agency,
+        (_, Access::Audit) => false,
         (Role::Supervisor, _) => same_agency,
         (Role::CaseManager, Access::Assign) => false,
         (Role::CaseManager, _) => same_agency && assigned,
@@ -103,7 +107,8 @@ pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError>
     }
     let role_can_ever = match (actor.role, access) {
         (Role::Billing, _) => false,
-        (Role::Auditor, a) => a == Access::Read,
+        (Role::Auditor, a) => matches!(a, Access::Read | Access::Audit),
+        (_, Access::Audit) => false,
         (Role::Service, a) => a == Access::RecipientReport,
         (Role::CaseManager, a) => a != Access::Assign,
         _ => true,

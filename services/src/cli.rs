@@ -50,6 +50,16 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Inspect and rebuild projections
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Check the audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage API tokens
     Token {
         #[command(subcommand)]
@@ -67,6 +77,34 @@ pub enum TokenCommand {
         actor: String,
         #[arg(long, default_value = "default")]
         agency: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, events applied, lag and error of every projection
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Drop a projection and project the whole log again (stop `serve` first)
+    Rebuild {
+        /// The projection's name (see `status`)
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every case's hash chain from the stored events and name the first broken link
+    Verify {
+        /// Only this case
+        #[arg(long)]
+        case: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },

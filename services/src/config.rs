@@ -26,6 +26,10 @@ pub struct Config {
     pub conflict_retries: u32,
     /// `pretty` for people, `json` for production log shipping.
     pub log_format: LogFormat,
+    /// Run the projection engine inside `serve` (off only to stage a crash in tests).
+    pub run_projections: bool,
+    /// How long an idle projection waits before polling the log again, in milliseconds.
+    pub projection_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +49,8 @@ impl Default for Config {
             max_body_bytes: 256 * 1024,
             conflict_retries: 8,
             log_format: LogFormat::Pretty,
+            run_projections: true,
+            projection_poll_ms: 50,
         }
     }
 }
@@ -114,6 +120,8 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("conflict_retries", &self.conflict_retries)
             .field("log_format", &self.log_format)
+            .field("run_projections", &self.run_projections)
+            .field("projection_poll_ms", &self.projection_poll_ms)
             .finish()
     }
 }

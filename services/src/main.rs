@@ -1,13 +1,15 @@
 //! `linkage`: wires telemetry, configuration and graceful shutdown around the library.
 
+use std::io::Write;
+
 use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
 use services::bench::AppendBench;
-use services::cli::{BenchCommand, Cli, Command, TokenCommand};
+use services::cli::{AuditCommand, BenchCommand, Cli, Command, ProjectionsCommand, TokenCommand};
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
-use services::{auth, startup, telemetry, Application};
+use services::{auth, projector, startup, telemetry, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -51,6 +53,86 @@ async fn main() -> anyhow::Result<()> {
             };
             bench.run(&mut std::io::stdout().lock()).await?;
         }
+        Command::Projections { command } => {
+            telemetry::init(LogFormat::Pretty);
+            match command {
+                ProjectionsCommand::Status { store } => {
+                    let store = open(&store).await?;
+                    let status = projector::status(&store).await?;
+                    store.close().await;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(
+                        out,
+                        "{:<16} {:>12} {:>10} {:>10} {:>8}  error",
+                        "projection", "txid", "position", "applied", "lag"
+                    )?;
+                    for p in status {
+                        writeln!(
+                            out,
+                            "{:<16} {:>12} {:>10} {:>10} {:>8}  {}",
+                            p.name,
+                            p.txid,
+                            p.position,
+                            p.events_applied,
+                            p.lag,
+                            p.error.as_deref().unwrap_or("-")
+                        )?;
+                    }
+                }
+                ProjectionsCommand::Rebuild { name, store } => {
+                    let store = open(&store).await?;
+                    projector::known(&name)?;
+                    let total = store.events_after(Default::default()).await?.max(0) as u64;
+                    let bar = indicatif::ProgressBar::new(total).with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+                        )?
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!("rebuilding {name}"));
+                    let started = std::time::Instant::now();
+                    let n =
+                        projector::rebuild(&store, &name, |done| bar.set_position(done)).await?;
+                    bar.finish();
+                    store.close().await;
+                    let secs = started.elapsed().as_secs_f64();
+                    writeln!(
+                        std::io::stdout(),
+                        "rebuilt {name}: {n} events in {secs:.2} s ({:.0} events/s)",
+                        n as f64 / secs.max(1e-9)
+                    )?;
+                }
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { case, store },
+        } => {
+            telemetry::init(LogFormat::Pretty);
+            let case = case
+                .map(|c| schemas::CaseId::parse(&c))
+                .transpose()
+                .context("--case")?;
+            let store = open(&store).await?;
+            let report = projector::verify(&store, case).await?;
+            store.close().await;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "verified {} cases, {} entries ({} events not yet projected)",
+                report.cases, report.entries, report.pending
+            )?;
+            for b in &report.broken {
+                writeln!(
+                    out,
+                    "BROKEN case {} at sequence {} (event {}): {}",
+                    b.case_id, b.sequence, b.event_id, b.reason
+                )?;
+            }
+            if !report.broken.is_empty() {
+                anyhow::bail!("{} audit chains are broken", report.broken.len());
+            }
+            writeln!(out, "every chain is intact")?;
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -77,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn open(args: &services::cli::StoreArgs) -> anyhow::Result<services::store::Store> {
+    let config = Config::load(args.overrides())?;
+    Ok(startup::open_store(&config).await?)
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before the process exits.

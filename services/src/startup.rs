@@ -105,11 +105,22 @@ impl Application {
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
         let store = self.state.store.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let projector = self.state.config.run_projections.then(|| {
+            let idle = std::time::Duration::from_millis(self.state.config.projection_poll_ms);
+            tokio::spawn(crate::projector::run(store.clone(), idle, stop_rx))
+        });
         let router = crate::http::router(self.state);
         tracing::info!(%addr, "serving the Linkage API");
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
             .await;
+        if let Some(projector) = projector {
+            let _ = projector.await;
+        }
         store.close().await;
         served
     }

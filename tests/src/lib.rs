@@ -103,6 +103,16 @@ impl TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
 
+    /// A server on an existing store (a previous `TestApp`'s config), e.g. after a crash.
+    /// The store is cleaned up by the first app's guard, not this one's.
+    pub async fn spawn_on(backend: Backend, config: Config) -> Self {
+        let cleanup = Cleanup {
+            data_dir: std::env::temp_dir().join("linkage-test-nothing-to-clean"),
+            pg: None,
+        };
+        Self::start(backend, config, Arc::new(cleanup)).await
+    }
+
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = std::env::temp_dir().join(format!("linkage-test-{id}"));

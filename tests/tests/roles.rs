@@ -66,6 +66,8 @@ enum Rule {
     Assign,
     /// Reading a case: admin, supervisor and auditor of the agency, the assigned case manager.
     Read,
+    /// The audit trail: admin and the agency's auditor.
+    Audit,
 }
 
 fn allowed(rule: Rule, who: Who) -> bool {
@@ -77,6 +79,7 @@ fn allowed(rule: Rule, who: Who) -> bool {
             Admin | SupervisorSameAgency | AssignedCaseManager | ServiceSameAgency
         ),
         Rule::Assign => matches!(who, Admin | SupervisorSameAgency),
+        Rule::Audit => matches!(who, Admin | AuditorSameAgency),
         Rule::Read => matches!(
             who,
             Admin | SupervisorSameAgency | AssignedCaseManager | AuditorSameAgency
@@ -146,6 +149,9 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
         }),
         ("GET events", Rule::Read, |c, _, _, _| {
             (format!("/v1/cases/{c}/events"), None)
+        }),
+        ("GET audit", Rule::Audit, |c, _, _, _| {
+            (format!("/v1/cases/{c}/audit"), None)
         }),
         ("assignment", Rule::Assign, |c, _, _, _| {
             (

@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         commands::correct_entry,
         reads::get_case,
         reads::get_events,
+        reads::get_audit,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

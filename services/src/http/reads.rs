@@ -19,6 +19,25 @@ use crate::http::commands::parse_case_id;
 use crate::startup::AppState;
 use crate::store::StoredEvent;
 
+/// Loads a case for reading (a full replay, never the command cache) and checks `access`.
+async fn load_readable(
+    state: &AppState,
+    caller: &Caller,
+    case_id: &str,
+    access: Access,
+) -> Result<(CaseId, crate::store::CaseContext), ApiError> {
+    let case_id = parse_case_id(case_id)?;
+    let context = state.store.load(case_id).await?;
+    if !context.aggregate.exists() {
+        return Err(ApiError::not_found(
+            "case_not_found",
+            "no case with this id",
+        ));
+    }
+    check(&caller.0, &context.aggregate, access)?;
+    Ok((case_id, context))
+}
+
 #[utoipa::path(get, path = "/v1/cases/{case_id}", tag = "cases",
     params(("case_id" = String, Path)),
     responses((status = 200, body = CaseView), (status = "4XX", body = schemas::wire::ErrorBody)),
@@ -29,11 +48,9 @@ pub async fn get_case(
     caller: Caller,
     Path(case_id): Path<String>,
 ) -> Result<Json<CaseView>, ApiError> {
-    let case_id = parse_case_id(&case_id)?;
-    let context = state.store.load(case_id).await?;
+    let (_, context) = load_readable(&state, &caller, &case_id, Access::Read).await?;
     let view = CaseView::from_case(&context.aggregate)
         .ok_or_else(|| ApiError::not_found("case_not_found", "no case with this id"))?;
-    check(&caller.0, &context.aggregate, Access::Read)?;
     Ok(Json(view))
 }
 
@@ -111,19 +128,35 @@ pub async fn get_events(
     caller: Caller,
     Path(case_id): Path<String>,
 ) -> Result<Json<EventsResponse>, ApiError> {
-    let case_id = parse_case_id(&case_id)?;
-    let context = state.store.load(case_id).await?;
-    if !context.aggregate.exists() {
-        return Err(ApiError::not_found(
-            "case_not_found",
-            "no case with this id",
-        ));
-    }
-    check(&caller.0, &context.aggregate, Access::Read)?;
+    let (case_id, _) = load_readable(&state, &caller, &case_id, Access::Read).await?;
     let events = state.store.events_of(case_id).await?;
     Ok(Json(EventsResponse {
         events: events.into_iter().map(EventView::from).collect(),
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditResponse {
+    /// One entry per event, hash-chained: each `hash` covers `prev_hash` and the event's bytes.
+    pub entries: Vec<crate::store::projections::AuditEntry>,
+    /// Events of the case not yet in the trail (the projection follows the log).
+    pub pending: usize,
+}
+
+#[utoipa::path(get, path = "/v1/cases/{case_id}/audit", tag = "cases",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = AuditResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
+pub async fn get_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case_id): Path<String>,
+) -> Result<Json<AuditResponse>, ApiError> {
+    let (case_id, context) = load_readable(&state, &caller, &case_id, Access::Audit).await?;
+    let entries = state.store.audit_entries(case_id).await?;
+    let pending = context.current_sequence.saturating_sub(entries.len());
+    Ok(Json(AuditResponse { entries, pending }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -174,9 +207,17 @@ pub async fn healthz() -> Json<Value> {
 
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200), (status = 503)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => {
-            Json(json!({"status": "ready", "store": state.store.backend_name()})).into_response()
+    match crate::projector::status(&state.store).await {
+        Ok(projections) => {
+            let stopped = projections.iter().any(|p| p.error.is_some());
+            let body = json!({"status": if stopped { "degraded" } else { "ready" },
+                              "store": state.store.backend_name(), "projections": projections});
+            if stopped {
+                tracing::warn!("not ready: a projection has stopped");
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            } else {
+                Json(body).into_response()
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store unreachable");

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::{Backend, Store};
+use super::{Backend, Store, StoredEvent};
 use crate::error::StoreError;
 
 /// Where a reader is in the global log. Ordered: (txid, position).
@@ -36,18 +36,12 @@ impl LogPosition {
     };
 }
 
-/// One event as the global log delivers it.
+/// One event as the global log delivers it: where it is in the log, whose it is, and the event.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
     pub at: LogPosition,
     pub case_id: CaseId,
-    pub event_id: EventId,
-    pub sequence: u64,
-    pub event_type: String,
-    pub event_version: String,
-    pub recorded_at: DateTime<Utc>,
-    pub payload: Value,
-    pub metadata: HashMap<String, String>,
+    pub event: StoredEvent,
 }
 
 const PG_READ: &str = "\
@@ -113,20 +107,24 @@ where
     let case: String = row.try_get("aggregate_id")?;
     let event_id: String = row.try_get("event_id")?;
     let sequence: i64 = row.try_get("sequence")?;
+    let position: i64 = row.try_get("position")?;
     let Json(payload): Json<Value> = row.try_get("payload")?;
     let Json(metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
     Ok(LogEvent {
         at: LogPosition {
             txid: row.try_get("txid")?,
-            position: row.try_get("position")?,
+            position,
         },
         case_id: CaseId::parse(&case).map_err(|e| corrupt(e.to_string()))?,
-        event_id: EventId::parse(&event_id).map_err(|e| corrupt(e.to_string()))?,
-        sequence: sequence as u64,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        recorded_at: row.try_get("recorded_at")?,
-        payload,
-        metadata,
+        event: StoredEvent {
+            event_id: EventId::parse(&event_id).map_err(|e| corrupt(e.to_string()))?,
+            sequence: sequence as u64,
+            position,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            recorded_at: row.try_get("recorded_at")?,
+            payload,
+            metadata,
+        },
     })
 }

@@ -25,9 +25,30 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::error::StoreError;
 
+/// Runs the same body against whichever pool the store has. The body is type-checked once per
+/// backend, so one query text serves both dialects.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres { pool: $pool, .. } => $body,
+            Backend::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+macro_rules! on_es {
+    ($self:expr, $es:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres { es: $es, .. } => $body,
+            Backend::Sqlite { es: $es, .. } => $body,
+        }
+    };
+}
+
 mod cache;
 mod log;
 mod pg_repository;
+pub mod projections;
 
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};
@@ -47,26 +68,6 @@ enum Backend {
         pool: SqlitePool,
         es: PersistedEventStore<SqliteEventRepository, Case>,
     },
-}
-
-/// Runs the same body against whichever pool the store has. The body is type-checked once per
-/// backend, so one query text serves both dialects.
-macro_rules! on_pool {
-    ($self:expr, $pool:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Postgres { pool: $pool, .. } => $body,
-            Backend::Sqlite { pool: $pool, .. } => $body,
-        }
-    };
-}
-
-macro_rules! on_es {
-    ($self:expr, $es:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Postgres { es: $es, .. } => $body,
-            Backend::Sqlite { es: $es, .. } => $body,
-        }
-    };
 }
 
 pub struct Store {
@@ -331,12 +332,6 @@ impl Store {
             let n: i64 = sqlx::query(sql).fetch_one(pool).await?.try_get("n")?;
             Ok(n > 0)
         })
-    }
-
-    /// A cheap round trip, for /readyz.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
-        Ok(())
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,179 @@
+//! The audit trail's pure core: an event's canonical bytes, the per-case hash chain, and a
+//! one-line summary of what the event did.
+//!
+//! Each entry's hash is SHA-256 over the previous entry's hash and the event's canonical bytes,
+//! so editing any stored event, or any entry, breaks every later link of that case's chain.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of a case's first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What of an event the chain covers: everything stored about it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainInput<'a> {
+    pub case_id: &'a str,
+    pub sequence: u64,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: &'a Value,
+    pub metadata: &'a HashMap<String, String>,
+}
+
+/// Deterministic bytes: JSON with sorted keys (serde_json's map is ordered), times at
+/// microsecond precision, so both stores and every reader produce the same bytes.
+pub fn canonical_bytes(e: &ChainInput<'_>) -> Vec<u8> {
+    let metadata: BTreeMap<&String, &String> = e.metadata.iter().collect();
+    let doc = json!({
+        "case_id": e.case_id,
+        "sequence": e.sequence,
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "event_version": e.event_version,
+        "recorded_at": e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "payload": e.payload,
+        "metadata": metadata,
+    });
+    serde_json::to_vec(&doc).expect("a JSON value always serialises")
+}
+
+/// The next link: hex SHA-256 of `prev_hash`, a zero byte, and the canonical bytes.
+pub fn chain(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update([0u8]);
+    h.update(canonical);
+    hex::encode(h.finalize())
+}
+
+/// A one-line, PHI-free description of an event for the trail.
+pub fn summary(event_type: &str, payload: &Value) -> String {
+    let body = payload.get(event_type).unwrap_or(payload);
+    let f = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    match event_type {
+        "CaseOpened" => format!(
+            "case opened in program {} (intake {})",
+            f("program"),
+            f("intake_date")
+        ),
+        "CaseManagerAssigned" => format!("case manager {} assigned", f("case_manager")),
+        "ScreeningRecorded" => format!(
+            "{} screening recorded ({} actionable needs)",
+            f("instrument"),
+            body.get("actionable_needs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "CarePlanRevised" => format!(
+            "care plan revision {} ({} goals)",
+            body.get("plan_version")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            body.get("goals")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "ReferralSent" => format!(
+            "referral {} sent for {}",
+            f("referral_id"),
+            f("service_type")
+        ),
+        "ReferralAccepted" => format!("referral {} accepted", f("referral_id")),
+        "ReferralDeclined" => format!("referral {} declined", f("referral_id")),
+        "ReferralCancellationRequested" => {
+            format!("cancellation of referral {} requested", f("referral_id"))
+        }
+        "ReferralCancelled" => format!("referral {} cancelled", f("referral_id")),
+        "ReferralCompleted" => format!("referral {} completed: {}", f("referral_id"), f("outcome")),
+        "AppointmentScheduled" => format!("appointment {} scheduled", f("appointment_id")),
+        "AppointmentKept" => format!("appointment {} kept", f("appointment_id")),
+        "AppointmentMissed" => format!(
+            "appointment {} missed ({})",
+            f("appointment_id"),
+            f("missed_reason")
+        ),
+        "AppointmentCancelled" => format!("appointment {} cancelled", f("appointment_id")),
+        "AppointmentRescheduled" => format!("appointment {} rescheduled", f("appointment_id")),
+        "ContactLogged" => format!(
+            "{} contact, {} minutes ({})",
+            f("contact_type"),
+            body.get("minutes").and_then(Value::as_u64).unwrap_or(0),
+            f("component")
+        ),
+        "CaseTransitioned" => format!("case closed: {}", f("kind")),
+        "CaseReopened" => "case reopened".to_owned(),
+        "EntryVoided" => format!(
+            "{} {} voided as entered in error",
+            f("voided_event_type"),
+            f("voided_event_id")
+        ),
+        other => format!("{other} recorded"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(payload: &'a Value, metadata: &'a HashMap<String, String>) -> ChainInput<'a> {
+        ChainInput {
+            case_id: "c1",
+            sequence: 1,
+            event_id: "e1",
+            event_type: "CaseReopened",
+            event_version: "1",
+            recorded_at: "2026-01-02T03:04:05.123456Z".parse().unwrap(),
+            payload,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_do_not_depend_on_map_order() {
+        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"b":2,"a":1}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"y":{"a":1,"b":2},"x":1}"#).unwrap();
+        let m = HashMap::from([
+            ("k".to_owned(), "v".to_owned()),
+            ("a".to_owned(), "b".to_owned()),
+        ]);
+        assert_eq!(
+            canonical_bytes(&input(&a, &m)),
+            canonical_bytes(&input(&b, &m))
+        );
+    }
+
+    #[test]
+    fn any_change_breaks_the_link() {
+        let p = json!({"reason": "x"});
+        let m = HashMap::new();
+        let h = chain(GENESIS, &canonical_bytes(&input(&p, &m)));
+        let edited = json!({"reason": "y"});
+        assert_ne!(h, chain(GENESIS, &canonical_bytes(&input(&edited, &m))));
+        assert_ne!(
+            h,
+            chain(&h, &canonical_bytes(&input(&p, &m))),
+            "the previous hash counts"
+        );
+        assert_eq!(h.len(), 64);
+    }
+
+    #[test]
+    fn summaries_name_what_happened_without_names_of_people() {
+        let p = json!({"ContactLogged": {"contact_type": "phone", "minutes": 20, "component": "monitoring",
+            "note": "private note"}});
+        let s = summary("ContactLogged", &p);
+        assert_eq!(s, "phone contact, 20 minutes (monitoring)");
+        assert!(!s.contains("private"));
+    }
+}

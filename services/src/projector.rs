@@ -1,0 +1,215 @@
+//! The projection engine: each projection follows the global log from its durable checkpoint.
+//! It catches up at start, then polls; a batch and the checkpoint after it commit together, so
+//! a crash between an event's commit and its projection loses nothing and applies nothing twice.
+//! A projection that cannot apply an event stops there, visibly (its checkpoint records the
+//! error; `linkage projections status` and /readyz show it) instead of skipping the event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use projections::audit::{chain, GENESIS};
+use schemas::CaseId;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::store::projections::{chain_input, AUDIT_TRAIL, PROJECTIONS};
+use crate::store::Store;
+
+const BATCH: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("unknown projection `{0}`; known: {known}", known = PROJECTIONS.join(", "))]
+    Unknown(String),
+    #[error("projection {name} is stopped: {error}")]
+    Stopped { name: String, error: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn known(name: &str) -> Result<&'static str, ProjectionError> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .find(|p| *p == name)
+        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
+}
+
+/// Applies the next batch after the checkpoint; returns how many events it applied.
+pub async fn step(store: &Store, name: &'static str) -> Result<usize, ProjectionError> {
+    let checkpoint = store.checkpoint(name).await?;
+    if let Some(error) = checkpoint.error {
+        return Err(ProjectionError::Stopped {
+            name: name.to_owned(),
+            error,
+        });
+    }
+    let batch = store.read_log(checkpoint.at, BATCH).await?;
+    match name {
+        AUDIT_TRAIL => store.project_audit(&batch).await?,
+        other => return Err(ProjectionError::Unknown(other.to_owned())),
+    }
+    Ok(batch.len())
+}
+
+/// Applies batches until the projection has caught up with the log; `progress` gets the running
+/// total after each batch.
+pub async fn catch_up(
+    store: &Store,
+    name: &'static str,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, ProjectionError> {
+    let mut total = 0u64;
+    loop {
+        let n = step(store, name).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        progress(total);
+    }
+}
+
+/// Runs every projection until `stop` turns true.
+pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bool>) {
+    let mut stopped: Vec<&str> = Vec::new();
+    loop {
+        let mut applied = 0;
+        for name in PROJECTIONS.iter().copied() {
+            if stopped.contains(&name) {
+                continue;
+            }
+            match step(&store, name).await {
+                Ok(n) => applied += n,
+                Err(ProjectionError::Store(e)) => {
+                    // The store may be briefly unreachable: try again, skipping nothing.
+                    tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
+                }
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "projection stopped");
+                    stopped.push(name);
+                }
+            }
+        }
+        if applied > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(idle) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    pub txid: i64,
+    pub position: i64,
+    pub events_applied: i64,
+    /// Events in the log beyond the checkpoint.
+    pub lag: i64,
+    pub error: Option<String>,
+}
+
+pub async fn status(store: &Store) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+    let mut out = Vec::new();
+    for name in PROJECTIONS.iter().copied() {
+        let c = store.checkpoint(name).await?;
+        out.push(ProjectionStatus {
+            name,
+            txid: c.at.txid,
+            position: c.at.position,
+            events_applied: c.events,
+            lag: store.events_after(c.at).await?,
+            error: c.error,
+        });
+    }
+    Ok(out)
+}
+
+/// Drops a projection's rows and checkpoint and projects the whole log again.
+pub async fn rebuild(
+    store: &Store,
+    name: &str,
+    progress: impl FnMut(u64),
+) -> Result<u64, ProjectionError> {
+    let name = known(name)?;
+    store.reset_projection(name).await?;
+    catch_up(store, name, progress).await
+}
+
+/// The first link of a case's audit chain that does not match its stored event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub case_id: String,
+    pub sequence: u64,
+    pub event_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub cases: usize,
+    pub entries: usize,
+    /// Events not yet in the trail (projection lag), not a break.
+    pub pending: usize,
+    pub broken: Vec<BrokenLink>,
+}
+
+/// Recomputes every chain (or one case's) from the stored events and compares it with the
+/// trail; names the first broken link of each case.
+pub async fn verify(store: &Store, only: Option<CaseId>) -> Result<VerifyReport, ProjectionError> {
+    let cases = match only {
+        Some(id) => vec![id],
+        None => store.case_ids().await?,
+    };
+    let mut report = VerifyReport {
+        cases: cases.len(),
+        ..VerifyReport::default()
+    };
+    for case in cases {
+        let case_id = case.to_string();
+        let events = store.events_of(case).await?;
+        let entries = store.audit_entries(case).await?;
+        report.entries += entries.len();
+        report.pending += events.len().saturating_sub(entries.len());
+        let mut prev = GENESIS.to_owned();
+        for (event, entry) in events.iter().zip(&entries) {
+            let (event_id, bytes) = chain_input(event, &case_id);
+            let expected = chain(&prev, &bytes);
+            let reason = if entry.sequence as u64 != event.sequence || entry.event_id != event_id {
+                Some("the trail's entry is for another event".to_owned())
+            } else if entry.prev_hash != prev {
+                Some("prev_hash does not match the previous entry".to_owned())
+            } else if entry.hash != expected {
+                Some("the stored event no longer matches its recorded hash".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                report.broken.push(BrokenLink {
+                    case_id: case_id.clone(),
+                    sequence: event.sequence,
+                    event_id,
+                    reason,
+                });
+                break;
+            }
+            prev = expected;
+        }
+        if entries.len() > events.len() {
+            report.broken.push(BrokenLink {
+                case_id: case_id.clone(),
+                sequence: events.len() as u64 + 1,
+                event_id: String::new(),
+                reason: "the trail has entries for events that are not stored".into(),
+            });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,223 @@
+//! Storage of projections: checkpoints, and the audit trail's rows. A batch of events and the
+//! checkpoint after it are written in one transaction: a crash leaves both or neither.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use projections::audit::{canonical_bytes, chain, summary, ChainInput, GENESIS};
+use schemas::CaseId;
+use sqlx::Row;
+
+use super::{Backend, LogEvent, LogPosition, Store, StoredEvent};
+use crate::error::StoreError;
+
+/// The name of the audit-trail projection.
+pub const AUDIT_TRAIL: &str = "audit_trail";
+/// Every projection this server runs.
+pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL];
+
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    pub at: LogPosition,
+    pub events: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub sequence: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_version: String,
+    pub actor: Option<String>,
+    pub role: Option<String>,
+    pub occurred_at: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Option<String>,
+    pub summary: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The chain input of a stored event.
+pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
+    let event_id = e.event_id.to_string();
+    let bytes = canonical_bytes(&ChainInput {
+        case_id,
+        sequence: e.sequence,
+        event_id: &event_id,
+        event_type: &e.event_type,
+        event_version: &e.event_version,
+        recorded_at: e.recorded_at,
+        payload: &e.payload,
+        metadata: &e.metadata,
+    });
+    (event_id, bytes)
+}
+
+const UPSERT_CHECKPOINT: &str = "\
+INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at)
+VALUES ($1, $2, $3, $4, NULL, $5)
+ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position,
+  events = projection_checkpoints.events + excluded.events, error = NULL,
+  updated_at = excluded.updated_at";
+
+const LAST_HASH: &str =
+    "SELECT hash FROM audit_entries WHERE case_id = $1 ORDER BY sequence DESC LIMIT 1";
+
+const INSERT_AUDIT: &str = "\
+INSERT INTO audit_entries (case_id, sequence, event_id, event_type, event_version, actor_id,
+  actor_role, occurred_at, recorded_at, correlation_id, summary, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+impl Store {
+    pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
+        let sql =
+            "SELECT txid, position, events, error FROM projection_checkpoints WHERE name = $1";
+        on_pool!(self, pool => {
+            let Some(row) = sqlx::query(sql).bind(name).fetch_optional(pool).await? else {
+                return Ok(Checkpoint::default());
+            };
+            Ok(Checkpoint {
+                at: LogPosition { txid: row.try_get("txid")?, position: row.try_get("position")? },
+                events: row.try_get("events")?,
+                error: row.try_get("error")?,
+            })
+        })
+    }
+
+    /// Applies a batch to the audit trail and moves its checkpoint past it, atomically.
+    pub async fn project_audit(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut heads: HashMap<CaseId, String> = HashMap::new();
+            for e in batch {
+                let prev = match heads.get(&e.case_id) {
+                    Some(h) => h.clone(),
+                    None => sqlx::query(LAST_HASH)
+                        .bind(e.case_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get::<String, _>("hash"))
+                        .transpose()?
+                        .unwrap_or_else(|| GENESIS.to_owned()),
+                };
+                let case_id = e.case_id.to_string();
+                let (event_id, bytes) = chain_input(&e.event, &case_id);
+                let hash = chain(&prev, &bytes);
+                sqlx::query(INSERT_AUDIT)
+                    .bind(&case_id)
+                    .bind(e.event.sequence as i64)
+                    .bind(&event_id)
+                    .bind(&e.event.event_type)
+                    .bind(&e.event.event_version)
+                    .bind(e.event.metadata.get("actor_id"))
+                    .bind(e.event.metadata.get("actor_role"))
+                    .bind(e.event.metadata.get("occurred_at"))
+                    .bind(e.event.recorded_at)
+                    .bind(e.event.metadata.get("correlation_id"))
+                    .bind(summary(&e.event.event_type, &e.event.payload))
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                heads.insert(e.case_id, hash);
+            }
+            sqlx::query(UPSERT_CHECKPOINT)
+                .bind(AUDIT_TRAIL)
+                .bind(last.at.txid)
+                .bind(last.at.position)
+                .bind(batch.len() as i64)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Records that a projection stopped on an event, so status and /readyz show it.
+    pub async fn mark_projection_failed(&self, name: &str, error: &str) -> Result<(), StoreError> {
+        let sql = "INSERT INTO projection_checkpoints (name, error, updated_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (name) DO UPDATE SET error = excluded.error, updated_at = excluded.updated_at";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(name).bind(error).bind(Utc::now()).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Drops a projection's rows and checkpoint, in one transaction, for a rebuild from zero.
+    pub async fn reset_projection(&self, name: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if name == AUDIT_TRAIL {
+                sqlx::query("DELETE FROM audit_entries").execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// How many events of the log lie beyond `at`.
+    pub async fn events_after(&self, at: LogPosition) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Postgres { pool, .. } => Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Case' \
+                 AND (txid, position) > ($1::text::xid8, $2)",
+            )
+            .bind(at.txid.to_string())
+            .bind(at.position)
+            .fetch_one(pool)
+            .await?),
+            Backend::Sqlite { pool, .. } => Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Case' AND position > ?1",
+            )
+            .bind(at.position)
+            .fetch_one(pool)
+            .await?),
+        }
+    }
+
+    pub async fn audit_entries(&self, case: CaseId) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = "SELECT sequence, event_id, event_type, event_version, actor_id, actor_role, \
+                   occurred_at, recorded_at, correlation_id, summary, prev_hash, hash \
+                   FROM audit_entries WHERE case_id = $1 ORDER BY sequence";
+        let case = case.to_string();
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(&case).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok(AuditEntry {
+                    sequence: r.try_get("sequence")?,
+                    event_id: r.try_get("event_id")?,
+                    event_type: r.try_get("event_type")?,
+                    event_version: r.try_get("event_version")?,
+                    actor: r.try_get("actor_id")?,
+                    role: r.try_get("actor_role")?,
+                    occurred_at: r.try_get("occurred_at")?,
+                    recorded_at: r.try_get("recorded_at")?,
+                    correlation_id: r.try_get("correlation_id")?,
+                    summary: r.try_get("summary")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                }))
+                .collect()
+        })
+    }
+
+    /// Every case id in the store.
+    pub async fn case_ids(&self) -> Result<Vec<CaseId>, StoreError> {
+        let sql = "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'Case' ORDER BY aggregate_id";
+        let ids: Vec<String> =
+            on_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await?);
+        ids.iter()
+            .map(|s| CaseId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! The audit trail: a checkpointed projection of the global log, hash-chained per case, that
+//! loses nothing when the server stops between a commit and its projection, rebuilds to the same
+//! chain, and names the first broken link when a stored event is edited by hand.
+
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as Days, Utc};
+use linkage_tests::{both_stores, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use services::projector;
+
+fn day(offset: i64) -> String {
+    (Utc::now().date_naive() - Days::days(offset)).to_string()
+}
+
+async fn case_with_activity(app: &TestApp, contacts: usize) -> String {
+    let t = &app.admin_token;
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            t,
+            &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(20),
+            "child": {"given_name": "Ari", "family_name": "Sample", "birth_date": "2017-07-07"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let case = b["case_id"].as_str().unwrap().to_owned();
+    for i in 0..contacts {
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                t,
+                &json!({"component": "monitoring",
+                "contact_type": "phone", "with": ["guardian"], "minutes": 10 + i,
+                "occurred_at": format!("{}T09:00:00Z", day(2))}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    case
+}
+
+/// Polls the audit route until the trail holds `n` entries.
+async fn trail(app: &TestApp, case: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, b) = app
+            .get(&format!("/v1/cases/{case}/audit"), &app.admin_token)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let entries = b["entries"].as_array().unwrap().clone();
+        if entries.len() == n {
+            assert_eq!(b["pending"], 0);
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trail has {} of {n} entries",
+            entries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+both_stores!(
+    every_event_enters_a_hash_chained_trail,
+    |app: TestApp| async move {
+        let case = case_with_activity(&app, 3).await;
+        let entries = trail(&app, &case, 5).await;
+        let (_, ev) = app
+            .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+            .await;
+        let mut prev = projections::audit::GENESIS.to_owned();
+        for (entry, event) in entries.iter().zip(ev["events"].as_array().unwrap()) {
+            assert_eq!(entry["event_id"], event["event_id"]);
+            assert_eq!(entry["event_type"], event["event_type"]);
+            assert_eq!(entry["actor"], "admin");
+            assert_eq!(entry["role"], "admin");
+            assert!(entry["correlation_id"].is_string() && entry["occurred_at"].is_string());
+            assert_eq!(entry["prev_hash"], prev.as_str());
+            assert!(!entry["summary"].as_str().unwrap().is_empty());
+            prev = entry["hash"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(
+            entries[2]["summary"],
+            "phone contact, 10 minutes (monitoring)"
+        );
+
+        let report = projector::verify(&app.store, None).await.unwrap();
+        assert_eq!(
+            (report.cases, report.entries, report.broken.len()),
+            (1, 5, 0),
+            "{report:?}"
+        );
+
+        let (s, b) = app.get("/readyz", "").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["projections"][0]["name"], "audit_trail");
+        assert_eq!(b["projections"][0]["lag"], 0);
+    }
+);
+
+both_stores!(
+    a_stop_between_commit_and_projection_loses_nothing,
+    |app: TestApp| async move {
+        // The first server commits events but never projects them: as if it died right after
+        // each commit. The next server starts from the durable checkpoint and catches up.
+        let mut app = app;
+        app.stop().await;
+        let mut config = app.config.clone();
+        config.run_projections = false;
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let crashed = TestApp::spawn_on(app.backend, config.clone()).await;
+        let case = case_with_activity(&crashed, 4).await;
+        let status = projector::status(&crashed.store).await.unwrap();
+        assert_eq!(
+            (status[0].events_applied, status[0].lag),
+            (0, 6),
+            "{status:?}"
+        );
+        drop(crashed);
+
+        config.run_projections = true;
+        let restarted = TestApp::spawn_on(app.backend, config).await;
+        let entries = trail(&restarted, &case, 6).await;
+        assert_eq!(entries.len(), 6);
+        let status = projector::status(&restarted.store).await.unwrap();
+        assert_eq!(
+            (status[0].events_applied, status[0].lag),
+            (6, 0),
+            "{status:?}"
+        );
+    }
+);
+
+both_stores!(
+    a_rebuild_reproduces_the_same_chain,
+    |app: TestApp| async move {
+        let case = case_with_activity(&app, 2).await;
+        let before = trail(&app, &case, 4).await;
+        let mut app = app;
+        app.stop().await;
+        // Rebuilds run with the server stopped, from a store of their own (as the CLI does).
+        let store = services::startup::open_store(&app.config).await.unwrap();
+        let n = projector::rebuild(&store, "audit_trail", |_| {})
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+        let id = schemas::CaseId::parse(&case).unwrap();
+        let after = store.audit_entries(id).await.unwrap();
+        let hashes = |v: Vec<String>| v;
+        assert_eq!(
+            hashes(
+                before
+                    .iter()
+                    .map(|e| e["hash"].as_str().unwrap().to_owned())
+                    .collect()
+            ),
+            hashes(after.iter().map(|e| e.hash.clone()).collect())
+        );
+        assert!(matches!(
+            projector::rebuild(&store, "nope", |_| {}).await,
+            Err(projector::ProjectionError::Unknown(_))
+        ));
+    }
+);
+
+both_stores!(
+    verify_names_the_first_broken_link,
+    |app: TestApp| async move {
+        let case = case_with_activity(&app, 3).await;
+        let other = case_with_activity(&app, 1).await;
+        trail(&app, &case, 5).await;
+        trail(&app, &other, 3).await;
+        // Edit the third event of `case` by hand, going around the immutability trigger as only a
+        // database superuser could.
+        let edit = "UPDATE events SET payload = REPLACE(CAST(payload AS TEXT), '\"minutes\":11', '\"minutes\":99') \
+                WHERE aggregate_id = $1 AND sequence = 4";
+        match &app.config.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query("ALTER TABLE events DISABLE TRIGGER events_immutable")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let edit = "UPDATE events SET payload = jsonb_set(payload, '{ContactLogged,minutes}', '99') \
+                        WHERE aggregate_id = $1 AND sequence = 4";
+                let r = sqlx::query(edit).bind(&case).execute(&pool).await.unwrap();
+                assert_eq!(r.rows_affected(), 1);
+                pool.close().await;
+            }
+            None => {
+                let path = app.config.data_dir.join("linkage.db");
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query("DROP TRIGGER events_immutable_update")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let r = sqlx::query(edit).bind(&case).execute(&pool).await.unwrap();
+                assert_eq!(r.rows_affected(), 1);
+                pool.close().await;
+            }
+        }
+        let report = projector::verify(&app.store, None).await.unwrap();
+        assert_eq!(report.cases, 2);
+        assert_eq!(report.broken.len(), 1, "{report:?}");
+        assert_eq!(report.broken[0].case_id, case);
+        assert_eq!(
+            report.broken[0].sequence, 4,
+            "the edited event is the first broken link"
+        );
+        let id = schemas::CaseId::parse(&other).unwrap();
+        assert!(projector::verify(&app.store, Some(id))
+            .await
+            .unwrap()
+            .broken
+            .is_empty());
+    }
+);

@@ -3,5 +3,6 @@
 
 pub mod audit;
 pub mod case_view;
+pub mod history;
 
 pub use case_view::CaseView;

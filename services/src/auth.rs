@@ -6,10 +6,10 @@
 //! | role | commands | reads of a case |
 //! |---|---|---|
 //! | admin | all, any agency | all |
-//! | supervisor | all on cases of their agency | cases of their agency |
+//! | supervisor | all on cases of their agency | cases of their agency and their history |
 //! | case_manager | cases assigned to them; may open a case only for themselves | cases assigned to them |
 //! | service | referral status and appointment outcomes on cases of their agency (a receiving system) | none |
-//! | auditor | none | cases of their agency |
+//! | auditor | none | cases of their agency, their audit trail and history |
 //! | billing | none | none (billing reads the TCM log, issue 5) |
 
 use aggregates::{Actor, Case};
@@ -85,6 +85,8 @@ pub enum Access {
     RecipientReport,
     /// The audit trail: auditors and admins only.
     Audit,
+    /// A case as of a past time: auditors, supervisors and admins.
+    History,
 }
 
 /// May `actor` do `access` to `case`? Refuses with 403 and says why.
@@ -93,8 +95,9 @@ pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError>
     let assigned = case.assigned_to.as_ref() == Some(&actor.id);
     let allowed = match (actor.role, access) {
         (Role::Admin, _) => true,
-        (Role::Auditor, Access::Audit) => same_agency,
+        (Role::Auditor, Access::Audit | Access::History) => same_agency,
         (_, Access::Audit) => false,
+        (Role::CaseManager, Access::History) => false,
         (Role::Supervisor, _) => same_agency,
         (Role::CaseManager, Access::Assign) => false,
         (Role::CaseManager, _) => same_agency && assigned,
@@ -107,10 +110,10 @@ pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError>
     }
     let role_can_ever = match (actor.role, access) {
         (Role::Billing, _) => false,
-        (Role::Auditor, a) => matches!(a, Access::Read | Access::Audit),
+        (Role::Auditor, a) => matches!(a, Access::Read | Access::Audit | Access::History),
         (_, Access::Audit) => false,
         (Role::Service, a) => a == Access::RecipientReport,
-        (Role::CaseManager, a) => a != Access::Assign,
+        (Role::CaseManager, a) => !matches!(a, Access::Assign | Access::History),
         _ => true,
     };
     Err(if role_can_ever {

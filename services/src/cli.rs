@@ -55,6 +55,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Look at one case
+    Case {
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
     /// Check the audit trail
     Audit {
         #[command(subcommand)]
@@ -93,6 +98,22 @@ pub enum ProjectionsCommand {
     Rebuild {
         /// The projection's name (see `status`)
         name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaseCommand {
+    /// The case as known at a time, and its events up to then (JSON)
+    History {
+        case_id: String,
+        /// RFC 3339 time, or YYYY-MM-DD for the end of that day [default: now]
+        #[arg(long)]
+        as_of: Option<String>,
+        /// recorded (what the record held then) or occurred (everything that happened by then)
+        #[arg(long, default_value = "recorded")]
+        basis: String,
         #[command(flatten)]
         store: StoreArgs,
     },

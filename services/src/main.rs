@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
 use services::bench::AppendBench;
-use services::cli::{AuditCommand, BenchCommand, Cli, Command, ProjectionsCommand, TokenCommand};
+use services::cli::{
+    AuditCommand, BenchCommand, CaseCommand, Cli, Command, ProjectionsCommand, TokenCommand,
+};
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
 use services::{auth, projector, startup, telemetry, Application};
@@ -103,6 +105,37 @@ async fn main() -> anyhow::Result<()> {
                     )?;
                 }
             }
+        }
+        Command::Case {
+            command:
+                CaseCommand::History {
+                    case_id,
+                    as_of,
+                    basis,
+                    store,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty);
+            let id = schemas::CaseId::parse(&case_id).context("case id")?;
+            let at = match as_of {
+                Some(t) => services::http::reads::parse_as_of(&t)
+                    .map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
+                None => chrono::Utc::now(),
+            };
+            let basis: projections::history::Basis =
+                basis.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let store = open(&store).await?;
+            let events = store.events_of(id).await?;
+            store.close().await;
+            anyhow::ensure!(!events.is_empty(), "no case {case_id}");
+            let inputs = services::http::reads::history_inputs(events)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let view = projections::history::as_of(&inputs, at, basis);
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&view)?
+            )?;
         }
         Command::Audit {
             command: AuditCommand::Verify { case, store },

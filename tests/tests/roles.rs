@@ -68,6 +68,8 @@ enum Rule {
     Read,
     /// The audit trail: admin and the agency's auditor.
     Audit,
+    /// History as of a time: admin, and the agency's supervisor and auditor.
+    History,
 }
 
 fn allowed(rule: Rule, who: Who) -> bool {
@@ -80,6 +82,7 @@ fn allowed(rule: Rule, who: Who) -> bool {
         ),
         Rule::Assign => matches!(who, Admin | SupervisorSameAgency),
         Rule::Audit => matches!(who, Admin | AuditorSameAgency),
+        Rule::History => matches!(who, Admin | SupervisorSameAgency | AuditorSameAgency),
         Rule::Read => matches!(
             who,
             Admin | SupervisorSameAgency | AssignedCaseManager | AuditorSameAgency
@@ -152,6 +155,9 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
         }),
         ("GET audit", Rule::Audit, |c, _, _, _| {
             (format!("/v1/cases/{c}/audit"), None)
+        }),
+        ("GET history", Rule::History, |c, _, _, _| {
+            (format!("/v1/cases/{c}/history?basis=occurred"), None)
         }),
         ("assignment", Rule::Assign, |c, _, _, _| {
             (

@@ -1093,6 +1093,14 @@ impl Aggregate for Case {
 }
 
 impl Case {
+    /// Applies the event stored at `sequence`. Identical to `apply` on a whole stream; on a
+    /// subset (history as of a service date) it keeps entries keyed by their stream sequence, so
+    /// a later `EntryVoided` still finds the entry it names.
+    pub fn apply_at(&mut self, sequence: u64, event: CaseEvent) {
+        self.version = sequence.saturating_sub(1);
+        self.apply(event);
+    }
+
     fn push_status(
         &mut self,
         sequence: u64,

@@ -893,6 +893,49 @@ fn voided_status_reverts_the_referral() {
 }
 
 #[test]
+fn applying_a_subset_keeps_stream_sequences_for_voids() {
+    // Stream: 1 opened, 2 assigned, 3 contact A, 4 contact B, 5 void of 4. Skip 3.
+    let contact = |id: ActivityId| CaseEvent::ContactLogged {
+        activity_id: id,
+        component: TcmComponent::Monitoring,
+        contact_type: ContactType::Phone,
+        with: vec![Participant::Guardian],
+        occurred_at: t("2026-02-01T10:00:00Z"),
+        minutes: Minutes::parse(20).unwrap(),
+        note: None,
+        location: None,
+    };
+    let (a, b) = (ActivityId::generate(), ActivityId::generate());
+    let mut case = Case::default();
+    let mut stream: Vec<(u64, CaseEvent)> = opened()
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e))
+        .collect();
+    stream.push((3, contact(a)));
+    stream.push((4, contact(b)));
+    stream.push((
+        5,
+        CaseEvent::EntryVoided {
+            voided_event_id: EventId::generate(),
+            voided_sequence: 4,
+            voided_event_type: "ContactLogged".into(),
+            reason: text("duplicate"),
+        },
+    ));
+    for (seq, e) in stream.into_iter().filter(|(seq, _)| *seq != 3) {
+        case.apply_at(seq, e);
+    }
+    assert_eq!(case.contacts.len(), 1);
+    assert_eq!(case.contacts[0].activity_id, b);
+    assert!(
+        case.contacts[0].voided,
+        "the void found contact B by its stream sequence"
+    );
+    assert_eq!(case.version, 5);
+}
+
+#[test]
 fn every_event_type_has_a_stable_name_and_version() {
     let e = sent();
     assert_eq!(cqrs_es::DomainEvent::event_type(&e), "ReferralSent");

@@ -37,6 +37,7 @@ impl Modify for BearerAuth {
         reads::get_case,
         reads::get_events,
         reads::get_audit,
+        reads::get_history,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

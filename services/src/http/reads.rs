@@ -1,10 +1,13 @@
 //! Read routes: a case, its events, the instruments, health.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use projections::history::{self, Basis, HistoryInput, HistoryView};
 use projections::CaseView;
 use schemas::instruments::Instrument;
 use schemas::*;
@@ -157,6 +160,92 @@ pub async fn get_audit(
     let entries = state.store.audit_entries(case_id).await?;
     let pending = context.current_sequence.saturating_sub(entries.len());
     Ok(Json(AuditResponse { entries, pending }))
+}
+
+/// The stored events of a case, as history folds them.
+pub fn history_inputs(events: Vec<StoredEvent>) -> Result<Vec<HistoryInput>, ApiError> {
+    events
+        .into_iter()
+        .map(|e| {
+            let event = serde_json::from_value(e.payload).map_err(|err| {
+                ApiError::Store(crate::error::StoreError::Corrupt(format!(
+                    "event {} does not read back: {err}",
+                    e.event_id
+                )))
+            })?;
+            let occurred_at = e
+                .metadata
+                .get("occurred_at")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(e.recorded_at);
+            Ok(HistoryInput {
+                event_id: e.event_id.to_string(),
+                sequence: e.sequence,
+                event_type: e.event_type,
+                occurred_at,
+                recorded_at: e.recorded_at,
+                actor: e.metadata.get("actor_id").cloned(),
+                event,
+            })
+        })
+        .collect()
+}
+
+/// `as_of` as an RFC 3339 time, or a date meaning the end of that day (UTC).
+pub fn parse_as_of(s: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    s.parse::<chrono::NaiveDate>()
+        .ok()
+        .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 999))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_value",
+                format!("as_of must be an RFC 3339 time or a YYYY-MM-DD date, not `{s}`"),
+            )
+        })
+}
+
+#[utoipa::path(get, path = "/v1/cases/{case_id}/history", tag = "cases",
+    params(("case_id" = String, Path),
+           ("as_of" = Option<String>, Query, description = "RFC 3339 time or YYYY-MM-DD (end of day); default now"),
+           ("basis" = Option<Basis>, Query, description = "`recorded` (default): what the record held at T; `occurred`: every event that happened by T")),
+    responses((status = 200, body = HistoryView), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
+pub async fn get_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<HistoryView>, ApiError> {
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "as_of" | "basis"))
+    {
+        return Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("unknown query parameter `{unknown}`; known: as_of, basis"),
+        ));
+    }
+    let at = query
+        .get("as_of")
+        .map(|s| parse_as_of(s))
+        .transpose()?
+        .unwrap_or_else(Utc::now);
+    let basis: Basis = query
+        .get("basis")
+        .map(|b| {
+            b.parse()
+                .map_err(|e: String| ApiError::invalid("invalid_value", e))
+        })
+        .transpose()?
+        .unwrap_or(Basis::Recorded);
+    let (case_id, _) = load_readable(&state, &caller, &case_id, Access::History).await?;
+    let inputs = history_inputs(state.store.events_of(case_id).await?)?;
+    Ok(Json(history::as_of(&inputs, at, basis)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -220,3 +220,54 @@ both_stores!(
             .is_empty());
     }
 );
+
+both_stores!(
+    every_read_of_a_case_is_logged_allowed_or_denied,
+    |app: TestApp| async move {
+        use schemas::Role;
+        let case = case_with_activity(&app, 0).await;
+        let ada = app.token(Role::CaseManager, "cm-ada", "default").await;
+        let bo = app.token(Role::CaseManager, "cm-bo", "default").await;
+        let auditor = app.token(Role::Auditor, "aud-1", "default").await;
+
+        let (s, _) = app.get(&format!("/v1/cases/{case}"), &ada).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = app.get(&format!("/v1/cases/{case}/events"), &ada).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = app.get(&format!("/v1/cases/{case}"), &bo).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "not bo's case");
+        let (s, _) = app.get(&format!("/v1/cases/{case}/reads"), &ada).await;
+        assert_eq!(
+            s,
+            StatusCode::FORBIDDEN,
+            "case managers do not read the read log"
+        );
+
+        let (s, b) = app.get(&format!("/v1/cases/{case}/reads"), &auditor).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let reads: Vec<(String, String, String)> = b["reads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap().to_owned(),
+                    r["route"].as_str().unwrap().to_owned(),
+                    r["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let expect = |a: &str, r: &str, o: &str| (a.to_owned(), r.to_owned(), o.to_owned());
+        assert_eq!(
+            reads,
+            vec![
+                expect("cm-ada", "GET /v1/cases/{case_id}", "allowed"),
+                expect("cm-ada", "GET /v1/cases/{case_id}/events", "allowed"),
+                expect("cm-bo", "GET /v1/cases/{case_id}", "denied"),
+                expect("cm-ada", "GET /v1/cases/{case_id}/reads", "denied"),
+                expect("aud-1", "GET /v1/cases/{case_id}/reads", "allowed"),
+            ]
+        );
+        assert!(b["reads"][0]["read_at"].is_string() && b["reads"][0]["role"] == "case_manager");
+    }
+);

@@ -156,6 +156,9 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
         ("GET audit", Rule::Audit, |c, _, _, _| {
             (format!("/v1/cases/{c}/audit"), None)
         }),
+        ("GET reads", Rule::Audit, |c, _, _, _| {
+            (format!("/v1/cases/{c}/reads"), None)
+        }),
         ("GET history", Rule::History, |c, _, _, _| {
             (format!("/v1/cases/{c}/history?basis=occurred"), None)
         }),

@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/events", get(reads::get_events))
         .route("/v1/cases/{case_id}/audit", get(reads::get_audit))
         .route("/v1/cases/{case_id}/history", get(reads::get_history))
+        .route("/v1/cases/{case_id}/reads", get(reads::get_reads))
         .route("/v1/cases/{case_id}/assignment", post(commands::assign_case_manager))
         .route("/v1/cases/{case_id}/screenings", post(commands::record_screening))
         .route("/v1/cases/{case_id}/care-plan", post(commands::revise_care_plan))

@@ -38,6 +38,7 @@ impl Modify for BearerAuth {
         reads::get_events,
         reads::get_audit,
         reads::get_history,
+        reads::get_reads,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

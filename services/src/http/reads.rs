@@ -22,12 +22,15 @@ use crate::http::commands::parse_case_id;
 use crate::startup::AppState;
 use crate::store::StoredEvent;
 
-/// Loads a case for reading (a full replay, never the command cache) and checks `access`.
+/// Loads a case for reading (a full replay, never the command cache), checks `access`, and
+/// logs the read, allowed or denied, before answering. If the read cannot be logged it is not
+/// served (audit controls fail closed).
 async fn load_readable(
     state: &AppState,
     caller: &Caller,
     case_id: &str,
     access: Access,
+    route: &str,
 ) -> Result<(CaseId, crate::store::CaseContext), ApiError> {
     let case_id = parse_case_id(case_id)?;
     let context = state.store.load(case_id).await?;
@@ -37,8 +40,36 @@ async fn load_readable(
             "no case with this id",
         ));
     }
-    check(&caller.0, &context.aggregate, access)?;
+    let verdict = check(&caller.0, &context.aggregate, access);
+    state
+        .store
+        .log_read(&caller.0, case_id, route, verdict.is_ok())
+        .await?;
+    verdict?;
     Ok((case_id, context))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadsResponse {
+    /// Every read of this case's data, oldest first, including denied attempts.
+    pub reads: Vec<crate::store::reads::ReadEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/cases/{case_id}/reads", tag = "cases",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = ReadsResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
+pub async fn get_reads(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case_id): Path<String>,
+) -> Result<Json<ReadsResponse>, ApiError> {
+    let route = "GET /v1/cases/{case_id}/reads";
+    let (case_id, _) = load_readable(&state, &caller, &case_id, Access::Audit, route).await?;
+    Ok(Json(ReadsResponse {
+        reads: state.store.reads_of(case_id).await?,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/cases/{case_id}", tag = "cases",
@@ -51,7 +82,14 @@ pub async fn get_case(
     caller: Caller,
     Path(case_id): Path<String>,
 ) -> Result<Json<CaseView>, ApiError> {
-    let (_, context) = load_readable(&state, &caller, &case_id, Access::Read).await?;
+    let (_, context) = load_readable(
+        &state,
+        &caller,
+        &case_id,
+        Access::Read,
+        "GET /v1/cases/{case_id}",
+    )
+    .await?;
     let view = CaseView::from_case(&context.aggregate)
         .ok_or_else(|| ApiError::not_found("case_not_found", "no case with this id"))?;
     Ok(Json(view))
@@ -131,7 +169,14 @@ pub async fn get_events(
     caller: Caller,
     Path(case_id): Path<String>,
 ) -> Result<Json<EventsResponse>, ApiError> {
-    let (case_id, _) = load_readable(&state, &caller, &case_id, Access::Read).await?;
+    let (case_id, _) = load_readable(
+        &state,
+        &caller,
+        &case_id,
+        Access::Read,
+        "GET /v1/cases/{case_id}/events",
+    )
+    .await?;
     let events = state.store.events_of(case_id).await?;
     Ok(Json(EventsResponse {
         events: events.into_iter().map(EventView::from).collect(),
@@ -156,7 +201,14 @@ pub async fn get_audit(
     caller: Caller,
     Path(case_id): Path<String>,
 ) -> Result<Json<AuditResponse>, ApiError> {
-    let (case_id, context) = load_readable(&state, &caller, &case_id, Access::Audit).await?;
+    let (case_id, context) = load_readable(
+        &state,
+        &caller,
+        &case_id,
+        Access::Audit,
+        "GET /v1/cases/{case_id}/audit",
+    )
+    .await?;
     let entries = state.store.audit_entries(case_id).await?;
     let pending = context.current_sequence.saturating_sub(entries.len());
     Ok(Json(AuditResponse { entries, pending }))
@@ -243,7 +295,14 @@ pub async fn get_history(
         })
         .transpose()?
         .unwrap_or(Basis::Recorded);
-    let (case_id, _) = load_readable(&state, &caller, &case_id, Access::History).await?;
+    let (case_id, _) = load_readable(
+        &state,
+        &caller,
+        &case_id,
+        Access::History,
+        "GET /v1/cases/{case_id}/history",
+    )
+    .await?;
     let inputs = history_inputs(state.store.events_of(case_id).await?)?;
     Ok(Json(history::as_of(&inputs, at, basis)))
 }

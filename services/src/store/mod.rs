@@ -49,6 +49,7 @@ mod cache;
 mod log;
 mod pg_repository;
 pub mod projections;
+pub mod reads;
 
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};

@@ -1,0 +1,66 @@
+//! The log of reads of case data: who read which case, through which route, when, and whether
+//! the read was allowed.
+
+use aggregates::Actor;
+use chrono::{DateTime, Utc};
+use schemas::CaseId;
+use sqlx::Row;
+
+use super::{Backend, Store};
+use crate::error::StoreError;
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadEntry {
+    pub read_at: DateTime<Utc>,
+    pub actor: String,
+    pub role: String,
+    pub agency: String,
+    pub route: String,
+    /// `allowed` or `denied`.
+    pub outcome: String,
+}
+
+impl Store {
+    pub async fn log_read(
+        &self,
+        actor: &Actor,
+        case: CaseId,
+        route: &str,
+        allowed: bool,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO case_reads (read_at, actor_id, actor_role, actor_agency, case_id, route, outcome) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(Utc::now())
+                .bind(actor.id.as_str())
+                .bind(actor.role.as_str())
+                .bind(actor.agency.as_str())
+                .bind(case.to_string())
+                .bind(route)
+                .bind(if allowed { "allowed" } else { "denied" })
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn reads_of(&self, case: CaseId) -> Result<Vec<ReadEntry>, StoreError> {
+        let sql = "SELECT read_at, actor_id, actor_role, actor_agency, route, outcome \
+                   FROM case_reads WHERE case_id = $1 ORDER BY id";
+        let case = case.to_string();
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(&case).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok(ReadEntry {
+                    read_at: r.try_get("read_at")?,
+                    actor: r.try_get("actor_id")?,
+                    role: r.try_get("actor_role")?,
+                    agency: r.try_get("actor_agency")?,
+                    route: r.try_get("route")?,
+                    outcome: r.try_get("outcome")?,
+                }))
+                .collect()
+        })
+    }
+}

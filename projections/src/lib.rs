@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod case_view;
+pub mod caseload;
 pub mod history;
 
 pub use case_view::CaseView;

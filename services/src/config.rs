@@ -30,6 +30,9 @@ pub struct Config {
     pub run_projections: bool,
     /// How long an idle projection waits before polling the log again, in milliseconds.
     pub projection_poll_ms: u64,
+    /// Caseload limits per program and the thresholds behind caseload flags
+    /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).
+    pub caseload: projections::caseload::Thresholds,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +54,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             run_projections: true,
             projection_poll_ms: 50,
+            caseload: projections::caseload::Thresholds::default(),
         }
     }
 }
@@ -80,7 +84,7 @@ impl Config {
         let file = std::env::var("LINKAGE_CONFIG").unwrap_or_else(|_| "linkage.toml".into());
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("LINKAGE_"))
+            .merge(Env::prefixed("LINKAGE_").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -122,6 +126,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
+            .field("caseload", &self.caseload)
             .finish()
     }
 }
@@ -153,6 +158,7 @@ mod tests {
                 "max_body_bytes = 1000\nconflict_retries = 2",
             )?;
             jail.set_env("LINKAGE_CONFLICT_RETRIES", "3");
+            jail.set_env("LINKAGE_CASELOAD__STALE_REFERRAL_DAYS", "7");
             let c = Config::load(Overrides {
                 data_dir: Some("/tmp/x".into()),
                 ..Overrides::default()
@@ -161,6 +167,14 @@ mod tests {
             assert_eq!(c.max_body_bytes, 1000, "file beats default");
             assert_eq!(c.conflict_retries, 3, "env beats file");
             assert_eq!(c.data_dir, PathBuf::from("/tmp/x"), "flag beats all");
+            assert_eq!(
+                c.caseload.stale_referral_days, 7,
+                "nested keys from the environment"
+            );
+            assert_eq!(
+                c.caseload.contact_overdue_days, 30,
+                "the rest keep their defaults"
+            );
             Ok(())
         });
     }

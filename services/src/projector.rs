@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::store::projections::{chain_input, AUDIT_TRAIL, PROJECTIONS};
+use crate::store::projections::{chain_input, AUDIT_TRAIL, CASELOADS, PROJECTIONS};
 use crate::store::Store;
 
 const BATCH: u32 = 500;
@@ -46,11 +46,23 @@ pub async fn step(store: &Store, name: &'static str) -> Result<usize, Projection
         });
     }
     let batch = store.read_log(checkpoint.at, BATCH).await?;
-    match name {
-        AUDIT_TRAIL => store.project_audit(&batch).await?,
+    let applied = match name {
+        AUDIT_TRAIL => store.project_audit(&batch).await,
+        CASELOADS => store.project_caseloads(&batch).await,
         other => return Err(ProjectionError::Unknown(other.to_owned())),
+    };
+    match applied {
+        Ok(()) => Ok(batch.len()),
+        // An event it cannot apply stops the projection there, visibly; it is never skipped.
+        Err(StoreError::Corrupt(error)) => {
+            store.mark_projection_failed(name, &error).await?;
+            Err(ProjectionError::Stopped {
+                name: name.to_owned(),
+                error,
+            })
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(batch.len())
 }
 
 /// Applies batches until the projection has caught up with the log; `progress` gets the running

@@ -1,5 +1,6 @@
 //! The HTTP API (axum), exactly as CONTRACT.md names it.
 
+pub mod caseloads;
 pub mod commands;
 pub mod extract;
 pub mod openapi;
@@ -40,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/transition", post(commands::transition_case))
         .route("/v1/cases/{case_id}/reopen", post(commands::reopen_case))
         .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
+        .route("/v1/caseloads", get(caseloads::get_team))
+        .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
         .route("/v1/instruments", get(reads::list_instruments))
         .route("/v1/instruments/{instrument}", get(reads::get_instrument))
         .route("/v1/openapi.json", get(openapi::serve))

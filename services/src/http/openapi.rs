@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{commands, reads};
+use super::{caseloads, commands, reads};
 
 struct BearerAuth;
 
@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         reads::get_audit,
         reads::get_history,
         reads::get_reads,
+        caseloads::get_caseload,
+        caseloads::get_team,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 
+use aggregates::{Case, CaseEvent};
 use chrono::{DateTime, Utc};
 use projections::audit::{canonical_bytes, chain, summary, ChainInput, GENESIS};
 use schemas::CaseId;
+use sqlx::types::Json;
 use sqlx::Row;
 
 use super::{Backend, LogEvent, LogPosition, Store, StoredEvent};
@@ -13,8 +15,10 @@ use crate::error::StoreError;
 
 /// The name of the audit-trail projection.
 pub const AUDIT_TRAIL: &str = "audit_trail";
+/// The name of the caseload projection.
+pub const CASELOADS: &str = "caseloads";
 /// Every projection this server runs.
-pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL];
+pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL, CASELOADS];
 
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
@@ -61,6 +65,12 @@ VALUES ($1, $2, $3, $4, NULL, $5)
 ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position,
   events = projection_checkpoints.events + excluded.events, error = NULL,
   updated_at = excluded.updated_at";
+
+const UPSERT_CASELOAD: &str = "\
+INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
+  open = excluded.open, version = excluded.version, state = excluded.state";
 
 const LAST_HASH: &str =
     "SELECT hash FROM audit_entries WHERE case_id = $1 ORDER BY sequence DESC LIMIT 1";
@@ -139,6 +149,79 @@ impl Store {
         })
     }
 
+    /// Folds a batch into each case's caseload row and moves the checkpoint past it, atomically.
+    /// An event that does not read back as a `CaseEvent` fails the batch (the engine stops the
+    /// projection there rather than skip it).
+    pub async fn project_caseloads(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
+        for e in batch {
+            match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
+                Some((_, events)) => events.push(e),
+                None => by_case.push((e.case_id, vec![e])),
+            }
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (case_id, events) in &by_case {
+                let id = case_id.to_string();
+                let stored: Option<Json<Case>> = sqlx::query_scalar("SELECT state FROM caseload_cases WHERE case_id = $1")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut case = stored.map(|Json(c)| c).unwrap_or_default();
+                for e in events {
+                    let event: CaseEvent = serde_json::from_value(e.event.payload.clone()).map_err(|err| {
+                        StoreError::Corrupt(format!("event {} does not read back: {err}", e.event.event_id))
+                    })?;
+                    case.apply_at(e.event.sequence, event);
+                }
+                let Some(agency) = case.agency().cloned() else {
+                    continue;
+                };
+                sqlx::query(UPSERT_CASELOAD)
+                    .bind(&id)
+                    .bind(agency.as_str())
+                    .bind(case.assigned_to.as_ref().map(|w| w.as_str().to_owned()))
+                    .bind(case.closed.is_none())
+                    .bind(case.version as i64)
+                    .bind(Json(&case))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(UPSERT_CHECKPOINT)
+                .bind(CASELOADS)
+                .bind(last.at.txid)
+                .bind(last.at.position)
+                .bind(batch.len() as i64)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Open cases' states: one worker's, or (with `agency`) a whole agency's, or all.
+    pub async fn open_caseload(
+        &self,
+        worker: Option<&str>,
+        agency: Option<&str>,
+    ) -> Result<Vec<Case>, StoreError> {
+        let sql = "SELECT state FROM caseload_cases WHERE open \
+                   AND ($1 IS NULL OR worker_id = $1) AND ($2 IS NULL OR agency = $2) ORDER BY case_id";
+        on_pool!(self, pool => {
+            let rows: Vec<Json<Case>> = sqlx::query_scalar(sql)
+                .bind(worker)
+                .bind(agency)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(|Json(c)| c).collect())
+        })
+    }
+
     /// Records that a projection stopped on an event, so status and /readyz show it.
     pub async fn mark_projection_failed(&self, name: &str, error: &str) -> Result<(), StoreError> {
         let sql = "INSERT INTO projection_checkpoints (name, error, updated_at) VALUES ($1, $2, $3) \
@@ -153,8 +236,14 @@ impl Store {
     pub async fn reset_projection(&self, name: &str) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            if name == AUDIT_TRAIL {
-                sqlx::query("DELETE FROM audit_entries").execute(&mut *tx).await?;
+            match name {
+                AUDIT_TRAIL => {
+                    sqlx::query("DELETE FROM audit_entries").execute(&mut *tx).await?;
+                }
+                CASELOADS => {
+                    sqlx::query("DELETE FROM caseload_cases").execute(&mut *tx).await?;
+                }
+                _ => {}
             }
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                 .bind(name)

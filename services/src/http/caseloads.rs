@@ -1,0 +1,129 @@
+//! Caseload views, served from the caseload projection.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Utc;
+use projections::caseload::{caseload, Caseload};
+use schemas::Role;
+use serde::Serialize;
+use tracing::instrument;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+const WORKER_ROUTE: &str = "GET /v1/caseloads/{worker_id}";
+
+/// Which agency's cases a caller may see in caseload views: None means every agency (admin).
+fn scope(caller: &Caller, worker_id: Option<&str>) -> Result<Option<String>, ApiError> {
+    let a = &caller.0;
+    match a.role {
+        Role::Admin => Ok(None),
+        Role::Supervisor => Ok(Some(a.agency.to_string())),
+        Role::CaseManager if worker_id == Some(a.id.as_str()) => Ok(Some(a.agency.to_string())),
+        Role::CaseManager => Err(ApiError::forbidden(
+            "caseload_not_allowed",
+            "a case manager sees only their own caseload",
+        )),
+        role => Err(ApiError::forbidden(
+            "role_not_allowed",
+            format!("the {role} role does not see caseloads"),
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/caseloads/{worker_id}", tag = "caseloads",
+    params(("worker_id" = String, Path)),
+    responses((status = 200, body = Caseload), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(worker_id = %worker_id, actor = %caller.0.id))]
+pub async fn get_caseload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(worker_id): Path<String>,
+) -> Result<Json<Caseload>, ApiError> {
+    let agency = scope(&caller, Some(&worker_id))?;
+    let cases = state
+        .store
+        .open_caseload(Some(&worker_id), agency.as_deref())
+        .await?;
+    for case in &cases {
+        if let Some(o) = &case.opened {
+            state
+                .store
+                .log_read(&caller.0, o.case_id, WORKER_ROUTE, true)
+                .await?;
+        }
+    }
+    let today = Utc::now().date_naive();
+    Ok(Json(caseload(
+        &worker_id,
+        &cases,
+        today,
+        &state.config.caseload,
+    )))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerLoad {
+    pub worker_id: String,
+    pub open_cases: u32,
+    pub limit: u32,
+    pub capacity_used: f64,
+    pub over_limit: bool,
+    /// Open cases with at least one flag.
+    pub flagged_cases: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamView {
+    /// The agency shown; absent for an admin's view of every agency.
+    pub agency: Option<String>,
+    pub workers: Vec<WorkerLoad>,
+}
+
+#[utoipa::path(get, path = "/v1/caseloads", tag = "caseloads",
+    responses((status = 200, body = TeamView), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(actor = %caller.0.id))]
+pub async fn get_team(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TeamView>, ApiError> {
+    if !matches!(caller.0.role, Role::Admin | Role::Supervisor) {
+        return Err(ApiError::forbidden(
+            "role_not_allowed",
+            "the team view is for supervisors and admins",
+        ));
+    }
+    let agency = scope(&caller, None)?;
+    let cases = state.store.open_caseload(None, agency.as_deref()).await?;
+    let mut by_worker: BTreeMap<String, Vec<aggregates::Case>> = BTreeMap::new();
+    for case in cases {
+        let worker = case
+            .assigned_to
+            .as_ref()
+            .map(|w| w.to_string())
+            .unwrap_or_default();
+        by_worker.entry(worker).or_default().push(case);
+    }
+    let today = Utc::now().date_naive();
+    let workers = by_worker
+        .into_iter()
+        .map(|(worker_id, cases)| {
+            let load = caseload(&worker_id, &cases, today, &state.config.caseload);
+            WorkerLoad {
+                flagged_cases: load.cases.iter().filter(|c| !c.flags.is_empty()).count() as u32,
+                worker_id,
+                open_cases: load.open_cases,
+                limit: load.limit,
+                capacity_used: load.capacity_used,
+                over_limit: load.over_limit,
+            }
+        })
+        .collect();
+    Ok(Json(TeamView { agency, workers }))
+}

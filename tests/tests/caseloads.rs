@@ -1,0 +1,252 @@
+//! Caseload views from the caseload projection: flags for what is overdue, limits per program,
+//! the worker's own view, the supervisor's team view, thresholds from configuration.
+
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as Days, Utc};
+use linkage_tests::{both_stores, Backend, TestApp};
+use reqwest::StatusCode;
+use schemas::Role;
+use serde_json::{json, Value};
+
+fn day(offset: i64) -> String {
+    (Utc::now().date_naive() - Days::days(offset)).to_string()
+}
+
+async fn open(app: &TestApp, worker: &str, intake_days_ago: i64) -> String {
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            &app.admin_token,
+            &json!({"program": "wraparound", "assigned_to": worker,
+            "intake_date": day(intake_days_ago),
+            "child": {"given_name": "Sky", "family_name": "Sample", "birth_date": "2015-05-05"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["case_id"].as_str().unwrap().to_owned()
+}
+
+async fn post_ok(app: &TestApp, path: String, body: Value) -> Value {
+    let (s, b) = app.post(&path, &app.admin_token, &body).await;
+    assert!(s.is_success(), "{path}: {s} {b}");
+    b
+}
+
+/// A case with everything overdue: no contact since intake 60 days ago, no care plan, a referral
+/// with no news for 18 days, and a missed appointment nobody followed up.
+async fn neglected_case(app: &TestApp, worker: &str) -> String {
+    let case = open(app, worker, 60).await;
+    let r = post_ok(
+        app,
+        format!("/v1/cases/{case}/referrals"),
+        json!({"service_type": "outpatient_therapy",
+        "provider": {"id": "prov-1"}, "reason": "anxiety", "sent_on": day(20)}),
+    )
+    .await;
+    let referral = r["referral_id"].as_str().unwrap().to_owned();
+    post_ok(
+        app,
+        format!("/v1/cases/{case}/referrals/{referral}/status"),
+        json!({"status": "accepted", "on": day(18)}),
+    )
+    .await;
+    let a = post_ok(
+        app,
+        format!("/v1/cases/{case}/appointments"),
+        json!({"referral_id": referral, "scheduled_for": format!("{}T15:00:00Z", day(10))}),
+    )
+    .await;
+    let appt = a["appointment_id"].as_str().unwrap().to_owned();
+    post_ok(
+        app,
+        format!("/v1/cases/{case}/appointments/{appt}/outcome"),
+        json!({"outcome": "missed", "on": day(10), "missed_reason": "no_show"}),
+    )
+    .await;
+    case
+}
+
+async fn caseload(app: &TestApp, worker: &str, token: &str, cases: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, b) = app.get(&format!("/v1/caseloads/{worker}"), token).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["open_cases"] == cases {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caseload never reached {cases}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+both_stores!(caseloads_flag_what_is_overdue, |app: TestApp| async move {
+    let neglected = neglected_case(&app, "cm-ada").await;
+    let fresh = open(&app, "cm-ada", 5).await;
+    post_ok(
+        &app,
+        format!("/v1/cases/{fresh}/contacts"),
+        json!({"component": "assessment",
+        "contact_type": "face_to_face", "with": ["child", "guardian"],
+        "occurred_at": format!("{}T10:00:00Z", day(0)), "minutes": 45}),
+    )
+    .await;
+    let _other = open(&app, "cm-bo", 3).await;
+
+    let ada = app.token(Role::CaseManager, "cm-ada", "default").await;
+    let view = caseload(&app, "cm-ada", &ada, 2).await;
+    assert_eq!(view["limit"], 10, "the wraparound limit");
+    assert_eq!(view["over_limit"], false);
+    let line = |id: &str| {
+        view["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["case_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let n = line(&neglected);
+    assert_eq!(n["child_display_name"], "Sky S.");
+    assert_eq!(n["days_since_last_contact"], 60);
+    let flags: Vec<&str> = n["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in [
+        "no_contact_30_days",
+        "no_billable_contact_last_month",
+        "no_care_plan",
+        "stale_referral",
+        "missed_appointment_needs_outreach",
+    ] {
+        assert!(flags.contains(&f), "{f} missing from {flags:?}");
+    }
+    assert_eq!(n["open_referrals"][0]["status"], "scheduled");
+    assert_eq!(n["open_referrals"][0]["age_days"], 20);
+    assert_eq!(n["open_referrals"][0]["days_since_status_change"], 18);
+    assert_eq!(
+        n["missed_appointments_awaiting_outreach"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let f = line(&fresh);
+    assert_eq!(f["flags"], json!([]), "{f}");
+    assert_eq!(f["days_since_last_contact"], 0);
+
+    // Outreach after the missed appointment clears that flag.
+    post_ok(&app, format!("/v1/cases/{neglected}/contacts"), json!({"component": "monitoring",
+        "contact_type": "phone", "with": ["guardian"], "occurred_at": format!("{}T09:00:00Z", day(1)),
+        "minutes": 15})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = app.get("/v1/caseloads/cm-ada", &ada).await;
+        let c = v["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["case_id"] == neglected.as_str())
+            .unwrap()
+            .clone();
+        if c["days_since_last_contact"] == 1 {
+            assert!(
+                !c["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "missed_appointment_needs_outreach"),
+                "{c}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Who sees what.
+    let bo = app.token(Role::CaseManager, "cm-bo", "default").await;
+    let (s, b) = app.get("/v1/caseloads/cm-ada", &bo).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("caseload_not_allowed"))
+    );
+    let billing = app.token(Role::Billing, "bill-1", "default").await;
+    let (s, _) = app.get("/v1/caseloads/cm-ada", &billing).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let elsewhere = app.token(Role::Supervisor, "sup-far", "elsewhere").await;
+    let (s, b) = app.get("/v1/caseloads/cm-ada", &elsewhere).await;
+    assert_eq!(
+        (s, b["open_cases"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "another agency's supervisor sees none"
+    );
+    let (s, _) = app.get("/v1/caseloads", &ada).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the team view is for supervisors");
+
+    let sup = app.token(Role::Supervisor, "sup-lee", "default").await;
+    let (s, team) = app.get("/v1/caseloads", &sup).await;
+    assert_eq!(s, StatusCode::OK, "{team}");
+    assert_eq!(team["agency"], "default");
+    let workers: Vec<(String, u64, u64)> = team["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["worker_id"].as_str().unwrap().to_owned(),
+                w["open_cases"].as_u64().unwrap(),
+                w["flagged_cases"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        workers,
+        vec![("cm-ada".to_owned(), 2, 1), ("cm-bo".to_owned(), 1, 0)]
+    );
+
+    // A closed case leaves the caseload.
+    post_ok(
+        &app,
+        format!("/v1/cases/{fresh}/transition"),
+        json!({"kind": "discharge",
+        "reason": "moved away", "effective_on": day(0)}),
+    )
+    .await;
+    caseload(&app, "cm-ada", &ada, 1).await;
+});
+
+#[tokio::test]
+async fn thresholds_come_from_configuration() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.caseload.stale_referral_days = 30;
+        c.caseload.contact_overdue_days = 90;
+        c.caseload
+            .program_limits
+            .insert(schemas::Program::Wraparound, 1);
+    })
+    .await
+    .unwrap();
+    neglected_case(&app, "cm-ada").await;
+    open(&app, "cm-ada", 1).await;
+    let view = caseload(&app, "cm-ada", &app.admin_token, 2).await;
+    assert_eq!(view["limit"], 1);
+    assert_eq!(view["over_limit"], true);
+    let flags = &view["cases"][0]["flags"];
+    let flags: Vec<&str> = flags
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        !flags.contains(&"stale_referral") && !flags.iter().any(|f| f.starts_with("no_contact")),
+        "{flags:?}"
+    );
+}

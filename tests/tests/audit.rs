@@ -271,3 +271,84 @@ both_stores!(
         assert!(b["reads"][0]["read_at"].is_string() && b["reads"][0]["role"] == "case_manager");
     }
 );
+
+both_stores!(
+    a_projection_that_cannot_apply_an_event_stops_visibly,
+    |app: TestApp| async move {
+        let case = case_with_activity(&app, 1).await;
+        trail(&app, &case, 3).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while projector::status(&app.store)
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.lag > 0)
+        {
+            assert!(Instant::now() < deadline, "projections never caught up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // An event no code of this version can read (as if written by a buggy or newer release).
+        let bad = uuid::Uuid::now_v7().to_string();
+        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                  payload, metadata) VALUES ('Case', $1, 1, 'CaseOpened', '9', $2, '{}')";
+        match &app.config.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(insert)
+                    .bind(&bad)
+                    .bind(json!({"CaseOpened": {"shape": "unknown"}}))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            None => {
+                let path = app.config.data_dir.join("linkage.db");
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query(insert)
+                    .bind(&bad)
+                    .bind(r#"{"CaseOpened":{"shape":"unknown"}}"#)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            let status = projector::status(&app.store).await.unwrap();
+            let caseloads = status.iter().find(|p| p.name == "caseloads").unwrap();
+            if caseloads.error.is_some() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the caseload projection never stopped: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let caseloads = status.iter().find(|p| p.name == "caseloads").unwrap();
+        assert!(
+            caseloads.error.as_deref().unwrap().contains(&bad[..8])
+                || caseloads
+                    .error
+                    .as_deref()
+                    .unwrap()
+                    .contains("does not read back"),
+            "{caseloads:?}"
+        );
+        assert_eq!(caseloads.lag, 1, "stopped at the bad event, not past it");
+        let (s, b) = app.get("/readyz", "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["status"], "degraded");
+        // The audit trail hashes whatever is stored, so it carries on.
+        let bad_id = schemas::CaseId::parse(&bad).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while app.store.audit_entries(bad_id).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the audit trail stopped too");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+);

@@ -5,5 +5,6 @@ pub mod audit;
 pub mod case_view;
 pub mod caseload;
 pub mod history;
+pub mod measures;
 
 pub use case_view::CaseView;

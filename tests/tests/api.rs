@@ -743,6 +743,25 @@ both_stores!(health_instruments_and_openapi, |app: TestApp| async move {
             "{method} {path} missing from the OpenAPI"
         );
     }
+    for (path, method) in [
+        ("/v1/cases/{case_id}/audit", "get"),
+        ("/v1/cases/{case_id}/history", "get"),
+        ("/v1/cases/{case_id}/reads", "get"),
+        ("/v1/caseloads/{worker_id}", "get"),
+        ("/v1/caseloads", "get"),
+        ("/v1/measures", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI"
+        );
+    }
+    // Each measure's definition is in the schema, from the same doc comment as the code's.
+    let definition = doc["components"]["schemas"]["Measures"]["properties"]["loop_closure_rate"]
+        ["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(definition.contains("loop closed"), "{definition}");
     // Enum values agree with the contract.
     let contact_types = &doc["components"]["schemas"]["ContactType"]["enum"];
     assert_eq!(

@@ -3,6 +3,7 @@
 pub mod caseloads;
 pub mod commands;
 pub mod extract;
+pub mod measures;
 pub mod openapi;
 pub mod reads;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
         .route("/v1/caseloads", get(caseloads::get_team))
         .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
+        .route("/v1/measures", get(measures::get_measures))
         .route("/v1/instruments", get(reads::list_instruments))
         .route("/v1/instruments/{instrument}", get(reads::get_instrument))
         .route("/v1/openapi.json", get(openapi::serve))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{caseloads, commands, reads};
+use super::{caseloads, commands, measures, reads};
 
 struct BearerAuth;
 
@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         reads::get_reads,
         caseloads::get_caseload,
         caseloads::get_team,
+        measures::get_measures,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

@@ -210,12 +210,23 @@ impl Store {
         worker: Option<&str>,
         agency: Option<&str>,
     ) -> Result<Vec<Case>, StoreError> {
-        let sql = "SELECT state FROM caseload_cases WHERE open \
+        self.case_states(worker, agency, true).await
+    }
+
+    /// Case states from the caseload projection, open or (unless `only_open`) closed too.
+    pub async fn case_states(
+        &self,
+        worker: Option<&str>,
+        agency: Option<&str>,
+        only_open: bool,
+    ) -> Result<Vec<Case>, StoreError> {
+        let sql = "SELECT state FROM caseload_cases WHERE (open OR NOT $3) \
                    AND ($1 IS NULL OR worker_id = $1) AND ($2 IS NULL OR agency = $2) ORDER BY case_id";
         on_pool!(self, pool => {
             let rows: Vec<Json<Case>> = sqlx::query_scalar(sql)
                 .bind(worker)
                 .bind(agency)
+                .bind(only_open)
                 .fetch_all(pool)
                 .await?;
             Ok(rows.into_iter().map(|Json(c)| c).collect())

@@ -1,0 +1,84 @@
+//! Outcome measures, computed from the caseload projection's case states.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{Duration, NaiveDate, Utc};
+use projections::measures::{compute, Measures};
+use schemas::{Program, Role};
+use tracing::instrument;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+fn date(query: &HashMap<String, String>, key: &str) -> Result<Option<NaiveDate>, ApiError> {
+    query
+        .get(key)
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_value",
+                    format!("{key} must be a YYYY-MM-DD date, not `{s}`"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Referral and engagement measures over a window (default: the last 90 days). Each measure's
+/// definition is in the `Measures` schema. Supervisors and auditors see their agency's cases,
+/// admins every agency's.
+#[utoipa::path(get, path = "/v1/measures", tag = "measures",
+    params(("from" = Option<String>, Query, description = "first day, YYYY-MM-DD (default: 90 days before `to`)"),
+           ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD (default: today)"),
+           ("program" = Option<Program>, Query, description = "only cases of this program")),
+    responses((status = 200, body = Measures), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(actor = %caller.0.id))]
+pub async fn get_measures(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Measures>, ApiError> {
+    let agency = match caller.0.role {
+        Role::Admin => None,
+        Role::Supervisor | Role::Auditor => Some(caller.0.agency.to_string()),
+        role => {
+            return Err(ApiError::forbidden(
+                "role_not_allowed",
+                format!("the {role} role does not see measures"),
+            ))
+        }
+    };
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "from" | "to" | "program"))
+    {
+        return Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("unknown query parameter `{unknown}`; known: from, to, program"),
+        ));
+    }
+    let to = date(&query, "to")?.unwrap_or_else(|| Utc::now().date_naive());
+    let from = date(&query, "from")?.unwrap_or(to - Duration::days(90));
+    if from > to {
+        return Err(ApiError::invalid(
+            "invalid_value",
+            "from must not be after to",
+        ));
+    }
+    let program = query
+        .get("program")
+        .map(|p| {
+            p.parse::<Program>()
+                .map_err(|e| ApiError::invalid("invalid_enum_value", e))
+        })
+        .transpose()?;
+    let cases = state
+        .store
+        .case_states(None, agency.as_deref(), false)
+        .await?;
+    Ok(Json(compute(&cases, from, to, program)))
+}

@@ -72,13 +72,35 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
   open = excluded.open, version = excluded.version, state = excluded.state";
 
-const LAST_HASH: &str =
-    "SELECT hash FROM audit_entries WHERE case_id = $1 ORDER BY sequence DESC LIMIT 1";
+/// The newest entry of each listed case (a JSON array of case ids).
+const PG_AUDIT_HEADS: &str = "\
+SELECT DISTINCT ON (case_id) case_id, hash FROM audit_entries
+ WHERE case_id IN (SELECT jsonb_array_elements_text($1))
+ ORDER BY case_id, sequence DESC";
 
-const INSERT_AUDIT: &str = "\
+const SQLITE_AUDIT_HEADS: &str = "\
+SELECT a.case_id, a.hash FROM audit_entries a
+ WHERE a.case_id IN (SELECT value FROM json_each($1))
+   AND a.sequence = (SELECT MAX(b.sequence) FROM audit_entries b WHERE b.case_id = a.case_id)";
+
+/// Every entry of a batch in one statement (a JSON array of entries).
+const PG_INSERT_AUDIT: &str = "\
 INSERT INTO audit_entries (case_id, sequence, event_id, event_type, event_version, actor_id,
   actor_role, occurred_at, recorded_at, correlation_id, summary, prev_hash, hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+SELECT case_id, sequence, event_id, event_type, event_version, actor_id, actor_role, occurred_at,
+       recorded_at, correlation_id, summary, prev_hash, hash
+  FROM jsonb_to_recordset($1) AS x(case_id text, sequence bigint, event_id text, event_type text,
+       event_version text, actor_id text, actor_role text, occurred_at text, recorded_at timestamptz,
+       correlation_id text, summary text, prev_hash text, hash text)";
+
+const SQLITE_INSERT_AUDIT: &str = "\
+INSERT INTO audit_entries (case_id, sequence, event_id, event_type, event_version, actor_id,
+  actor_role, occurred_at, recorded_at, correlation_id, summary, prev_hash, hash)
+SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->> 'event_type',
+       value ->> 'event_version', value ->> 'actor_id', value ->> 'actor_role',
+       value ->> 'occurred_at', value ->> 'recorded_at', value ->> 'correlation_id',
+       value ->> 'summary', value ->> 'prev_hash', value ->> 'hash'
+  FROM json_each($1)";
 
 impl Store {
     pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
@@ -96,46 +118,54 @@ impl Store {
         })
     }
 
-    /// Applies a batch to the audit trail and moves its checkpoint past it, atomically.
+    /// Applies a batch to the audit trail and moves its checkpoint past it, atomically: one
+    /// statement finds the chain heads of the batch's cases, one inserts every entry.
     pub async fn project_audit(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
+        let mut cases: Vec<String> = batch.iter().map(|e| e.case_id.to_string()).collect();
+        cases.sort_unstable();
+        cases.dedup();
+        let (heads_sql, insert_sql) = match &self.backend {
+            Backend::Postgres { .. } => (PG_AUDIT_HEADS, PG_INSERT_AUDIT),
+            Backend::Sqlite { .. } => (SQLITE_AUDIT_HEADS, SQLITE_INSERT_AUDIT),
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut heads: HashMap<CaseId, String> = HashMap::new();
+            let rows = sqlx::query(heads_sql)
+                .bind(Json(&cases))
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut heads: HashMap<String, String> = HashMap::with_capacity(rows.len());
+            for r in rows {
+                heads.insert(r.try_get("case_id")?, r.try_get("hash")?);
+            }
+            let mut entries = Vec::with_capacity(batch.len());
             for e in batch {
-                let prev = match heads.get(&e.case_id) {
-                    Some(h) => h.clone(),
-                    None => sqlx::query(LAST_HASH)
-                        .bind(e.case_id.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.try_get::<String, _>("hash"))
-                        .transpose()?
-                        .unwrap_or_else(|| GENESIS.to_owned()),
-                };
                 let case_id = e.case_id.to_string();
                 let (event_id, bytes) = chain_input(&e.event, &case_id);
+                let prev = heads.get(&case_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
                 let hash = chain(&prev, &bytes);
-                sqlx::query(INSERT_AUDIT)
-                    .bind(&case_id)
-                    .bind(e.event.sequence as i64)
-                    .bind(&event_id)
-                    .bind(&e.event.event_type)
-                    .bind(&e.event.event_version)
-                    .bind(e.event.metadata.get("actor_id"))
-                    .bind(e.event.metadata.get("actor_role"))
-                    .bind(e.event.metadata.get("occurred_at"))
-                    .bind(e.event.recorded_at)
-                    .bind(e.event.metadata.get("correlation_id"))
-                    .bind(summary(&e.event.event_type, &e.event.payload))
-                    .bind(&prev)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-                heads.insert(e.case_id, hash);
+                let m = &e.event.metadata;
+                entries.push(serde_json::json!({
+                    "case_id": case_id,
+                    "sequence": e.event.sequence,
+                    "event_id": event_id,
+                    "event_type": e.event.event_type,
+                    "event_version": e.event.event_version,
+                    "actor_id": m.get("actor_id"),
+                    "actor_role": m.get("actor_role"),
+                    "occurred_at": m.get("occurred_at"),
+                    "recorded_at": e.event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "correlation_id": m.get("correlation_id"),
+                    "summary": summary(&e.event.event_type, &e.event.payload),
+                    "prev_hash": prev,
+                    "hash": hash,
+                }));
+                heads.insert(case_id, hash);
             }
+            sqlx::query(insert_sql).bind(Json(&entries)).execute(&mut *tx).await?;
             sqlx::query(UPSERT_CHECKPOINT)
                 .bind(AUDIT_TRAIL)
                 .bind(last.at.txid)

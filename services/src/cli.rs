@@ -133,6 +133,24 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Rebuild of every projection beside a plain scan of the events table; projection lag
+    Projections {
+        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Events in the synthetic log
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Events per case stream
+        #[arg(long, default_value_t = 500)]
+        stream_len: usize,
+        /// Commands per second while lag is measured
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of lag measurement
+        #[arg(long, default_value_t = 10)]
+        lag_seconds: u64,
+    },
     /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
     Append {
         /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)

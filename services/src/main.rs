@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
-use services::bench::AppendBench;
+use services::bench::{AppendBench, ProjectionBench};
 use services::cli::{
     AuditCommand, BenchCommand, CaseCommand, Cli, Command, ProjectionsCommand, TokenCommand,
 };
@@ -52,6 +52,26 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 long_stream,
                 cases_per_client,
+            };
+            bench.run(&mut std::io::stdout().lock()).await?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Projections {
+                    database_url,
+                    events,
+                    stream_len,
+                    rate,
+                    lag_seconds,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty);
+            let bench = ProjectionBench {
+                database_url,
+                events,
+                stream_len,
+                rate,
+                lag_seconds,
             };
             bench.run(&mut std::io::stdout().lock()).await?;
         }

@@ -40,3 +40,44 @@ async fn bench_append_prints_every_row_beside_its_baseline() {
     assert!(report.contains("of raw INSERT"), "{report}");
     assert!(report.contains("cold load"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let bench = services::bench::ProjectionBench {
+        database_url: url,
+        events: 3_000,
+        stream_len: 100,
+        rate: 100,
+        lag_seconds: 1,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    for row in [
+        "plain scan of events (baseline)",
+        "projection audit_trail",
+        "projection caseloads",
+        "all projections",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no `{row}` row in:\n{report}"));
+        assert!(line.contains("3000"), "every event counted: {line}");
+    }
+    assert!(
+        report.contains("projection lag with commands at"),
+        "{report}"
+    );
+    for name in ["audit_trail", "caseloads"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.trim_start().starts_with(name) && l.contains("p99")),
+            "no lag line for {name}: {report}"
+        );
+    }
+}

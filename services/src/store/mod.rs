@@ -190,6 +190,11 @@ impl Store {
         self.load(id).await
     }
 
+    /// Drops a case from the command cache (bulk loaders that will not touch it again).
+    pub fn uncache(&self, id: CaseId) {
+        self.cache.forget(id);
+    }
+
     /// Returns an unchanged, checked-out state to the cache (a refused or unauthorised command).
     pub fn release(&self, id: CaseId, context: CaseContext) {
         if context.aggregate.exists() {

@@ -72,16 +72,19 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
   open = excluded.open, version = excluded.version, state = excluded.state";
 
-/// The newest entry of each listed case (a JSON array of case ids).
+/// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with
+/// none yet: one primary-key lookup per case, whatever plan the statement is given.
 const PG_AUDIT_HEADS: &str = "\
-SELECT DISTINCT ON (case_id) case_id, hash FROM audit_entries
- WHERE case_id IN (SELECT jsonb_array_elements_text($1))
- ORDER BY case_id, sequence DESC";
+SELECT c.case_id,
+       (SELECT a.hash FROM audit_entries a WHERE a.case_id = c.case_id
+         ORDER BY a.sequence DESC LIMIT 1) AS hash
+  FROM jsonb_array_elements_text($1) AS c(case_id)";
 
 const SQLITE_AUDIT_HEADS: &str = "\
-SELECT a.case_id, a.hash FROM audit_entries a
- WHERE a.case_id IN (SELECT value FROM json_each($1))
-   AND a.sequence = (SELECT MAX(b.sequence) FROM audit_entries b WHERE b.case_id = a.case_id)";
+SELECT c.value AS case_id,
+       (SELECT a.hash FROM audit_entries a WHERE a.case_id = c.value
+         ORDER BY a.sequence DESC LIMIT 1) AS hash
+  FROM json_each($1) AS c";
 
 /// Every entry of a batch in one statement (a JSON array of entries).
 const PG_INSERT_AUDIT: &str = "\
@@ -139,7 +142,9 @@ impl Store {
                 .await?;
             let mut heads: HashMap<String, String> = HashMap::with_capacity(rows.len());
             for r in rows {
-                heads.insert(r.try_get("case_id")?, r.try_get("hash")?);
+                if let Some(hash) = r.try_get::<Option<String>, _>("hash")? {
+                    heads.insert(r.try_get("case_id")?, hash);
+                }
             }
             let mut entries = Vec::with_capacity(batch.len());
             for e in batch {

@@ -26,6 +26,9 @@ use crate::http::extract::CommandMeta;
 use crate::startup::AppState;
 use crate::store::{Commit, Store};
 
+mod projections;
+pub use projections::ProjectionBench;
+
 #[derive(Debug, Clone)]
 pub struct AppendBench {
     /// A PostgreSQL URL with the right to create databases.
@@ -58,7 +61,7 @@ struct Row {
     p99_ms: f64,
 }
 
-fn actor() -> Actor {
+pub(crate) fn actor() -> Actor {
     Actor {
         id: ActorId::parse("bench-admin").expect("static"),
         role: Role::Admin,
@@ -66,7 +69,7 @@ fn actor() -> Actor {
     }
 }
 
-fn contact(i: usize) -> LogContactRequest {
+pub(crate) fn contact(i: usize) -> LogContactRequest {
     LogContactRequest {
         component: TcmComponent::Monitoring,
         contact_type: ContactType::Phone,
@@ -79,7 +82,7 @@ fn contact(i: usize) -> LogContactRequest {
 }
 
 /// A case stream of `len` events (intake, assignment, then contacts), committed in one statement.
-async fn seed_case(
+pub(crate) async fn seed_case(
     store: &Store,
     services: &CaseServices,
     len: usize,
@@ -195,22 +198,11 @@ fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row 
 
 impl AppendBench {
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
-        let db = format!("linkage_bench_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&self.database_url).await?;
-        let version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&mut admin)
-            .await?;
-        let fsync: String = sqlx::query_scalar("SHOW fsync")
-            .fetch_one(&mut admin)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut admin)
-            .await?;
-        let url = swap_database(&self.database_url, &db);
-        let result = self.run_on(&url, &version, &fsync, out).await;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
+        let scratch = Scratch::create(&self.database_url).await?;
+        let result = self
+            .run_on(&scratch.url, &scratch.version, &scratch.fsync, out)
+            .await;
+        scratch.drop().await?;
         result
     }
 
@@ -422,15 +414,57 @@ impl AppendBench {
     }
 }
 
+/// A scratch database on the benchmark's server, dropped afterwards.
+pub(crate) struct Scratch {
+    admin: sqlx::PgConnection,
+    name: String,
+    pub url: String,
+    pub version: String,
+    pub fsync: String,
+}
+
+impl Scratch {
+    pub(crate) async fn create(admin_url: &str) -> Result<Self, BenchError> {
+        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+        let version = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut admin)
+            .await?;
+        let fsync = sqlx::query_scalar("SHOW fsync")
+            .fetch_one(&mut admin)
+            .await?;
+        let name = format!("linkage_bench_{}", Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        Ok(Self {
+            url: swap_database(admin_url, &name),
+            admin,
+            name,
+            version,
+            fsync,
+        })
+    }
+
+    pub(crate) async fn drop(mut self) -> Result<(), BenchError> {
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Starts each measurement from the same state: the previous row's dead tuples vacuumed, its
 /// statistics current and its dirty pages flushed, so background work does not land in the next
 /// row. CHECKPOINT needs a privileged role; without one it is skipped.
-async fn settle(pool: &sqlx::PgPool) {
+pub(crate) async fn settle(pool: &sqlx::PgPool) {
     let _ = sqlx::query("VACUUM (ANALYZE) events").execute(pool).await;
     let _ = sqlx::query("CHECKPOINT").execute(pool).await;
 }
 
-fn swap_database(url: &str, db: &str) -> String {
+pub(crate) fn swap_database(url: &str, db: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));

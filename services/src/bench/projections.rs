@@ -1,0 +1,305 @@
+//! `linkage bench projections`: rebuild of every projection from a large synthetic log, beside a
+//! plain scan of the same events table in the same run, with resident memory sampled as the
+//! rebuild progresses; then projection lag while commands arrive at a fixed rate.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::{CaseAction, CaseServices};
+use hdrhistogram::Histogram;
+use schemas::instruments::Catalog;
+use schemas::*;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{actor, contact, seed_case, settle, BenchError, Scratch};
+use crate::config::Config;
+use crate::http::commands::{execute, Target};
+use crate::http::extract::CommandMeta;
+use crate::projector;
+use crate::startup::AppState;
+use crate::store::projections::PROJECTIONS;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ProjectionBench {
+    pub database_url: String,
+    /// Events in the synthetic log.
+    pub events: u64,
+    /// Events per case stream.
+    pub stream_len: usize,
+    /// Commands per second during the lag measurement.
+    pub rate: u64,
+    pub lag_seconds: u64,
+}
+
+/// This process's resident memory in MiB (Linux), for the memory figures.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+impl ProjectionBench {
+    pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
+        let scratch = Scratch::create(&self.database_url).await?;
+        let result = self.run_on(&scratch.url, &scratch.version, out).await;
+        scratch.drop().await?;
+        result
+    }
+
+    async fn run_on(
+        &self,
+        url: &str,
+        version: &str,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let store = Arc::new(Store::postgres(url).await?);
+        let services = CaseServices {
+            instruments: Arc::new(
+                Catalog::builtin().map_err(|e| BenchError::Refused(e.to_string()))?,
+            ),
+        };
+        let pool = sqlx::PgPool::connect(url).await?;
+        writeln!(
+            out,
+            "linkage bench projections: PostgreSQL {version}, {} CPUs",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        )?;
+
+        // Seed: cases of `stream_len` events, four writers at a time, none left in the cache.
+        let cases = (self.events as usize).div_ceil(self.stream_len);
+        let t0 = Instant::now();
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..4 {
+            let (store, services, len) = (store.clone(), services.clone(), self.stream_len);
+            writers.spawn(async move {
+                for _ in (w..cases).step_by(4) {
+                    let id = seed_case(&store, &services, len).await?;
+                    store.uncache(id);
+                }
+                Ok::<_, BenchError>(())
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.map_err(|e| BenchError::Refused(e.to_string()))??;
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&pool)
+            .await?;
+        writeln!(
+            out,
+            "seeded {total} events in {cases} case streams in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        )?;
+        settle(&pool).await;
+
+        // Baseline: a plain scan of the same table, in position order, 10,000 rows a query.
+        let t0 = Instant::now();
+        let (mut at, mut scanned, mut bytes) = (0i64, 0u64, 0usize);
+        loop {
+            let rows = sqlx::query(
+                "SELECT position, aggregate_id, sequence, event_type, payload, metadata, recorded_at \
+                 FROM events WHERE position > $1 ORDER BY position LIMIT 10000",
+            )
+            .bind(at)
+            .fetch_all(&pool)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            at = last.try_get("position")?;
+            for r in &rows {
+                let payload: serde_json::Value = r.try_get("payload")?;
+                bytes += payload.as_object().map_or(0, |o| o.len());
+            }
+            scanned += rows.len() as u64;
+        }
+        let scan_secs = t0.elapsed().as_secs_f64();
+        let scan_rate = scanned as f64 / scan_secs;
+        std::hint::black_box(bytes);
+
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<34} {:>10} {:>9} {:>12} {:>9}   resident MiB at 25/50/75/100%",
+            "rebuild", "events", "seconds", "events/s", "vs scan"
+        )?;
+        writeln!(
+            out,
+            "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}%",
+            "plain scan of events (baseline)", scanned, scan_secs, scan_rate, 100.0
+        )?;
+        let mut all_secs = 0.0;
+        for name in PROJECTIONS.iter().copied() {
+            let mut marks = Vec::new();
+            let t0 = Instant::now();
+            let n = projector::rebuild(&store, name, |done| {
+                let quarter = (marks.len() as u64 + 1) * scanned / 4;
+                if done >= quarter && marks.len() < 4 {
+                    marks.push(rss_mib());
+                }
+            })
+            .await
+            .map_err(|e| BenchError::Refused(e.to_string()))?;
+            let secs = t0.elapsed().as_secs_f64();
+            all_secs += secs;
+            let rate = n as f64 / secs;
+            let marks: Vec<String> = marks.iter().map(|m| format!("{m:.0}")).collect();
+            writeln!(
+                out,
+                "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}%   {}",
+                format!("projection {name}"),
+                n,
+                secs,
+                rate,
+                100.0 * rate / scan_rate,
+                marks.join(" / ")
+            )?;
+        }
+        writeln!(
+            out,
+            "{:<34} {:>10} {:>9.2} {:>12.0}",
+            "all projections",
+            scanned,
+            all_secs,
+            scanned as f64 * PROJECTIONS.len() as f64 / all_secs
+        )?;
+        writeln!(
+            out,
+            "target: each rebuild >= 50,000 events/s, memory flat as events grow"
+        )?;
+
+        self.lag(&store, &services, &pool, out).await?;
+        pool.close().await;
+        store.close().await;
+        Ok(())
+    }
+
+    /// Projection lag while commands arrive at `rate`/s: every 10 ms, how long the oldest event
+    /// not yet projected has been waiting (0 when none is).
+    async fn lag(
+        &self,
+        store: &Arc<Store>,
+        services: &CaseServices,
+        pool: &sqlx::PgPool,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let state = AppState {
+            store: store.clone(),
+            case_services: Arc::new(services.clone()),
+            config: Arc::new(Config::default()),
+        };
+        let mut targets = Vec::new();
+        for _ in 0..64 {
+            let id = seed_case(store, services, 2).await?;
+            targets.push(id);
+        }
+        // Let the projections catch up with the seeding before measuring.
+        for name in PROJECTIONS.iter().copied() {
+            projector::catch_up(store, name, |_| {})
+                .await
+                .map_err(|e| BenchError::Refused(e.to_string()))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(projector::run(
+            store.clone(),
+            Duration::from_millis(50),
+            stop_rx,
+        ));
+        let sampler = {
+            let pool = pool.clone();
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(async move {
+                let mut hists: Vec<Histogram<u64>> = PROJECTIONS
+                    .iter()
+                    .map(|_| Histogram::new(3).expect("histogram"))
+                    .collect();
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                loop {
+                    tokio::select! { _ = stop.changed() => break, _ = tick.tick() => {} }
+                    for (i, name) in PROJECTIONS.iter().enumerate() {
+                        let ms: Option<f64> = sqlx::query_scalar(
+                            "SELECT (EXTRACT(EPOCH FROM clock_timestamp() - MIN(e.recorded_at)) * 1000)::float8 \
+                             FROM events e, projection_checkpoints c WHERE c.name = $1 \
+                             AND (e.txid, e.position) > (c.txid::text::xid8, c.position)",
+                        )
+                        .bind(*name)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or(None);
+                        let _ = hists[i].record(ms.unwrap_or(0.0).max(0.0) as u64);
+                    }
+                }
+                hists
+            })
+        };
+        let t0 = Instant::now();
+        let total = self.rate * self.lag_seconds;
+        let mut tick =
+            tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate.max(1)));
+        let mut commands = tokio::task::JoinSet::new();
+        for n in 0..total as usize {
+            tick.tick().await;
+            let (state, id) = (state.clone(), targets[n % targets.len()]);
+            commands.spawn(async move {
+                let meta = CommandMeta {
+                    actor: actor(),
+                    idempotency_key: None,
+                    correlation_id: Uuid::now_v7().to_string(),
+                    command_id: Uuid::now_v7(),
+                    route: format!("POST /v1/cases/{id}/contacts"),
+                };
+                let request = contact(n);
+                let _ = execute(
+                    &state,
+                    meta,
+                    b"{}",
+                    id,
+                    Target::Existing(crate::auth::Access::Command),
+                    axum::http::StatusCode::CREATED,
+                    |_| {
+                        Ok(CaseAction::LogContact {
+                            activity_id: ActivityId::generate(),
+                            request: request.clone(),
+                        })
+                    },
+                )
+                .await;
+            });
+        }
+        while commands.join_next().await.is_some() {}
+        let achieved = total as f64 / t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = stop_tx.send(true);
+        let hists = sampler
+            .await
+            .map_err(|e| BenchError::Refused(e.to_string()))?;
+        let _ = runner.await;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "projection lag with commands at {achieved:.0}/s for {} s (target p99 < 250 ms):",
+            self.lag_seconds
+        )?;
+        for (name, h) in PROJECTIONS.iter().zip(hists) {
+            writeln!(
+                out,
+                "  {name:<14} p50 {:>5} ms   p99 {:>5} ms   max {:>5} ms   ({} samples)",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len()
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -137,3 +137,122 @@ async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nurse"));
 }
+
+/// The operations commands against a store with data in it: status, rebuild, verify (intact,
+/// then after a hand edit), and a case's history.
+#[tokio::test]
+async fn projections_and_audit_commands_work_from_the_command_line() {
+    let dir = temp_dir();
+    let config = services::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.0.clone(),
+        ..services::Config::default()
+    };
+    let app = services::Application::build(config).await.expect("builds");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let token = std::fs::read_to_string(dir.0.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let case: serde_json::Value = client
+        .post(format!("{base}/v1/cases"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
+            "child": {"given_name": "Max", "family_name": "Sample", "birth_date": "2019-09-09"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let case_id = case["case_id"].as_str().expect("a case").to_owned();
+    // Let the projections catch up, then stop the server (commands below want the store alone).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready: serde_json::Value = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lag"] == 0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    let run = |args: &[&str]| {
+        let out = linkage()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["projections", "status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("audit_trail") && l.split_whitespace().nth(3) == Some("2")),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["projections", "rebuild", "audit_trail"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("rebuilt audit_trail: 2 events"), "{out}");
+    let (ok, _, err) = run(&["projections", "rebuild", "nonsense"]);
+    assert!(!ok && err.contains("unknown projection"), "{err}");
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("verified 1 cases, 2 entries") && out.contains("intact"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["case", "history", &case_id, "--basis", "occurred"]);
+    assert!(ok, "{err}");
+    let history: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(history["events"].as_array().unwrap().len(), 2);
+    assert_eq!(history["state"]["status"], "open");
+
+    // Edit a stored event behind the store's back; verify names it and fails.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.0.join("linkage.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER events_immutable_update")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET payload = replace(payload, 'Max', 'Mox') WHERE sequence = 1")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let (ok, out, _) = run(&["audit", "verify", "--case", &case_id]);
+    assert!(!ok, "verify fails on a broken chain");
+    assert!(
+        out.contains(&format!("BROKEN case {case_id} at sequence 1")),
+        "{out}"
+    );
+}

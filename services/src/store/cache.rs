@@ -24,7 +24,9 @@ impl CaseCache {
         }
     }
 
-    /// A copy of the cached state and its version.
+    /// A copy of the cached state and its version (tests only: the command path takes the
+    /// state out instead of copying it).
+    #[cfg(test)]
     pub fn get(&self, id: CaseId) -> Option<(Case, usize)> {
         self.lock().get(&id).cloned()
     }

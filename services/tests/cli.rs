@@ -256,3 +256,106 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
         "{out}"
     );
 }
+
+/// SIGKILL after commits the projector has not yet applied (it is made to sleep for minutes
+/// between polls): the restarted server catches up from its durable checkpoint, nothing lost.
+#[tokio::test]
+async fn a_killed_server_loses_no_projected_event() {
+    let dir = temp_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = |poll_ms: &str| {
+        linkage()
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&dir.0)
+            .env("LINKAGE_PROJECTION_POLL_MS", poll_ms)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("linkage serve starts")
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let wait_ready = |client: reqwest::Client, base: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    let mut first = serve("600000");
+    wait_ready(client.clone(), base.clone()).await;
+    let token = std::fs::read_to_string(dir.0.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let case: serde_json::Value = client
+        .post(format!("{base}/v1/cases"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
+            "child": {"given_name": "Ivy", "family_name": "Sample", "birth_date": "2020-02-02"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let case_id = case["case_id"].as_str().expect("a case").to_owned();
+    let ready = wait_ready(client.clone(), base.clone()).await;
+    assert!(
+        ready["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lag"] == 2),
+        "committed, acknowledged, not yet projected: {ready}"
+    );
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+
+    let mut second = serve("20");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let audit = loop {
+        let ready = wait_ready(client.clone(), base.clone()).await;
+        if ready["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lag"] == 0)
+        {
+            let audit: serde_json::Value = client
+                .get(format!("{base}/v1/cases/{case_id}/audit"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            break audit;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    second.kill().expect("stopped");
+    let _ = second.wait();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(audit["pending"], 0);
+}

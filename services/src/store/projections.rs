@@ -59,6 +59,23 @@ pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
     (event_id, bytes)
 }
 
+/// Moves a projection's checkpoint past `last` (counting `n` events) inside the batch's
+/// transaction, then commits it: rows and checkpoint land together or not at all.
+macro_rules! commit_with_checkpoint {
+    ($tx:ident, $name:expr, $last:expr, $n:expr) => {{
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind($name)
+            .bind($last.at.txid)
+            .bind($last.at.position)
+            .bind($n as i64)
+            .bind(Utc::now())
+            .execute(&mut *$tx)
+            .await?;
+        $tx.commit().await?;
+        Ok(())
+    }};
+}
+
 const UPSERT_CHECKPOINT: &str = "\
 INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at)
 VALUES ($1, $2, $3, $4, NULL, $5)
@@ -171,16 +188,7 @@ impl Store {
                 heads.insert(case_id, hash);
             }
             sqlx::query(insert_sql).bind(Json(&entries)).execute(&mut *tx).await?;
-            sqlx::query(UPSERT_CHECKPOINT)
-                .bind(AUDIT_TRAIL)
-                .bind(last.at.txid)
-                .bind(last.at.position)
-                .bind(batch.len() as i64)
-                .bind(Utc::now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
+            commit_with_checkpoint!(tx, AUDIT_TRAIL, last, batch.len())
         })
     }
 
@@ -226,16 +234,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(UPSERT_CHECKPOINT)
-                .bind(CASELOADS)
-                .bind(last.at.txid)
-                .bind(last.at.position)
-                .bind(batch.len() as i64)
-                .bind(Utc::now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
+            commit_with_checkpoint!(tx, CASELOADS, last, batch.len())
         })
     }
 

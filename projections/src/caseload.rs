@@ -252,13 +252,73 @@ mod tests {
         assert_eq!(months_between(d("2026-11-01"), d("2026-11-30")), 0);
     }
 
+    fn opened(program: Program) -> Case {
+        let mut case = Case::default();
+        case.apply_at(
+            1,
+            aggregates::CaseEvent::CaseOpened {
+                case_id: CaseId::generate(),
+                agency: AgencyId::parse("a").unwrap(),
+                program,
+                intake_date: "2026-10-30".parse().unwrap(),
+                child: aggregates::case::Child {
+                    given_name: PersonName::parse("Kim").unwrap(),
+                    family_name: PersonName::parse("Sample").unwrap(),
+                    birth_date: "2019-01-01".parse().unwrap(),
+                    medicaid_id: None,
+                },
+                guardians: vec![],
+                referral_source: None,
+                presenting_concerns: vec![],
+            },
+        );
+        case
+    }
+
     #[test]
-    fn capacity_weighs_each_case_by_its_programs_limit() {
-        let t = Thresholds::default();
-        let load = caseload("cm", &[], "2026-11-01".parse().unwrap(), &t);
+    fn an_empty_caseload_uses_no_capacity() {
+        let load = caseload(
+            "cm",
+            &[],
+            "2026-11-01".parse().unwrap(),
+            &Thresholds::default(),
+        );
         assert_eq!(
             (load.open_cases, load.capacity_used, load.over_limit),
             (0, 0.0, false)
+        );
+    }
+
+    #[test]
+    fn capacity_weighs_each_case_by_its_programs_limit() {
+        let t = Thresholds::default(); // wraparound 10, tcm 30
+        let today = "2026-11-01".parse().unwrap();
+        let mut cases = vec![opened(Program::Tcm); 15];
+        cases.extend(vec![opened(Program::Wraparound); 5]);
+        let load = caseload("cm", &cases, today, &t);
+        assert_eq!(load.open_cases, 20);
+        assert!(
+            (load.capacity_used - (15.0 / 30.0 + 5.0 / 10.0)).abs() < 1e-9,
+            "{}",
+            load.capacity_used
+        );
+        assert!(!load.over_limit, "exactly full is not over");
+        assert_eq!(load.limit, 30, "the dominant program's limit");
+        cases.push(opened(Program::Wraparound));
+        let load = caseload("cm", &cases, today, &t);
+        assert!(
+            load.over_limit,
+            "one wraparound family more tips it: {}",
+            load.capacity_used
+        );
+        let per: Vec<(Program, u32, u32)> = load
+            .programs
+            .iter()
+            .map(|p| (p.program, p.open_cases, p.limit))
+            .collect();
+        assert_eq!(
+            per,
+            vec![(Program::Tcm, 15, 30), (Program::Wraparound, 6, 10)]
         );
     }
 }

@@ -6,5 +6,6 @@ pub mod case_view;
 pub mod caseload;
 pub mod history;
 pub mod measures;
+pub mod public;
 
 pub use case_view::CaseView;

@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod enums;
 pub mod instruments;
+pub mod public;
 pub mod wire;
 
 pub use domain::*;

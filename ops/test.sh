@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against a real PostgreSQL and the embedded SQLite store.
-# Uses DATABASE_URL when it is set; otherwise installs (if needed) and starts a throwaway
-# PostgreSQL cluster and stops it afterwards. Extra arguments go to `cargo test`.
+# Runs every test of the workspace against a real PostgreSQL, the embedded SQLite store and real
+# nats-servers. Uses DATABASE_URL when it is set; otherwise installs (if needed) and starts a
+# throwaway PostgreSQL cluster and stops it afterwards. The NATS tests start a nats-server of their
+# own each (they stop and restart it mid-test); ops/nats-install.sh provides the binary (the one in
+# LINKAGE_NATS_SERVER, on PATH, or a pinned download). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
   DATABASE_URL=$(LINKAGE_PG_DIR="$pg_dir" ops/pg-start.sh)
 fi
 export LINKAGE_TEST_DATABASE_URL="$DATABASE_URL"
-# A missing database is a failure here, never a silent skip.
-export LINKAGE_REQUIRE_PG=1
+LINKAGE_NATS_SERVER=$(ops/nats-install.sh)
+export LINKAGE_NATS_SERVER
+# A missing database or broker is a failure here, never a silent skip.
+export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1
 
 cargo test --workspace --locked "$@"

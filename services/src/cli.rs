@@ -65,6 +65,31 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Publish committed public events to NATS JetStream (what `serve --nats-url` also runs)
+    Relay {
+        #[command(subcommand)]
+        command: Option<RelayCommand>,
+        #[command(flatten)]
+        args: RelayArgs,
+    },
+    /// Print public events from the stream as JSON lines (a durable pull consumer, explicit acks)
+    Subscribe {
+        /// NATS URL of the event bus
+        #[arg(long, env = "NATS_URL")]
+        nats_url: Option<String>,
+        /// Only events on this subject (wildcards allowed), e.g. 'linkage.v1.*.referral.>'
+        #[arg(long)]
+        subject: Option<String>,
+        /// Start from the oldest event in the stream instead of resuming (or starting with new ones)
+        #[arg(long)]
+        from_start: bool,
+        /// The durable consumer's name; it remembers what was acknowledged between runs
+        #[arg(long, default_value = "linkage-subscribe")]
+        durable: String,
+        /// Exit after this many events
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Manage API tokens
     Token {
         #[command(subcommand)]
@@ -84,6 +109,24 @@ pub enum TokenCommand {
         agency: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Debug, clap::Args, Default)]
+pub struct RelayArgs {
+    /// NATS URL of the event bus
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// The relay's checkpoint, backlog and the stream's state (JSON)
+    Status {
+        #[command(flatten)]
+        args: RelayArgs,
     },
 }
 

@@ -18,8 +18,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL URL; when absent the embedded SQLite store under `data_dir` is used.
     pub database_url: Option<String>,
-    /// NATS URL for the event bus (used by the relay; see issue 4).
+    /// NATS URL of the event bus. When set, `serve` runs the relay that publishes public events
+    /// to JetStream; when absent, events reach local subscribers only (`/v1/events/stream`).
     pub nats_url: Option<String>,
+    /// The stream definition and relay tuning; defaults from `ops/nats/stream.toml`.
+    pub bus: crate::bus::BusConfig,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How many times a command that lost an optimistic-concurrency race is retried.
@@ -49,6 +52,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./linkage-data"),
             database_url: None,
             nats_url: None,
+            bus: crate::bus::BusConfig::default(),
             max_body_bytes: 256 * 1024,
             conflict_retries: 8,
             log_format: LogFormat::Pretty,
@@ -121,6 +125,7 @@ impl fmt::Debug for Config {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field("bus", &self.bus)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("conflict_retries", &self.conflict_retries)
             .field("log_format", &self.log_format)

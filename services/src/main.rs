@@ -7,7 +7,8 @@ use clap::Parser;
 use schemas::{ActorId, AgencyId};
 use services::bench::{AppendBench, ProjectionBench};
 use services::cli::{
-    AuditCommand, BenchCommand, CaseCommand, Cli, Command, ProjectionsCommand, TokenCommand,
+    AuditCommand, BenchCommand, CaseCommand, Cli, Command, ProjectionsCommand, RelayCommand,
+    TokenCommand,
 };
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
@@ -186,6 +187,57 @@ async fn main() -> anyhow::Result<()> {
             }
             writeln!(out, "every chain is intact")?;
         }
+        Command::Relay { command, args } => {
+            let (args, alone) = match command {
+                None => (args, true),
+                Some(RelayCommand::Status { args }) => (args, false),
+            };
+            let config = Config::load(Overrides {
+                nats_url: args.nats_url,
+                ..args.store.overrides()
+            })?;
+            telemetry::init(config.log_format);
+            if alone {
+                relay_alone(config).await?;
+            } else {
+                relay_status(config).await?;
+            }
+        }
+        Command::Subscribe {
+            nats_url,
+            subject,
+            from_start,
+            durable,
+            count,
+        } => {
+            let config = Config::load(Overrides {
+                nats_url,
+                ..Overrides::default()
+            })?;
+            telemetry::init(config.log_format);
+            let url = config
+                .nats_url
+                .context("no NATS URL: pass --nats-url or set NATS_URL")?;
+            let options = services::bus::subscribe::SubscribeOptions {
+                url,
+                config: config.bus,
+                subject,
+                durable,
+                from_start,
+                count,
+            };
+            let mut out = std::io::stdout().lock();
+            services::bus::subscribe::subscribe(
+                &options,
+                |event| {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")?;
+                    out.flush()
+                },
+                shutdown_signal(),
+            )
+            .await?;
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -211,6 +263,53 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `linkage relay`: the relay without the HTTP API, until Ctrl-C or SIGTERM.
+async fn relay_alone(config: Config) -> anyhow::Result<()> {
+    let url = config
+        .nats_url
+        .clone()
+        .context("no NATS URL: pass --nats-url or set NATS_URL")?;
+    config.bus.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let store = std::sync::Arc::new(startup::open_store(&config).await?);
+    let status = services::bus::relay::handle(&config.bus);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let relay = tokio::spawn(services::bus::relay::run(
+        store.clone(),
+        url,
+        config.bus.clone(),
+        std::time::Duration::from_millis(config.projection_poll_ms),
+        status,
+        stop_rx,
+    ));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = relay.await;
+    store.close().await;
+    Ok(())
+}
+
+/// `linkage relay status`: checkpoint and backlog from the store; the stream's state if NATS
+/// answers.
+async fn relay_status(config: Config) -> anyhow::Result<()> {
+    let store = startup::open_store(&config).await?;
+    let checkpoint = services::bus::relay::checkpoint(&store).await?;
+    store.close().await;
+    let stream = match &config.nats_url {
+        Some(url) => match services::bus::relay::stream_state(url, &config.bus).await {
+            Ok(state) => serde_json::to_value(state)?,
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        },
+        None => serde_json::json!({"error": "no NATS URL: pass --nats-url or set NATS_URL"}),
+    };
+    let report = serde_json::json!({"relay": checkpoint, "stream": stream});
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&report)?
+    )?;
     Ok(())
 }
 

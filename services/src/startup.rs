@@ -14,6 +14,7 @@ use schemas::{ActorId, AgencyId, Role};
 use tokio::net::TcpListener;
 
 use crate::auth::issue_token;
+use crate::bus::relay::{self, RelayHandle};
 use crate::config::{redact_url, Config};
 use crate::error::StoreError;
 use crate::store::{Store, TokenRecord};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub case_services: Arc<CaseServices>,
     pub config: Arc<Config>,
+    /// The relay's state when this server runs one (a NATS URL is configured).
+    pub relay: Option<RelayHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the bus configuration is invalid: {0}")]
+    Bus(String),
     #[error("the built-in instrument definitions are invalid: {0}")]
     Instruments(#[from] schemas::SchemaError),
 }
@@ -66,6 +71,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        config.bus.validate().map_err(StartupError::Bus)?;
         let store = open_store(&config).await?;
         ensure_admin_token(&store, &config.data_dir).await?;
         let listener =
@@ -80,6 +86,7 @@ impl Application {
             case_services: Arc::new(CaseServices {
                 instruments: Arc::new(Catalog::builtin()?),
             }),
+            relay: config.nats_url.as_ref().map(|_| relay::handle(&config.bus)),
             config: Arc::new(config),
         };
         Ok(Self { listener, state })
@@ -108,8 +115,19 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let projector = self.state.config.run_projections.then(|| {
             let idle = std::time::Duration::from_millis(self.state.config.projection_poll_ms);
-            tokio::spawn(crate::projector::run(store.clone(), idle, stop_rx))
+            tokio::spawn(crate::projector::run(store.clone(), idle, stop_rx.clone()))
         });
+        let relay = match (&self.state.config.nats_url, &self.state.relay) {
+            (Some(url), Some(status)) => Some(tokio::spawn(relay::run(
+                store.clone(),
+                url.clone(),
+                self.state.config.bus.clone(),
+                std::time::Duration::from_millis(self.state.config.projection_poll_ms),
+                status.clone(),
+                stop_rx.clone(),
+            ))),
+            _ => None,
+        };
         let router = crate::http::router(self.state);
         tracing::info!(%addr, "serving the Linkage API");
         let served = axum::serve(self.listener, router)
@@ -120,6 +138,9 @@ impl Application {
             .await;
         if let Some(projector) = projector {
             let _ = projector.await;
+        }
+        if let Some(relay) = relay {
+            let _ = relay.await;
         }
         store.close().await;
         served

@@ -6,6 +6,8 @@
 //! PostgreSQL variants are skipped with a notice, unless `LINKAGE_REQUIRE_PG` is set, as the test
 //! command sets it, in which case they fail.
 
+pub mod nats;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

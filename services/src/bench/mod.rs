@@ -226,6 +226,7 @@ impl AppendBench {
                 database_url: Some(url.to_owned()),
                 ..Config::default()
             }),
+            relay: None,
         };
         let raw_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(20)

@@ -197,6 +197,7 @@ impl ProjectionBench {
             store: store.clone(),
             case_services: Arc::new(services.clone()),
             config: Arc::new(Config::default()),
+            relay: None,
         };
         let mut targets = Vec::new();
         for _ in 0..64 {

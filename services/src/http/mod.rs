@@ -2,6 +2,7 @@
 
 pub mod caseloads;
 pub mod commands;
+pub mod events;
 pub mod extract;
 pub mod measures;
 pub mod openapi;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/transition", post(commands::transition_case))
         .route("/v1/cases/{case_id}/reopen", post(commands::reopen_case))
         .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
+        .route("/v1/events/stream", get(events::stream))
         .route("/v1/caseloads", get(caseloads::get_team))
         .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
         .route("/v1/measures", get(measures::get_measures))

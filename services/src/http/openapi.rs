@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{caseloads, commands, measures, reads};
+use super::{caseloads, commands, events, measures, reads};
 
 struct BearerAuth;
 
@@ -42,6 +42,7 @@ impl Modify for BearerAuth {
         caseloads::get_caseload,
         caseloads::get_team,
         measures::get_measures,
+        events::stream,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

@@ -357,11 +357,16 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match crate::projector::status(&state.store).await {
         Ok(projections) => {
-            let stopped = projections.iter().any(|p| p.error.is_some());
+            let relay = relay_report(&state).await;
+            let relay_failed = relay["phase"] == "failed";
+            let stopped = projections.iter().any(|p| p.error.is_some()) || relay_failed;
+            // A disconnected bus is not a reason to stop serving: commands commit to the store
+            // and their events wait in the log. The relay's phase and lag say so.
             let body = json!({"status": if stopped { "degraded" } else { "ready" },
-                              "store": state.store.backend_name(), "projections": projections});
+                              "store": state.store.backend_name(), "projections": projections,
+                              "relay": relay});
             if stopped {
-                tracing::warn!("not ready: a projection has stopped");
+                tracing::warn!("not ready: a projection or the relay has stopped");
                 (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
             } else {
                 Json(body).into_response()
@@ -379,4 +384,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The relay's phase, stream, counters and backlog; `disabled` without a NATS URL.
+async fn relay_report(state: &AppState) -> serde_json::Value {
+    let Some(handle) = &state.relay else {
+        return json!({"phase": "disabled",
+                      "detail": "no NATS URL configured: events reach local subscribers only (GET /v1/events/stream)"});
+    };
+    let current = handle.lock().map(|s| s.clone()).ok();
+    let checkpoint = crate::bus::relay::checkpoint(&state.store).await.ok();
+    let mut report = serde_json::to_value(current).unwrap_or_default();
+    if let (Some(obj), Some(c)) = (report.as_object_mut(), checkpoint) {
+        obj.insert("lag".into(), json!(c.lag));
+        obj.insert("events_relayed".into(), json!(c.events_relayed));
+    }
+    report
 }

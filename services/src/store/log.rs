@@ -94,6 +94,38 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The position of the newest event that is final now: a reader starting here sees exactly
+    /// the events that become final later.
+    pub async fn log_head(&self) -> Result<LogPosition, StoreError> {
+        let row: Option<(i64, i64)> = match &self.backend {
+            Backend::Postgres { pool, .. } => {
+                sqlx::query_as(
+                    "SELECT txid::text::bigint, position FROM events \
+                     WHERE aggregate_type = 'Case' AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY events.txid DESC, events.position DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?
+            }
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query_as(
+                    "SELECT 0, position FROM events WHERE aggregate_type = 'Case' \
+                     ORDER BY position DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(
+            row.map_or(LogPosition::START, |(txid, position)| LogPosition {
+                txid,
+                position,
+            }),
+        )
+    }
+}
+
 fn decode<'r, R>(row: &'r R) -> Result<LogEvent, StoreError>
 where
     R: Row,

@@ -45,12 +45,14 @@ macro_rules! on_es {
     };
 }
 
+mod bus;
 mod cache;
 mod log;
 mod pg_repository;
 pub mod projections;
 pub mod reads;
 
+pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
@@ -74,6 +76,9 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     cache: CaseCache,
+    /// Counts this process's commits: log tailers (relay, event stream) wake on a change instead
+    /// of waiting for their next poll. Other processes' commits are found by polling.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// One stored event with its envelope, as `GET /v1/cases/{id}/events` shows it.
@@ -132,6 +137,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Postgres { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
+            commits: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -157,7 +163,13 @@ impl Store {
         Ok(Self {
             backend: Backend::Sqlite { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
+            commits: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Changes whenever this process commits events.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -219,6 +231,7 @@ impl Store {
                 if let Some(last) = done.last() {
                     self.cache.put(id, after, last.sequence);
                 }
+                self.commits.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(Commit::Done(done))
             }
             Err(AggregateError::AggregateConflict) => {

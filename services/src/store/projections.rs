@@ -76,7 +76,7 @@ macro_rules! commit_with_checkpoint {
     }};
 }
 
-const UPSERT_CHECKPOINT: &str = "\
+pub(super) const UPSERT_CHECKPOINT: &str = "\
 INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at)
 VALUES ($1, $2, $3, $4, NULL, $5)
 ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position,

@@ -1,0 +1,634 @@
+//! The event bus against a real nats-server: a scenario's public events reach the stream in log
+//! order with the right subjects and valid against their schemas; the relay rides out a broker
+//! that dies and comes back mid-stream; a relay that dies between publishing and moving its
+//! checkpoint leaves no duplicate; local subscribers get the same events over SSE.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use chrono::{Duration as Days, Utc};
+use futures::StreamExt;
+use linkage_tests::nats::NatsServer;
+use linkage_tests::{Backend, TestApp};
+use reqwest::StatusCode;
+use schemas::public::PublicEvent;
+use schemas::Role;
+use serde_json::{json, Value};
+use services::bus::relay::{self, Relay};
+
+fn day(offset_days: i64) -> String {
+    (Utc::now() - Days::days(offset_days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn at(offset_days: i64) -> String {
+    (Utc::now() - Days::days(offset_days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+async fn spawn(backend: Backend, nats: Option<&NatsServer>) -> Option<TestApp> {
+    let url = nats.map(NatsServer::url);
+    TestApp::spawn_with(backend, move |c| {
+        c.nats_url = url;
+        c.bus.retry_ms = 200;
+        c.bus.ack_timeout_ms = 2000;
+    })
+    .await
+}
+
+/// A family's referral loop: intake, a referral accepted, an appointment missed, rescheduled and
+/// kept, a contact, the referral completed, a step-down. Returns the case id.
+async fn scenario(app: &TestApp, agency: &str) -> String {
+    let t = app.token(Role::Supervisor, "sup-1", agency).await;
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            &t,
+            &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(60),
+                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04",
+                          "medicaid_id": "ZZ99000001"},
+                "guardians": [{"name": "Alex Sample", "relationship": "parent"}],
+                "presenting_concerns": ["sleep"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let case = b["case_id"].as_str().expect("case id").to_owned();
+    let p = |s: &str| format!("/v1/cases/{case}{s}");
+    let (s, b) = app
+        .post(
+            &p("/referrals"),
+            &t,
+            &json!({"service_type": "outpatient_therapy", "provider": {"id": "prov-riverside"},
+                "reason": "night terrors", "sent_on": day(50), "do_not_contact_subject": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let referral = b["referral_id"].as_str().expect("referral").to_owned();
+    let steps: Vec<(String, Value)> = vec![
+        (
+            format!("/referrals/{referral}/status"),
+            json!({"status": "accepted", "on": day(48)}),
+        ),
+        (
+            "/appointments".into(),
+            json!({"referral_id": referral, "scheduled_for": at(45)}),
+        ),
+    ];
+    let mut appointment = String::new();
+    for (path, body) in steps {
+        let (s, b) = app.post(&p(&path), &t, &body).await;
+        assert!(s.is_success(), "{path}: {b}");
+        if let Some(id) = b["appointment_id"].as_str() {
+            appointment = id.to_owned();
+        }
+    }
+    for body in [
+        json!({"outcome": "missed", "on": day(45), "missed_reason": "no_show"}),
+        json!({"outcome": "rescheduled", "on": day(44), "rescheduled_for": at(40)}),
+        json!({"outcome": "kept", "on": day(40)}),
+    ] {
+        let (s, b) = app
+            .post(
+                &p(&format!("/appointments/{appointment}/outcome")),
+                &t,
+                &body,
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+    }
+    let (s, b) = app
+        .post(
+            &p("/contacts"),
+            &t,
+            &json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                "occurred_at": at(39), "minutes": 20, "note": "first session went well"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = app
+        .post(
+            &p(&format!("/referrals/{referral}/status")),
+            &t,
+            &json!({"status": "completed", "on": day(10), "outcome": "connected"}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, b) = app
+        .post(
+            &p("/transition"),
+            &t,
+            &json!({"kind": "step_down", "reason": "plan goals met", "effective_on": day(5)}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    case
+}
+
+/// The case's stored events that are public, in order: (event id, event type).
+async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
+    let (s, b) = app
+        .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| PublicEvent::TYPES.contains(&e["event_type"].as_str().unwrap_or_default()))
+        .map(|e| {
+            (
+                e["event_id"].as_str().expect("id").to_owned(),
+                e["event_type"].as_str().expect("type").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every message in the stream, oldest first: (subject, Nats-Msg-Id, payload).
+async fn stream_messages(url: &str) -> Vec<(String, String, Value)> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client);
+    let mut stream = js
+        .get_stream(services::bus::BusConfig::default().stream)
+        .await
+        .expect("the relay created the stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let id = m
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .expect("every message has a Nats-Msg-Id")
+            .to_string();
+        out.push((
+            m.subject.to_string(),
+            id,
+            serde_json::from_slice(&m.payload).expect("JSON"),
+        ));
+    }
+    out
+}
+
+/// Waits until the relay has published everything in the log.
+async fn wait_relayed(app: &TestApp) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, b) = app.get("/readyz", &app.admin_token).await;
+        if b["relay"]["lag"] == 0 && b["relay"]["phase"] == "publishing" {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "the relay did not catch up: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn schema_validator(event_type: &str) -> jsonschema::Validator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/public/v1")
+        .join(format!("{event_type}.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+        .expect("schema JSON");
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("a valid schema")
+}
+
+async fn events_arrive_in_order(backend: Backend) {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let Some(app) = spawn(backend, Some(&nats)).await else {
+        return;
+    };
+    let case = scenario(&app, "north.county").await;
+    let expected = public_events_of(&app, &case).await;
+    let types: Vec<&str> = expected.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "CaseOpened",
+            "ReferralSent",
+            "ReferralAccepted",
+            "AppointmentScheduled",
+            "AppointmentMissed",
+            "AppointmentRescheduled",
+            "AppointmentKept",
+            "ReferralCompleted",
+            "CaseTransitioned"
+        ],
+        "the contact and the assignment are not public"
+    );
+    wait_relayed(&app).await;
+    let messages = stream_messages(&nats.url()).await;
+    let got: Vec<(String, String)> = messages
+        .iter()
+        .map(|(_, id, m)| {
+            (
+                id.clone(),
+                m["event_type"].as_str().expect("type").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "every public event once, in order");
+    for (subject, id, message) in &messages {
+        let event_type = message["event_type"].as_str().expect("type");
+        let entity = match event_type {
+            t if t.starts_with("Referral") => "referral",
+            t if t.starts_with("Appointment") => "appointment",
+            _ => "case",
+        };
+        assert_eq!(
+            subject,
+            &format!("linkage.v1.north~county.{entity}.{event_type}")
+        );
+        assert_eq!(&message["event_id"], id, "Nats-Msg-Id is the event id");
+        assert_eq!(message["case_id"], case);
+        let validator = schema_validator(event_type);
+        let errors: Vec<String> = validator
+            .iter_errors(message)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{event_type} breaks its schema: {errors:?}\n{message}"
+        );
+        let text = message.to_string();
+        for secret in [
+            "Robin",
+            "Sample",
+            "2018-05-04",
+            "ZZ99000001",
+            "night terrors",
+            "session",
+        ] {
+            assert!(!text.contains(secret), "{secret} on the bus: {text}");
+        }
+    }
+    let sent = &messages[1].2;
+    assert_eq!(sent["data"]["provider_id"], "prov-riverside");
+    assert_eq!(sent["data"]["do_not_contact_subject"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_arrive_in_order_with_subjects_and_schemas_sqlite() {
+    events_arrive_in_order(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_arrive_in_order_with_subjects_and_schemas_postgres() {
+    events_arrive_in_order(Backend::Postgres).await;
+}
+
+/// Commands keep committing while the broker is gone; /readyz says the relay is disconnected
+/// and how many events wait; when the broker is back everything is published, in log order,
+/// each event once.
+async fn survives_a_broker_restart(backend: Backend) {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let Some(app) = spawn(backend, Some(&nats)).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let t = app.token(Role::Supervisor, "sup-1", "north").await;
+    let mut cases = Vec::new();
+    for _ in 0..4 {
+        let (s, b) = app
+            .post(
+                "/v1/cases",
+                &t,
+                &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(30),
+                    "child": {"given_name": "Kim", "family_name": "Sample", "birth_date": "2019-02-03"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        cases.push(b["case_id"].as_str().expect("id").to_owned());
+    }
+    // A writer sends referrals round-robin over the cases for the whole test.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = {
+        let (app, t, cases) = (app.clone(), t.clone(), cases.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !*stop_rx.borrow() {
+                let case = &cases[n % cases.len()];
+                let (s, b) = app
+                    .post(
+                        &format!("/v1/cases/{case}/referrals"),
+                        &t,
+                        &json!({"service_type": "housing", "provider": {"id": format!("prov-{n}")},
+                            "reason": "rent arrears", "sent_on": day(1)}),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::CREATED, "a command needs no broker: {b}");
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.stop();
+    // While the broker is down the relay says so and the backlog grows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let down = loop {
+        let (s, b) = app.get("/readyz", &app.admin_token).await;
+        if b["relay"]["phase"] == "disconnected" && b["relay"]["lag"].as_i64() > Some(5) {
+            assert_eq!(
+                s,
+                StatusCode::OK,
+                "a bus outage does not take the API out: {b}"
+            );
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never reported the outage: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(down["relay"]["last_error"].is_string(), "{down}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.restart();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = stop_tx.send(true);
+    let sent = writer.await.expect("writer");
+    assert!(sent > 20, "the writer kept going: {sent}");
+    wait_relayed(&app).await;
+
+    let mut expected = Vec::new();
+    for case in &cases {
+        expected.extend(public_events_of(&app, case).await);
+    }
+    let messages = stream_messages(&nats.url()).await;
+    let ids: Vec<String> = messages.iter().map(|(_, id, _)| id.clone()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event twice in the stream");
+    let want: HashSet<&String> = expected.iter().map(|(id, _)| id).collect();
+    assert_eq!(unique, want, "nothing lost, nothing extra");
+    // Log order: each case's events in sequence order, and the stream follows the log.
+    let log = app
+        .store
+        .read_log(services::store::LogPosition::START, 100_000)
+        .await
+        .expect("log");
+    let log_order: Vec<String> = log
+        .iter()
+        .map(|e| e.event.event_id.to_string())
+        .filter(|id| want.contains(id))
+        .collect();
+    assert_eq!(ids, log_order, "the stream is in log order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_survives_a_broker_restart_sqlite() {
+    survives_a_broker_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_survives_a_broker_restart_postgres() {
+    survives_a_broker_restart(Backend::Postgres).await;
+}
+
+/// A relay publishes a batch and dies before moving its checkpoint. The next relay starts from
+/// the old checkpoint and publishes nothing twice; JetStream itself drops a re-published event id.
+async fn no_duplicate_after_a_crash(backend: Backend) {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    // No relay inside the server: this test drives relays by hand.
+    let Some(app) = spawn(backend, None).await else {
+        return;
+    };
+    let case = scenario(&app, "north").await;
+    let expected = public_events_of(&app, &case).await;
+    let config = app.config.bus.clone();
+
+    let mut first = Relay::connect(app.store.clone(), &nats.url(), config.clone())
+        .await
+        .expect("connect");
+    let published = first.publish_next().await.expect("publish");
+    assert_eq!(published.messages as usize, expected.len());
+    drop(first); // the crash: acks received, checkpoint never moved
+    let before = relay::checkpoint(&app.store).await.expect("checkpoint");
+    assert!(before.lag > 0, "the checkpoint did not move: {before:?}");
+    assert_eq!(stream_messages(&nats.url()).await.len(), expected.len());
+
+    let mut second = Relay::connect(app.store.clone(), &nats.url(), config.clone())
+        .await
+        .expect("connect");
+    second.catch_up(|_| {}).await.expect("catch up");
+    let after = relay::checkpoint(&app.store).await.expect("checkpoint");
+    assert_eq!(after.lag, 0, "{after:?}");
+    let messages = stream_messages(&nats.url()).await;
+    let ids: Vec<(String, String)> = messages
+        .iter()
+        .map(|(_, id, m)| (id.clone(), m["event_type"].as_str().expect("t").to_owned()))
+        .collect();
+    assert_eq!(ids, expected, "each event exactly once, in order");
+
+    // New events after the crash still flow, after the old ones.
+    let t = app.admin_token.clone();
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/reopen"),
+            &t,
+            &json!({"reason": "new concerns", "on": day(1)}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    second.catch_up(|_| {}).await.expect("catch up");
+    let messages = stream_messages(&nats.url()).await;
+    assert_eq!(messages.len(), expected.len() + 1);
+    assert_eq!(
+        messages.last().expect("last").2["event_type"],
+        "CaseReopened"
+    );
+
+    // And the stream's own guard: the same event id published again is a duplicate.
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    let (subject, id, message) = messages[0].clone();
+    let ack = js
+        .send_publish(
+            subject,
+            jetstream::message::PublishMessage::build()
+                .payload(message.to_string().into())
+                .message_id(id),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert!(ack.duplicate, "JetStream drops a re-published event id");
+    assert_eq!(stream_messages(&nats.url()).await.len(), expected.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_between_publish_and_checkpoint_duplicates_nothing_sqlite() {
+    no_duplicate_after_a_crash(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_between_publish_and_checkpoint_duplicates_nothing_postgres() {
+    no_duplicate_after_a_crash(Backend::Postgres).await;
+}
+
+/// `linkage subscribe`'s consumer: a durable pull consumer with explicit acks delivers every
+/// event once and, run again under the same name, resumes after what it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_subscriber_gets_every_event_and_resumes() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let app = spawn(Backend::Sqlite, Some(&nats)).await.expect("sqlite");
+    let case = scenario(&app, "north").await;
+    wait_relayed(&app).await;
+    let mut options = services::bus::subscribe::SubscribeOptions {
+        url: nats.url(),
+        config: app.config.bus.clone(),
+        subject: Some("linkage.v1.north.referral.>".into()),
+        durable: "test-consumer".into(),
+        from_start: true,
+        count: Some(2),
+    };
+    let mut seen = Vec::new();
+    let n = services::bus::subscribe::subscribe(
+        &options,
+        |d| {
+            seen.push(d.clone());
+            Ok(())
+        },
+        std::future::pending(),
+    )
+    .await
+    .expect("subscribe");
+    assert_eq!(n, 2);
+    assert_eq!(seen[0].event["event_type"], "ReferralSent");
+    assert_eq!(seen[1].event["event_type"], "ReferralAccepted");
+    assert_eq!(seen[0].event["case_id"], case);
+    // The same durable again, not from the start: the next referral event, not the first.
+    options.from_start = false;
+    options.count = Some(1);
+    let mut next = Vec::new();
+    services::bus::subscribe::subscribe(
+        &options,
+        |d| {
+            next.push(d.clone());
+            Ok(())
+        },
+        std::future::pending(),
+    )
+    .await
+    .expect("resume");
+    assert_eq!(next[0].event["event_type"], "ReferralCompleted");
+    assert!(next[0].stream_sequence > seen[1].stream_sequence);
+}
+
+/// Embedded mode without NATS: the same public events reach local subscribers as server-sent
+/// events, filtered to the caller's agency, resumable with Last-Event-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_subscribers_get_the_events_over_sse() {
+    let app = spawn(Backend::Sqlite, None).await.expect("sqlite");
+    let north = app.token(Role::Supervisor, "sup-n", "north").await;
+    let south = app.token(Role::Supervisor, "sup-s", "south").await;
+    let billing = app.token(Role::Billing, "bill-1", "north").await;
+
+    let (s, b) = app.get("/v1/events/stream", &billing).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let (s, b) = app.get("/v1/events/stream?from=yesterday", &north).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_from");
+
+    // A live subscriber opened before anything happens.
+    let live = app
+        .client
+        .get(format!("{}/v1/events/stream", app.address))
+        .bearer_auth(&north)
+        .send()
+        .await
+        .expect("open the stream");
+    assert_eq!(live.status(), StatusCode::OK);
+    let case = scenario(&app, "north").await;
+    let _other = scenario(&app, "south").await;
+    let events = read_sse(live, 9).await;
+    let types: Vec<&str> = events.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert_eq!(types[0], "CaseOpened");
+    assert_eq!(types[8], "CaseTransitioned");
+    for (_, _, data) in &events {
+        assert_eq!(data["agency"], "north", "only the caller's agency");
+        assert_eq!(data["case_id"], case);
+    }
+
+    // South's supervisor, from the start, sees only south's case.
+    let from_start = app
+        .client
+        .get(format!("{}/v1/events/stream?from=start", app.address))
+        .bearer_auth(&south)
+        .send()
+        .await
+        .expect("open");
+    let south_events = read_sse(from_start, 9).await;
+    assert!(south_events.iter().all(|(_, _, d)| d["agency"] == "south"));
+
+    // Resuming after the third event gives the fourth next.
+    let resumed = app
+        .client
+        .get(format!("{}/v1/events/stream", app.address))
+        .bearer_auth(&north)
+        .header("Last-Event-ID", &events[2].0)
+        .send()
+        .await
+        .expect("open");
+    let again = read_sse(resumed, 1).await;
+    assert_eq!(again[0].0, events[3].0);
+    let bad = app
+        .client
+        .get(format!("{}/v1/events/stream", app.address))
+        .bearer_auth(&north)
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Reads `n` SSE events: (id, event type, data).
+async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("events arrive in time")
+            .expect("the stream stays open")
+            .expect("a chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !data.is_empty() {
+                out.push((id, kind, serde_json::from_str(&data).expect("JSON data")));
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}

@@ -13,6 +13,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
   DATABASE_URL=$(LINKAGE_PG_DIR="$pg_dir" ops/pg-start.sh)
 fi
 export LINKAGE_TEST_DATABASE_URL="$DATABASE_URL"
+# Tests that only publish use NATS_URL when it is set (each on a stream of its own); the ones
+# that stop and restart the broker always start a server of their own from this binary.
+export LINKAGE_TEST_NATS_URL="${NATS_URL:-}"
 LINKAGE_NATS_SERVER=$(ops/nats-install.sh)
 export LINKAGE_NATS_SERVER
 # A missing database or broker is a failure here, never a silent skip.

@@ -24,7 +24,7 @@ pub struct StoredFacts<'a> {
 }
 
 /// The public message for a stored event, or `None` when the event is not published.
-pub fn to_public(facts: StoredFacts<'_>, event: &CaseEvent) -> Option<PublicMessage> {
+pub fn to_public(facts: StoredFacts<'_>, event: CaseEvent) -> Option<PublicMessage> {
     let event = public_event(event)?;
     Some(PublicMessage {
         envelope: Envelope {
@@ -57,10 +57,10 @@ pub fn subject_token(agency: &str) -> String {
     agency.replace('.', "~")
 }
 
-fn public_event(event: &CaseEvent) -> Option<PublicEvent> {
+fn public_event(event: CaseEvent) -> Option<PublicEvent> {
     use CaseEvent as E;
     use PublicEvent as P;
-    Some(match event.clone() {
+    Some(match event {
         E::CaseOpened {
             program,
             intake_date,
@@ -237,7 +237,7 @@ mod tests {
             referral_source: Some(Text::parse("school nurse").unwrap()),
             presenting_concerns: vec![Text::parse("sleep").unwrap()],
         };
-        let m = to_public(facts(&agency), &opened).expect("published");
+        let m = to_public(facts(&agency), opened.clone()).expect("published");
         let text = serde_json::to_string(&m).unwrap();
         for secret in [
             "Synthia",
@@ -271,7 +271,7 @@ mod tests {
             sent_on: day(),
             do_not_contact_subject: true,
         };
-        let m = to_public(facts(&agency), &sent).expect("published");
+        let m = to_public(facts(&agency), sent.clone()).expect("published");
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["data"]["provider_id"], "prov-7");
         assert_eq!(v["data"]["do_not_contact_subject"], true);
@@ -295,15 +295,15 @@ mod tests {
             note: None,
             location: None,
         };
-        assert!(to_public(facts(&agency), &contact).is_none());
+        assert!(to_public(facts(&agency), contact.clone()).is_none());
         let void_of = |t: &str| CaseEvent::EntryVoided {
             voided_event_id: EventId::generate(),
             voided_sequence: 1,
             voided_event_type: t.to_owned(),
             reason: Text::parse("entered on the wrong case").unwrap(),
         };
-        assert!(to_public(facts(&agency), &void_of("ContactLogged")).is_none());
-        let m = to_public(facts(&agency), &void_of("ReferralAccepted")).expect("published");
+        assert!(to_public(facts(&agency), void_of("ContactLogged")).is_none());
+        let m = to_public(facts(&agency), void_of("ReferralAccepted")).expect("published");
         assert!(!serde_json::to_string(&m).unwrap().contains("wrong case"));
     }
 }

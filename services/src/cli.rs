@@ -194,6 +194,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         lag_seconds: u64,
     },
+    /// Relay catch-up beside a plain async-nats pipelined publish loop; commit-to-ack latency
+    Relay {
+        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// NATS URL (streams named BENCH_* are made and deleted)
+        #[arg(long, env = "NATS_URL")]
+        nats_url: String,
+        /// Events in the synthetic log (10 per case, 9 of them public)
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Messages per pipelined batch, for the relay and the baseline alike
+        #[arg(long, default_value_t = crate::bus::BusConfig::default().batch)]
+        batch: u32,
+        /// Commands per second while latency is measured
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of latency measurement
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u64,
+    },
     /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
     Append {
         /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)

@@ -292,6 +292,25 @@ impl TestApp {
         )
     }
 
+    /// Waits until every projection has applied everything in the log (`/readyz` lag 0).
+    pub async fn wait_projected(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, b) = self.get("/readyz", &self.admin_token).await;
+            let caught_up = b["projections"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().all(|p| p["lag"] == 0));
+            if caught_up {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "projections did not catch up: {b}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The number of events stored for a case, read through the API as admin.
     pub async fn event_count(&self, case_id: &str) -> usize {
         let (s, body) = self

@@ -115,3 +115,73 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The broker a test publishes to, with the stream settings it must use. `shared()` uses the
+/// server in `LINKAGE_TEST_NATS_URL` (the test command sets it from `NATS_URL`) when there is one,
+/// with a stream and subject prefix of the test's own so tests never see each other's messages;
+/// otherwise, like `own()`, a nats-server of the test's own. Tests that stop the broker use `own()`.
+pub struct Bus {
+    pub url: String,
+    pub config: services::bus::BusConfig,
+    pub server: Option<NatsServer>,
+}
+
+impl Bus {
+    pub fn shared() -> Option<Self> {
+        match std::env::var("LINKAGE_TEST_NATS_URL") {
+            Ok(url) if !url.is_empty() => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+                Some(Self {
+                    url,
+                    config: services::bus::BusConfig {
+                        stream: format!("TEST_{id}"),
+                        subject_prefix: format!("t{id}"),
+                        ..services::bus::BusConfig::default()
+                    },
+                    server: None,
+                })
+            }
+            _ => Self::own(),
+        }
+    }
+
+    pub fn own() -> Option<Self> {
+        let server = NatsServer::start()?;
+        Some(Self {
+            url: server.url(),
+            config: services::bus::BusConfig::default(),
+            server: Some(server),
+        })
+    }
+
+    /// The server this test owns (only `own()` guarantees one).
+    pub fn server(&mut self) -> &mut NatsServer {
+        self.server
+            .as_mut()
+            .expect("a test that stops the broker uses Bus::own()")
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        // A shared server: remove this test's stream.
+        let (url, stream) = (self.url.clone(), self.config.stream.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(client) = async_nats::connect(url).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(stream)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

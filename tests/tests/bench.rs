@@ -81,3 +81,45 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_relay_prints_catch_up_beside_the_plain_loop_and_latency() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let Some(bus) = linkage_tests::nats::Bus::shared() else {
+        return;
+    };
+    let bench = services::bench::RelayBench {
+        database_url: url,
+        nats_url: bus.url.clone(),
+        events: 2_000,
+        batch: 500,
+        rate: 100,
+        latency_seconds: 1,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    for label in [
+        "plain async-nats pipelined publish (baseline)",
+        "linkage relay (log -> JetStream, checkpointed)",
+    ] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row `{label}` in:\n{report}"));
+        let messages: u64 = row[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count in `{row}`"));
+        // 200 cases of 9 public events, and the 64 latency targets' openings.
+        assert_eq!(messages, 200 * 9 + 64, "{row}");
+    }
+    let latency = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("p50"))
+        .unwrap_or_else(|| panic!("no latency line in:\n{report}"));
+    assert!(!latency.contains("(0 messages)"), "{latency}");
+}

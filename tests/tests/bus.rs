@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use chrono::{Duration as Days, Utc};
 use futures::StreamExt;
-use linkage_tests::nats::NatsServer;
+use linkage_tests::nats::Bus;
 use linkage_tests::{Backend, TestApp};
 use reqwest::StatusCode;
 use schemas::public::PublicEvent;
@@ -30,10 +30,13 @@ fn at(offset_days: i64) -> String {
         .to_string()
 }
 
-async fn spawn(backend: Backend, nats: Option<&NatsServer>) -> Option<TestApp> {
-    let url = nats.map(NatsServer::url);
+async fn spawn(backend: Backend, bus: Option<&Bus>) -> Option<TestApp> {
+    let bus = bus.map(|b| (b.url.clone(), b.config.clone()));
     TestApp::spawn_with(backend, move |c| {
-        c.nats_url = url;
+        if let Some((url, config)) = bus {
+            c.nats_url = Some(url);
+            c.bus = config;
+        }
         c.bus.retry_ms = 200;
         c.bus.ack_timeout_ms = 2000;
     })
@@ -149,11 +152,11 @@ async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
 }
 
 /// Every message in the stream, oldest first: (subject, Nats-Msg-Id, payload).
-async fn stream_messages(url: &str) -> Vec<(String, String, Value)> {
-    let client = async_nats::connect(url).await.expect("connect");
+async fn stream_messages(bus: &Bus) -> Vec<(String, String, Value)> {
+    let client = async_nats::connect(&bus.url).await.expect("connect");
     let js = jetstream::new(client);
     let mut stream = js
-        .get_stream(services::bus::BusConfig::default().stream)
+        .get_stream(&bus.config.stream)
         .await
         .expect("the relay created the stream");
     let last = stream.info().await.expect("info").state.last_sequence;
@@ -200,10 +203,10 @@ fn schema_validator(event_type: &str) -> jsonschema::Validator {
 }
 
 async fn events_arrive_in_order(backend: Backend) {
-    let Some(nats) = NatsServer::start() else {
+    let Some(bus) = Bus::shared() else {
         return;
     };
-    let Some(app) = spawn(backend, Some(&nats)).await else {
+    let Some(app) = spawn(backend, Some(&bus)).await else {
         return;
     };
     let case = scenario(&app, "north.county").await;
@@ -225,7 +228,7 @@ async fn events_arrive_in_order(backend: Backend) {
         "the contact and the assignment are not public"
     );
     wait_relayed(&app).await;
-    let messages = stream_messages(&nats.url()).await;
+    let messages = stream_messages(&bus).await;
     let got: Vec<(String, String)> = messages
         .iter()
         .map(|(_, id, m)| {
@@ -245,7 +248,10 @@ async fn events_arrive_in_order(backend: Backend) {
         };
         assert_eq!(
             subject,
-            &format!("linkage.v1.north~county.{entity}.{event_type}")
+            &format!(
+                "{}.v1.north~county.{entity}.{event_type}",
+                bus.config.subject_prefix
+            )
         );
         assert_eq!(&message["event_id"], id, "Nats-Msg-Id is the event id");
         assert_eq!(message["case_id"], case);
@@ -289,10 +295,10 @@ async fn events_arrive_in_order_with_subjects_and_schemas_postgres() {
 /// and how many events wait; when the broker is back everything is published, in log order,
 /// each event once.
 async fn survives_a_broker_restart(backend: Backend) {
-    let Some(mut nats) = NatsServer::start() else {
+    let Some(mut bus) = Bus::own() else {
         return;
     };
-    let Some(app) = spawn(backend, Some(&nats)).await else {
+    let Some(app) = spawn(backend, Some(&bus)).await else {
         return;
     };
     let app = Arc::new(app);
@@ -334,7 +340,7 @@ async fn survives_a_broker_restart(backend: Backend) {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    nats.stop();
+    bus.server().stop();
     // While the broker is down the relay says so and the backlog grows.
     let deadline = Instant::now() + Duration::from_secs(30);
     let down = loop {
@@ -355,7 +361,7 @@ async fn survives_a_broker_restart(backend: Backend) {
     };
     assert!(down["relay"]["last_error"].is_string(), "{down}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    nats.restart();
+    bus.server().restart();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let _ = stop_tx.send(true);
     let sent = writer.await.expect("writer");
@@ -366,7 +372,7 @@ async fn survives_a_broker_restart(backend: Backend) {
     for case in &cases {
         expected.extend(public_events_of(&app, case).await);
     }
-    let messages = stream_messages(&nats.url()).await;
+    let messages = stream_messages(&bus).await;
     let ids: Vec<String> = messages.iter().map(|(_, id, _)| id.clone()).collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no event twice in the stream");
@@ -399,7 +405,7 @@ async fn the_relay_survives_a_broker_restart_postgres() {
 /// A relay publishes a batch and dies before moving its checkpoint. The next relay starts from
 /// the old checkpoint and publishes nothing twice; JetStream itself drops a re-published event id.
 async fn no_duplicate_after_a_crash(backend: Backend) {
-    let Some(nats) = NatsServer::start() else {
+    let Some(bus) = Bus::shared() else {
         return;
     };
     // No relay inside the server: this test drives relays by hand.
@@ -408,9 +414,10 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
     };
     let case = scenario(&app, "north").await;
     let expected = public_events_of(&app, &case).await;
-    let config = app.config.bus.clone();
+    let config = bus.config.clone();
+    let url = bus.url.clone();
 
-    let mut first = Relay::connect(app.store.clone(), &nats.url(), config.clone())
+    let mut first = Relay::connect(app.store.clone(), &url, config.clone())
         .await
         .expect("connect");
     let published = first.publish_next().await.expect("publish");
@@ -418,15 +425,15 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
     drop(first); // the crash: acks received, checkpoint never moved
     let before = relay::checkpoint(&app.store).await.expect("checkpoint");
     assert!(before.lag > 0, "the checkpoint did not move: {before:?}");
-    assert_eq!(stream_messages(&nats.url()).await.len(), expected.len());
+    assert_eq!(stream_messages(&bus).await.len(), expected.len());
 
-    let mut second = Relay::connect(app.store.clone(), &nats.url(), config.clone())
+    let mut second = Relay::connect(app.store.clone(), &url, config.clone())
         .await
         .expect("connect");
     second.catch_up(|_| {}).await.expect("catch up");
     let after = relay::checkpoint(&app.store).await.expect("checkpoint");
     assert_eq!(after.lag, 0, "{after:?}");
-    let messages = stream_messages(&nats.url()).await;
+    let messages = stream_messages(&bus).await;
     let ids: Vec<(String, String)> = messages
         .iter()
         .map(|(_, id, m)| (id.clone(), m["event_type"].as_str().expect("t").to_owned()))
@@ -444,7 +451,7 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
         .await;
     assert!(s.is_success(), "{b}");
     second.catch_up(|_| {}).await.expect("catch up");
-    let messages = stream_messages(&nats.url()).await;
+    let messages = stream_messages(&bus).await;
     assert_eq!(messages.len(), expected.len() + 1);
     assert_eq!(
         messages.last().expect("last").2["event_type"],
@@ -452,7 +459,7 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
     );
 
     // And the stream's own guard: the same event id published again is a duplicate.
-    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let client = async_nats::connect(&url).await.expect("connect");
     let js = jetstream::new(client);
     let (subject, id, message) = messages[0].clone();
     let ack = js
@@ -467,7 +474,7 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
         .await
         .expect("ack");
     assert!(ack.duplicate, "JetStream drops a re-published event id");
-    assert_eq!(stream_messages(&nats.url()).await.len(), expected.len() + 1);
+    assert_eq!(stream_messages(&bus).await.len(), expected.len() + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -484,16 +491,16 @@ async fn a_relay_killed_between_publish_and_checkpoint_duplicates_nothing_postgr
 /// event once and, run again under the same name, resumes after what it acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_durable_subscriber_gets_every_event_and_resumes() {
-    let Some(nats) = NatsServer::start() else {
+    let Some(bus) = Bus::shared() else {
         return;
     };
-    let app = spawn(Backend::Sqlite, Some(&nats)).await.expect("sqlite");
+    let app = spawn(Backend::Sqlite, Some(&bus)).await.expect("sqlite");
     let case = scenario(&app, "north").await;
     wait_relayed(&app).await;
     let mut options = services::bus::subscribe::SubscribeOptions {
-        url: nats.url(),
+        url: bus.url.clone(),
         config: app.config.bus.clone(),
-        subject: Some("linkage.v1.north.referral.>".into()),
+        subject: Some(format!("{}.v1.north.referral.>", bus.config.subject_prefix)),
         durable: "test-consumer".into(),
         from_start: true,
         count: Some(2),

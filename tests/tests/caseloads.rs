@@ -68,6 +68,8 @@ async fn neglected_case(app: &TestApp, worker: &str) -> String {
 }
 
 async fn caseload(app: &TestApp, worker: &str, token: &str, cases: usize) -> Value {
+    // Everything committed so far, projected: not just the case openings.
+    app.wait_projected().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (s, b) = app.get(&format!("/v1/caseloads/{worker}"), token).await;

@@ -27,7 +27,9 @@ use crate::startup::AppState;
 use crate::store::{Commit, Store};
 
 mod projections;
+mod relay;
 pub use projections::ProjectionBench;
+pub use relay::RelayBench;
 
 #[derive(Debug, Clone)]
 pub struct AppendBench {
@@ -88,8 +90,6 @@ pub(crate) async fn seed_case(
     len: usize,
 ) -> Result<CaseId, BenchError> {
     let id = CaseId::generate();
-    let mut case = Case::default();
-    let sink = EventSink::default();
     let received_at = Utc::now();
     let mut commands = vec![CaseAction::OpenCase {
         case_id: id,
@@ -113,7 +113,21 @@ pub(crate) async fn seed_case(
         activity_id: ActivityId::generate(),
         request: contact(i),
     }));
-    for action in commands {
+    commit_actions(store, services, id, commands).await?;
+    Ok(id)
+}
+
+/// Decides `actions` on a new case `id` in order and commits all their events in one statement.
+pub(crate) async fn commit_actions(
+    store: &Store,
+    services: &CaseServices,
+    id: CaseId,
+    actions: Vec<CaseAction>,
+) -> Result<(), BenchError> {
+    let mut case = Case::default();
+    let sink = EventSink::default();
+    let received_at = Utc::now();
+    for action in actions {
         let command = CaseCommand {
             actor: actor(),
             received_at,
@@ -135,7 +149,7 @@ pub(crate) async fn seed_case(
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     match store.commit(id, events, context, metadata).await? {
-        Commit::Done(_) => Ok(id),
+        Commit::Done(_) => Ok(()),
         Commit::Conflict => Err(BenchError::Refused("seed conflict".into())),
     }
 }

@@ -130,7 +130,7 @@ impl PublicReader {
                 recorded_at: e.event.recorded_at,
                 occurred_at,
             };
-            let message = to_public(facts, &event).map(|message| {
+            let message = to_public(facts, event).map(|message| {
                 let bytes =
                     Bytes::from(serde_json::to_vec(&message).expect("a public message serialises"));
                 Rendered {

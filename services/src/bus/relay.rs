@@ -98,9 +98,13 @@ pub struct Relay {
     reader: PublicReader,
     /// The stream's last sequence as this relay knows it; `None` until re-synchronised.
     last_seq: Option<u64>,
-    /// Called with each acked message's event id (benchmarks measure commit-to-ack with it).
-    on_ack: Option<Box<dyn Fn(EventId) + Send + Sync>>,
+    on_ack: Option<AckHook>,
+    /// The batch after a log position, read while the previous batch's acks were awaited.
+    ahead: Option<(LogPosition, Vec<super::Outgoing>)>,
 }
+
+/// Called with every message JetStream acknowledged (benchmarks measure commit-to-ack with it).
+pub type AckHook = Arc<dyn Fn(&schemas::public::PublicMessage) + Send + Sync>;
 
 /// Connects to NATS with reconnection that keeps trying (fast at first), named for the server's
 /// connection list.
@@ -212,12 +216,13 @@ impl Relay {
             config,
             last_seq: None,
             on_ack: None,
+            ahead: None,
         })
     }
 
-    /// Calls `f` with the event id of every acked message.
-    pub fn on_ack(&mut self, f: impl Fn(EventId) + Send + Sync + 'static) {
-        self.on_ack = Some(Box::new(f));
+    /// Calls `hook` with every acked message.
+    pub fn on_ack(&mut self, hook: AckHook) {
+        self.on_ack = Some(hook);
     }
 
     /// Re-synchronises with the stream (see the module comment, point 3).
@@ -261,7 +266,7 @@ impl Relay {
             let n =
                 self.store.events_after(checkpoint.at).await? - self.store.events_after(at).await?;
             self.store
-                .advance_checkpoint(RELAY, at, n.max(0) as u64)
+                .advance_relay_checkpoint(RELAY, at, n.max(0) as u64)
                 .await?;
             tracing::info!(event_id = %id, skipped = n, "the stream already had events past the checkpoint; resuming after them");
         }
@@ -278,10 +283,14 @@ impl Relay {
         if let Some(error) = checkpoint.error {
             return Err(BusError::Store(StoreError::Corrupt(error)));
         }
-        let batch = self
-            .reader
-            .read(&self.store, checkpoint.at, self.config.batch)
-            .await?;
+        let batch = match self.ahead.take() {
+            Some((after, batch)) if after == checkpoint.at => batch,
+            _ => {
+                self.reader
+                    .read(&self.store, checkpoint.at, self.config.batch)
+                    .await?
+            }
+        };
         let Some(last) = batch.last() else {
             return Ok(Published::default());
         };
@@ -302,15 +311,32 @@ impl Relay {
                 .send_publish(rendered.subject.clone(), publish)
                 .await
                 .map_err(|e| self.failed(e.to_string()))?;
-            pending.push((rendered.message.envelope.event_id, ack));
+            pending.push((rendered, ack));
             expected += 1;
         }
         let messages = pending.len() as u64;
-        for (id, ack) in pending {
-            match ack.await {
+        // Await the acks and, meanwhile, read and render the next batch.
+        let acks = async move {
+            let mut results = Vec::with_capacity(pending.len());
+            for (rendered, ack) in pending {
+                results.push((rendered, ack.await));
+            }
+            results
+        };
+        let (results, next) = tokio::join!(
+            acks,
+            self.reader.read(&self.store, through, self.config.batch)
+        );
+        if let Ok(next) = next {
+            if !next.is_empty() {
+                self.ahead = Some((through, next));
+            }
+        }
+        for (rendered, ack) in results {
+            match ack {
                 Ok(ack) if !ack.duplicate => {
                     if let Some(f) = &self.on_ack {
-                        f(id);
+                        f(&rendered.message);
                     }
                 }
                 Ok(_) => {
@@ -341,6 +367,7 @@ impl Relay {
 
     fn failed(&mut self, why: String) -> BusError {
         self.last_seq = None;
+        self.ahead = None;
         BusError::Publish(why)
     }
 
@@ -349,7 +376,7 @@ impl Relay {
         let published = self.publish_next().await?;
         if let Some(at) = published.through {
             self.store
-                .advance_checkpoint(RELAY, at, published.events)
+                .advance_relay_checkpoint(RELAY, at, published.events)
                 .await?;
         }
         Ok(published)
@@ -378,7 +405,20 @@ pub async fn run(
     config: BusConfig,
     idle: Duration,
     status: RelayHandle,
+    stop: watch::Receiver<bool>,
+) {
+    run_observed(store, url, config, idle, status, stop, None).await;
+}
+
+/// `run`, calling `on_ack` with every acknowledged message.
+pub async fn run_observed(
+    store: Arc<Store>,
+    url: String,
+    config: BusConfig,
+    idle: Duration,
+    status: RelayHandle,
     mut stop: watch::Receiver<bool>,
+    on_ack: Option<AckHook>,
 ) {
     let retry = Duration::from_millis(config.retry_ms);
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
@@ -401,7 +441,12 @@ pub async fn run(
             }
         };
         let mut relay = match Relay::connect(store.clone(), &url, config.clone()).await {
-            Ok(relay) => relay,
+            Ok(mut relay) => {
+                if let Some(hook) = &on_ack {
+                    relay.on_ack(hook.clone());
+                }
+                relay
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "event bus unreachable; events wait in the log");
                 set(&status, |s| {

@@ -31,23 +31,31 @@ impl Drop for RelayLease {
 const RELAY_LOCK_KEY: i64 = 0x4c4e_4b52_454c_4159;
 
 impl Store {
-    /// Moves checkpoint `name` to `at`, counting `events` more, outside any batch transaction
-    /// (the relay's rows live in JetStream, not here).
-    pub async fn advance_checkpoint(
+    /// Moves the relay's checkpoint `name` to `at`, counting `events` more. The relay's rows live
+    /// in JetStream, so this is not part of any batch transaction. On PostgreSQL it commits
+    /// without waiting for the WAL flush: a checkpoint lost in a crash only moves the relay back
+    /// to events the stream already holds, and the relay's re-synchronisation (the stream's last
+    /// event id, looked up in the log) moves it forward again before anything is re-published.
+    pub async fn advance_relay_checkpoint(
         &self,
         name: &str,
         at: LogPosition,
         events: u64,
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if matches!(self.backend, Backend::Postgres { .. }) {
+                sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+            }
             sqlx::query(UPSERT_CHECKPOINT)
                 .bind(name)
                 .bind(at.txid)
                 .bind(at.position)
                 .bind(events as i64)
                 .bind(Utc::now())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(())
         })
     }

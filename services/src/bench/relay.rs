@@ -1,0 +1,446 @@
+//! `linkage bench relay`: the relay's catch-up over a large log, beside a plain async-nats publish
+//! loop with the same pipelining (same batch, same message sizes and subjects, a Nats-Msg-Id on
+//! every message) to an identically configured stream, in the same run on the same server; then
+//! commit-to-ack latency while commands arrive at a fixed rate.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aggregates::{CaseAction, CaseServices};
+use async_nats::jetstream::{self, message::PublishMessage};
+use chrono::{Duration as Days, Utc};
+use hdrhistogram::Histogram;
+use schemas::instruments::Catalog;
+use schemas::wire::*;
+use schemas::*;
+use uuid::Uuid;
+
+use super::{actor, commit_actions, BenchError, Scratch};
+
+use crate::bus::relay::{self, Relay};
+use crate::bus::{BusConfig, PublicReader};
+use crate::config::Config;
+use crate::http::commands::{execute, Target};
+use crate::http::extract::CommandMeta;
+use crate::startup::AppState;
+use crate::store::{LogPosition, Store};
+
+#[derive(Debug, Clone)]
+pub struct RelayBench {
+    pub database_url: String,
+    pub nats_url: String,
+    /// Events in the synthetic log (10 per case, 9 of them public).
+    pub events: u64,
+    /// Messages per pipelined batch, for the relay and the baseline alike.
+    pub batch: u32,
+    /// Commands per second during the latency measurement.
+    pub rate: u64,
+    pub latency_seconds: u64,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn bench_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Refused(e.to_string())
+}
+
+/// A referral loop: intake (2 events), referral sent and accepted, an appointment scheduled,
+/// missed, rescheduled and kept, the referral completed, a step-down: 10 events, 9 public.
+fn referral_loop(id: CaseId) -> Vec<CaseAction> {
+    let today = Utc::now().date_naive();
+    let referral_id = ReferralId::generate();
+    let appointment_id = AppointmentId::generate();
+    let outcome =
+        |outcome, on, missed_reason, rescheduled_for| CaseAction::RecordAppointmentOutcome {
+            appointment_id,
+            request: AppointmentOutcomeRequest {
+                outcome,
+                on,
+                missed_reason,
+                rescheduled_for,
+            },
+        };
+    vec![
+        CaseAction::OpenCase {
+            case_id: id,
+            agency: actor().agency,
+            request: OpenCaseRequest {
+                program: Program::Tcm,
+                assigned_to: ActorId::parse("cm-bench").expect("static"),
+                intake_date: today - Days::days(60),
+                child: ChildIn {
+                    given_name: PersonName::parse("Bench").expect("static"),
+                    family_name: PersonName::parse("Sample").expect("static"),
+                    birth_date: today - Days::days(2000),
+                    medicaid_id: None,
+                },
+                guardians: vec![],
+                referral_source: None,
+                presenting_concerns: vec![],
+            },
+        },
+        CaseAction::SendReferral {
+            referral_id,
+            request: referral(today - Days::days(50)),
+        },
+        CaseAction::UpdateReferralStatus {
+            referral_id,
+            request: ReferralStatusRequest {
+                status: ReferralStatusUpdate::Accepted,
+                on: today - Days::days(48),
+                reason: None,
+                outcome: None,
+            },
+        },
+        CaseAction::ScheduleAppointment {
+            appointment_id,
+            request: ScheduleAppointmentRequest {
+                referral_id,
+                scheduled_for: Utc::now() - Days::days(45),
+            },
+        },
+        outcome(
+            AppointmentOutcomeKind::Missed,
+            today - Days::days(45),
+            Some(MissedReason::NoShow),
+            None,
+        ),
+        outcome(
+            AppointmentOutcomeKind::Rescheduled,
+            today - Days::days(44),
+            None,
+            Some(Utc::now() - Days::days(40)),
+        ),
+        outcome(
+            AppointmentOutcomeKind::Kept,
+            today - Days::days(40),
+            None,
+            None,
+        ),
+        CaseAction::UpdateReferralStatus {
+            referral_id,
+            request: ReferralStatusRequest {
+                status: ReferralStatusUpdate::Completed,
+                on: today - Days::days(10),
+                reason: None,
+                outcome: Some(ReferralOutcome::Connected),
+            },
+        },
+        CaseAction::TransitionCase(TransitionRequest {
+            kind: TransitionKind::StepDown,
+            reason: Text::parse("plan goals met").expect("static"),
+            effective_on: today - Days::days(5),
+            open_referrals: None,
+        }),
+    ]
+}
+
+fn referral(sent_on: chrono::NaiveDate) -> SendReferralRequest {
+    SendReferralRequest {
+        service_type: ServiceType::parse("outpatient_therapy").expect("static"),
+        provider: ProviderIn {
+            id: ProviderId::parse("prov-bench").expect("static"),
+            name: None,
+        },
+        reason: Text::parse("synthetic benchmark referral").expect("static"),
+        goal_ids: vec![],
+        urgency: None,
+        sent_on,
+        do_not_contact_subject: false,
+    }
+}
+
+impl RelayBench {
+    pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
+        let scratch = Scratch::create(&self.database_url).await?;
+        let result = self.run_on(&scratch.url, &scratch.version, out).await;
+        scratch.drop().await?;
+        result
+    }
+
+    async fn run_on(
+        &self,
+        url: &str,
+        version: &str,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let store = Arc::new(Store::postgres(url).await?);
+        let services = CaseServices {
+            instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
+        };
+        let client = crate::bus::relay::connect(&self.nats_url, "linkage-bench")
+            .await
+            .map_err(bench_err)?;
+        let server = client.server_info();
+        writeln!(
+            out,
+            "linkage bench relay: PostgreSQL {version}, nats-server {}, {} CPUs, batch {}",
+            server.version,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            self.batch
+        )?;
+
+        // Seed: cases of 10 events, four writers at a time.
+        let cases = (self.events as usize).div_ceil(10);
+        let t0 = Instant::now();
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..4 {
+            let (store, services) = (store.clone(), services.clone());
+            writers.spawn(async move {
+                for _ in (w..cases).step_by(4) {
+                    let id = CaseId::generate();
+                    commit_actions(&store, &services, id, referral_loop(id)).await?;
+                    store.uncache(id);
+                }
+                Ok::<_, BenchError>(())
+            });
+        }
+        // The cases the latency phase will send referrals to (they are in the catch-up too).
+        let mut targets = Vec::new();
+        for _ in 0..64 {
+            let id = CaseId::generate();
+            commit_actions(&store, &services, id, referral_loop(id)[..1].to_vec()).await?;
+            targets.push(id);
+        }
+        while let Some(done) = writers.join_next().await {
+            done.map_err(bench_err)??;
+        }
+        let total = store.events_after(LogPosition::START).await?;
+        let pool = sqlx::PgPool::connect(url).await?;
+        super::settle(&pool).await;
+        pool.close().await;
+        writeln!(
+            out,
+            "seeded {total} events in {} case streams in {:.1} s",
+            cases + targets.len(),
+            t0.elapsed().as_secs_f64()
+        )?;
+
+        let run_id = Uuid::new_v4().simple().to_string()[..8].to_uppercase();
+        let relay_config = BusConfig {
+            stream: format!("BENCH_RELAY_{run_id}"),
+            subject_prefix: format!("benchrelay{run_id}").to_lowercase(),
+            batch: self.batch,
+            ..BusConfig::default()
+        };
+        let base_config = BusConfig {
+            stream: format!("BENCH_PLAIN_{run_id}"),
+            subject_prefix: format!("benchplain{run_id}").to_lowercase(),
+            ..relay_config.clone()
+        };
+
+        // Baseline: the same messages (sizes and subjects) published by a bare loop.
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_millis(relay_config.ack_timeout_ms))
+            .max_ack_inflight(self.batch as usize * 2)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        crate::bus::relay::ensure_stream(&js, &base_config)
+            .await
+            .map_err(bench_err)?;
+        let mut reader = PublicReader::new(&base_config.subject_prefix);
+        let samples: Vec<_> = reader
+            .read(&store, LogPosition::START, 10_000)
+            .await?
+            .into_iter()
+            .filter_map(|o| o.message)
+            .collect();
+        let public_total = cases as u64 * 9 + targets.len() as u64;
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        while sent < public_total {
+            let n = (public_total - sent).min(self.batch as u64);
+            let mut acks = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let sample = &samples[((sent + i) % samples.len() as u64) as usize];
+                let publish = PublishMessage::build()
+                    .payload(sample.bytes.clone())
+                    .message_id(Uuid::now_v7().to_string());
+                acks.push(
+                    js.send_publish(sample.subject.clone(), publish)
+                        .await
+                        .map_err(bench_err)?,
+                );
+            }
+            for ack in acks {
+                ack.await.map_err(bench_err)?;
+            }
+            sent += n;
+        }
+        let base_secs = t0.elapsed().as_secs_f64();
+        let base_rate = sent as f64 / base_secs;
+
+        // The relay, from an empty checkpoint, over the whole log.
+        let mut relay = Relay::connect(store.clone(), &self.nats_url, relay_config.clone())
+            .await
+            .map_err(bench_err)?;
+        let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        {
+            let published = published.clone();
+            relay.on_ack(Arc::new(move |_| {
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+        }
+        let rss_before = peak_rss_mib();
+        let t0 = Instant::now();
+        let examined = relay.catch_up(|_| {}).await.map_err(bench_err)?;
+        let relay_secs = t0.elapsed().as_secs_f64();
+        let messages = published.load(std::sync::atomic::Ordering::Relaxed);
+        let relay_rate = messages as f64 / relay_secs;
+        drop(relay);
+
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<44} {:>10} {:>9} {:>12} {:>9}",
+            "catch-up", "messages", "seconds", "messages/s", "vs plain"
+        )?;
+        writeln!(
+            out,
+            "{:<44} {:>10} {:>9.2} {:>12.0} {:>8.0}%",
+            "plain async-nats pipelined publish (baseline)", sent, base_secs, base_rate, 100.0
+        )?;
+        writeln!(
+            out,
+            "{:<44} {:>10} {:>9.2} {:>12.0} {:>8.0}%",
+            "linkage relay (log -> JetStream, checkpointed)",
+            messages,
+            relay_secs,
+            relay_rate,
+            100.0 * relay_rate / base_rate
+        )?;
+        writeln!(
+            out,
+            "  the relay read {examined} log events ({:.0}/s); peak resident memory {:.0} MiB before, {:.0} MiB after",
+            examined as f64 / relay_secs,
+            rss_before,
+            peak_rss_mib()
+        )?;
+        writeln!(out, "target: relay catch-up >= 50% of the plain loop")?;
+
+        self.latency(&store, &services, &relay_config, &targets, out)
+            .await?;
+        for name in [&relay_config.stream, &base_config.stream] {
+            let _ = js.delete_stream(name).await;
+        }
+        store.close().await;
+        Ok(())
+    }
+
+    /// Commit-to-ack latency: each acked message's ack time minus its event's `recorded_at`
+    /// (stamped by the database when the row is written, microseconds before the commit).
+    async fn latency(
+        &self,
+        store: &Arc<Store>,
+        services: &CaseServices,
+        config: &BusConfig,
+        targets: &[CaseId],
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let state = AppState {
+            store: store.clone(),
+            case_services: Arc::new(services.clone()),
+            config: Arc::new(Config::default()),
+            relay: None,
+        };
+        let hist = Arc::new(Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(bench_err)?,
+        ));
+        let hook: relay::AckHook = {
+            let hist = hist.clone();
+            Arc::new(move |m| {
+                let micros = (Utc::now() - m.envelope.recorded_at)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(1) as u64;
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.record(micros);
+                }
+            })
+        };
+        let status = relay::handle(config);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(relay::run_observed(
+            store.clone(),
+            self.nats_url.clone(),
+            config.clone(),
+            Duration::from_millis(50),
+            status,
+            stop_rx,
+            Some(hook),
+        ));
+        // Let the relay connect and find nothing to do before the clock starts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(mut h) = hist.lock() {
+            h.reset();
+        }
+        let t0 = Instant::now();
+        let total = self.rate * self.latency_seconds;
+        let mut tick =
+            tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate.max(1)));
+        let mut commands = tokio::task::JoinSet::new();
+        for n in 0..total as usize {
+            tick.tick().await;
+            let (state, id) = (state.clone(), targets[n % targets.len()]);
+            commands.spawn(async move {
+                let meta = CommandMeta {
+                    actor: actor(),
+                    idempotency_key: None,
+                    correlation_id: Uuid::now_v7().to_string(),
+                    command_id: Uuid::now_v7(),
+                    route: format!("POST /v1/cases/{id}/referrals"),
+                };
+                let _ = execute(
+                    &state,
+                    meta,
+                    b"{}",
+                    id,
+                    Target::Existing(crate::auth::Access::Command),
+                    axum::http::StatusCode::CREATED,
+                    |_| {
+                        Ok(CaseAction::SendReferral {
+                            referral_id: ReferralId::generate(),
+                            request: referral(Utc::now().date_naive()),
+                        })
+                    },
+                )
+                .await;
+            });
+        }
+        while commands.join_next().await.is_some() {}
+        let achieved = total as f64 / t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = stop_tx.send(true);
+        let _ = runner.await;
+        let h = hist.lock().map_err(bench_err)?.clone();
+        writeln!(out)?;
+        writeln!(
+            out,
+            "commit-to-ack with commands at {achieved:.0}/s for {} s (target p99 < 100 ms):",
+            self.latency_seconds
+        )?;
+        writeln!(
+            out,
+            "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} messages)",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+            h.len()
+        )?;
+        Ok(())
+    }
+}

@@ -2,6 +2,7 @@
 //! storing and serving them is `services`' job.
 
 pub mod audit;
+pub mod billing;
 pub mod case_view;
 pub mod caseload;
 pub mod history;

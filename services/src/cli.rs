@@ -41,6 +41,9 @@ pub enum Command {
         /// NATS URL for the event bus
         #[arg(long)]
         nats_url: Option<String>,
+        /// TCM billing rules profile (ops/billing/NAME.toml) [default: texas_like]
+        #[arg(long)]
+        billing_profile: Option<String>,
         /// Log format [default: pretty]
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
@@ -90,6 +93,11 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Medicaid TCM billing
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// Manage API tokens
     Token {
         #[command(subcommand)]
@@ -127,6 +135,30 @@ pub enum RelayCommand {
     Status {
         #[command(flatten)]
         args: RelayArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// Write a month of the billing-eligible activity log to a file, with a progress bar
+    Export {
+        /// The month of service, YYYY-MM
+        #[arg(long)]
+        month: String,
+        /// The file to write
+        #[arg(long)]
+        out: PathBuf,
+        /// csv (with a header row, ready for a spreadsheet) or json
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Only this agency's cases [default: all]
+        #[arg(long)]
+        agency: Option<String>,
+        /// The billing rules profile [default: the configured one, else texas_like]
+        #[arg(long)]
+        billing_profile: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 

@@ -23,6 +23,10 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// The stream definition and relay tuning; defaults from `ops/nats/stream.toml`.
     pub bus: crate::bus::BusConfig,
+    /// The TCM billing rules profile (`ops/billing/<name>.toml`, or a file in `billing_rules_dir`).
+    pub billing_profile: String,
+    /// A directory of more billing rules files (`*.toml`); each is validated at start.
+    pub billing_rules_dir: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How many times a command that lost an optimistic-concurrency race is retried.
@@ -53,6 +57,8 @@ impl Default for Config {
             database_url: None,
             nats_url: None,
             bus: crate::bus::BusConfig::default(),
+            billing_profile: crate::billing::DEFAULT_PROFILE.to_owned(),
+            billing_rules_dir: None,
             max_body_bytes: 256 * 1024,
             conflict_retries: 8,
             log_format: LogFormat::Pretty,
@@ -76,6 +82,8 @@ pub struct Overrides {
     pub nats_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_profile: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +134,8 @@ impl fmt::Debug for Config {
             )
             .field("nats_url", &self.nats_url.as_deref().map(redact_url))
             .field("bus", &self.bus)
+            .field("billing_profile", &self.billing_profile)
+            .field("billing_rules_dir", &self.billing_rules_dir)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("conflict_retries", &self.conflict_retries)
             .field("log_format", &self.log_format)

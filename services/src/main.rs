@@ -7,8 +7,8 @@ use clap::Parser;
 use schemas::{ActorId, AgencyId};
 use services::bench::{AppendBench, ProjectionBench, RelayBench};
 use services::cli::{
-    AuditCommand, BenchCommand, CaseCommand, Cli, Command, ProjectionsCommand, RelayCommand,
-    TokenCommand,
+    AuditCommand, BenchCommand, BillingCommand, CaseCommand, Cli, Command, ProjectionsCommand,
+    RelayCommand, TokenCommand,
 };
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
@@ -27,12 +27,14 @@ async fn main() -> anyhow::Result<()> {
             listen,
             store,
             nats_url,
+            billing_profile,
             log_format,
         } => {
             let config = Config::load(Overrides {
                 listen,
                 nats_url,
                 log_format,
+                billing_profile,
                 ..store.overrides()
             })?;
             telemetry::init(config.log_format);
@@ -265,6 +267,24 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        Command::Billing {
+            command:
+                BillingCommand::Export {
+                    month,
+                    out,
+                    format,
+                    agency,
+                    billing_profile,
+                    store,
+                },
+        } => {
+            let config = Config::load(Overrides {
+                billing_profile,
+                ..store.overrides()
+            })?;
+            telemetry::init(config.log_format);
+            billing_export(config, &month, &out, &format, agency.as_deref()).await?;
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -290,6 +310,72 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `linkage billing export`: a month of the billing log into a file, with a progress bar.
+async fn billing_export(
+    config: Config,
+    month: &str,
+    out: &std::path::Path,
+    format: &str,
+    agency: Option<&str>,
+) -> anyhow::Result<()> {
+    use services::billing::export::{export_month, Format};
+    let month = projections::billing::Month::parse(month)
+        .with_context(|| format!("--month must be YYYY-MM, got `{month}`"))?;
+    let format = Format::parse(format)
+        .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+    let profile =
+        services::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
+    let store = startup::open_store(&config).await?;
+    let lag = projector::status(&store)
+        .await?
+        .into_iter()
+        .find(|p| p.name == services::store::BILLING)
+        .map_or(0, |p| p.lag);
+    if lag > 0 {
+        tracing::warn!(
+            lag,
+            "the billing projection has not applied the newest events; is `linkage serve` running?"
+        );
+    }
+    let cases = store.billing_case_count(month, agency).await?;
+    let bar = indicatif::ProgressBar::new(cases.max(0) as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} cases, {per_sec}, ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("exporting {month}"));
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Unbuffered: each chunk is a whole case's lines, and a failed write must surface here
+    // rather than in a buffer's drop.
+    let mut sink = Box::pin(futures::sink::unfold(
+        file,
+        |mut w, chunk: bytes::Bytes| async move {
+            w.write_all(&chunk)?;
+            Ok::<_, std::io::Error>(w)
+        },
+    ));
+    let summary = export_month(&store, &profile, month, agency, format, &mut sink, |done| {
+        bar.set_position(done)
+    })
+    .await?;
+    drop(sink);
+    bar.finish();
+    store.close().await;
+    writeln!(
+        std::io::stdout(),
+        "wrote {}: {} lines ({} billable, {} units) for {} cases, profile {}",
+        out.display(),
+        summary.lines,
+        summary.billable_lines,
+        summary.units,
+        summary.cases,
+        profile.name
+    )?;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ pub async fn step(store: &Store, name: &'static str) -> Result<usize, Projection
     let applied = match name {
         AUDIT_TRAIL => store.project_audit(&batch).await,
         CASELOADS => store.project_caseloads(&batch).await,
+        crate::store::BILLING => store.project_billing(&batch).await,
         other => return Err(ProjectionError::Unknown(other.to_owned())),
     };
     match applied {

@@ -27,6 +27,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The relay's state when this server runs one (a NATS URL is configured).
     pub relay: Option<RelayHandle>,
+    /// The TCM billing rules in force (validated at start).
+    pub billing: Arc<projections::billing::Profile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum StartupError {
     },
     #[error("the bus configuration is invalid: {0}")]
     Bus(String),
+    #[error(transparent)]
+    Billing(#[from] crate::billing::BillingError),
     #[error("the built-in instrument definitions are invalid: {0}")]
     Instruments(#[from] schemas::SchemaError),
 }
@@ -72,6 +76,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.bus.validate().map_err(StartupError::Bus)?;
+        let billing =
+            crate::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
+        tracing::info!(profile = %billing.name, "billing rules loaded");
         let store = open_store(&config).await?;
         ensure_admin_token(&store, &config.data_dir).await?;
         let listener =
@@ -87,6 +94,7 @@ impl Application {
                 instruments: Arc::new(Catalog::builtin()?),
             }),
             relay: config.nats_url.as_ref().map(|_| relay::handle(&config.bus)),
+            billing: Arc::new(billing),
             config: Arc::new(config),
         };
         Ok(Self { listener, state })

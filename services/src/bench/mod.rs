@@ -241,6 +241,10 @@ impl AppendBench {
                 ..Config::default()
             }),
             relay: None,
+            billing: Arc::new(
+                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
+                    .map_err(|e| BenchError::Refused(e.to_string()))?,
+            ),
         };
         let raw_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(20)

@@ -198,6 +198,10 @@ impl ProjectionBench {
             case_services: Arc::new(services.clone()),
             config: Arc::new(Config::default()),
             relay: None,
+            billing: Arc::new(
+                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
+                    .map_err(|e| BenchError::Refused(e.to_string()))?,
+            ),
         };
         let mut targets = Vec::new();
         for _ in 0..64 {

@@ -356,6 +356,10 @@ impl RelayBench {
             case_services: Arc::new(services.clone()),
             config: Arc::new(Config::default()),
             relay: None,
+            billing: Arc::new(
+                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
+                    .map_err(|e| BenchError::Refused(e.to_string()))?,
+            ),
         };
         let hist = Arc::new(Mutex::new(
             Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(bench_err)?,

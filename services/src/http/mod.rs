@@ -1,5 +1,6 @@
 //! The HTTP API (axum), exactly as CONTRACT.md names it.
 
+pub mod billing;
 pub mod caseloads;
 pub mod commands;
 pub mod events;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/reopen", post(commands::reopen_case))
         .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/billing/tcm", get(billing::get_tcm))
         .route("/v1/caseloads", get(caseloads::get_team))
         .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
         .route("/v1/measures", get(measures::get_measures))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{caseloads, commands, events, measures, reads};
+use super::{billing, caseloads, commands, events, measures, reads};
 
 struct BearerAuth;
 
@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         caseloads::get_team,
         measures::get_measures,
         events::stream,
+        billing::get_tcm,
         reads::list_instruments,
         reads::get_instrument,
         reads::healthz,

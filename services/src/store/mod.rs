@@ -49,9 +49,12 @@ mod bus;
 mod cache;
 mod log;
 mod pg_repository;
+#[macro_use]
 pub mod projections;
+mod billing;
 pub mod reads;
 
+pub use billing::BILLING;
 pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};

@@ -18,7 +18,7 @@ pub const AUDIT_TRAIL: &str = "audit_trail";
 /// The name of the caseload projection.
 pub const CASELOADS: &str = "caseloads";
 /// Every projection this server runs.
-pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL, CASELOADS];
+pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL, CASELOADS, super::BILLING];
 
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
@@ -122,6 +122,18 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
        value ->> 'summary', value ->> 'prev_hash', value ->> 'hash'
   FROM json_each($1)";
 
+/// A batch's events by case, cases in order of first appearance, events in log order.
+pub(super) fn group_by_case(batch: &[LogEvent]) -> Vec<(CaseId, Vec<&LogEvent>)> {
+    let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
+    for e in batch {
+        match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
+            Some((_, events)) => events.push(e),
+            None => by_case.push((e.case_id, vec![e])),
+        }
+    }
+    by_case
+}
+
 impl Store {
     pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
         let sql =
@@ -199,13 +211,7 @@ impl Store {
         let Some(last) = batch.last() else {
             return Ok(());
         };
-        let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
-        for e in batch {
-            match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
-                Some((_, events)) => events.push(e),
-                None => by_case.push((e.case_id, vec![e])),
-            }
-        }
+        let by_case = group_by_case(batch);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for (case_id, events) in &by_case {
@@ -287,6 +293,10 @@ impl Store {
                 }
                 CASELOADS => {
                     sqlx::query("DELETE FROM caseload_cases").execute(&mut *tx).await?;
+                }
+                super::BILLING => {
+                    sqlx::query("DELETE FROM billing_case_months").execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM billing_cases").execute(&mut *tx).await?;
                 }
                 _ => {}
             }

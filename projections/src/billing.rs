@@ -1,0 +1,645 @@
+//! Medicaid TCM billing rules as data, and the pure evaluation of a recipient's month of contacts
+//! into billing lines. A profile (one per payer or state, TOML in `ops/billing/`) says which
+//! components and contact types qualify, how minutes become units, the caps, the institution
+//! window, modifiers and the documentation a line needs; nothing here branches on a state.
+//!
+//! Evaluation order, for one recipient (case) and month, is fixed and documented because caps
+//! depend on it:
+//! 1. Lines are sorted by date of service, then time of the contact, then activity id.
+//! 2. Each line is checked on its own; every failed check adds its reason, in this order:
+//!    `voided`, `no_medicaid_id`, `not_enrolled_on_date`, `case_closed`,
+//!    `component_not_billable`, `contact_type_not_billable`, `collateral_not_about_child`,
+//!    `institution_outside_window`, `below_minimum_minutes`, `missing_documentation:<field>`.
+//!    A line with any of these is not billable and has 0 units.
+//! 3. The qualifying lines get units in order: minutes by the unit rule (15-minute units, one
+//!    encounter per day, or the month's case rate); a second encounter of a day is
+//!    `duplicate_encounter`, a second contact in a case-rate month `case_rate_already_billed`.
+//! 4. The daily cap, then the monthly cap, cut units in that order (`daily_cap_reached`,
+//!    `monthly_cap_reached`); a line cut to 0 units is not billable, a line cut short stays
+//!    billable with the reason saying why it has fewer units.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use schemas::{
+    ActivityId, ActorId, CaseId, ContactType, Location, MedicaidId, Participant, TcmComponent,
+};
+use serde::{Deserialize, Serialize};
+
+/// One payer's or state's TCM rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub procedure_code: String,
+    pub billable_components: Vec<TcmComponent>,
+    pub units: UnitRule,
+    #[serde(default)]
+    pub caps: Caps,
+    pub contacts: ContactRules,
+    #[serde(default)]
+    pub modifiers: BTreeMap<ContactType, Vec<String>>,
+    pub institution: InstitutionRule,
+    pub documentation: Documentation,
+}
+
+/// How a qualifying contact's minutes become units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "basis", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UnitRule {
+    /// 15-minute units; the first needs `first_unit_minimum_minutes` (8: the 8-minute rule),
+    /// each further unit 15 more.
+    FifteenMinute { first_unit_minimum_minutes: u16 },
+    /// One unit per recipient and day.
+    Encounter,
+    /// One unit per recipient and month, for the first qualifying contact.
+    MonthlyCaseRate,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
+    pub daily_units: Option<u32>,
+    pub monthly_units: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRules {
+    pub billable_types: Vec<ContactType>,
+    /// A collateral contact qualifies only with one of these participants.
+    pub collateral_participants: Vec<Participant>,
+    /// Per contact type, the fewest minutes that qualify.
+    #[serde(default)]
+    pub minimum_minutes: BTreeMap<ContactType, u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstitutionRule {
+    pub excluded_locations: Vec<Location>,
+    /// Contacts at an excluded location within this many days before a discharge qualify.
+    pub transition_window_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Documentation {
+    pub required: Vec<DocField>,
+}
+
+/// A documentation field a billable line needs (441.18(a)(7)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocField {
+    /// The nature and content of the service.
+    Note,
+    /// Who delivered it.
+    RenderingProvider,
+    /// Where.
+    Location,
+}
+
+impl DocField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocField::Note => "note",
+            DocField::RenderingProvider => "rendering_provider",
+            DocField::Location => "location",
+        }
+    }
+}
+
+/// Why a rules file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("billing profile `{profile}`: {problem}")]
+    Invalid { profile: String, problem: String },
+}
+
+impl Profile {
+    /// Checks what a parser cannot: the profile must be usable as it stands.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        let invalid = |problem: String| ProfileError::Invalid {
+            profile: self.name.clone(),
+            problem,
+        };
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !name_ok {
+            return Err(invalid(
+                "name must be lower-case letters, digits and _".into(),
+            ));
+        }
+        if self.procedure_code.trim().is_empty() {
+            return Err(invalid("procedure_code must not be empty".into()));
+        }
+        if self.billable_components.is_empty() {
+            return Err(invalid(
+                "billable_components must name at least one component".into(),
+            ));
+        }
+        if self.contacts.billable_types.is_empty() {
+            return Err(invalid(
+                "contacts.billable_types must name at least one contact type".into(),
+            ));
+        }
+        for never in [ContactType::Voicemail] {
+            if self.contacts.billable_types.contains(&never) {
+                return Err(invalid(format!(
+                    "contacts.billable_types lists {never}, which is never billable TCM"
+                )));
+            }
+        }
+        if let UnitRule::FifteenMinute {
+            first_unit_minimum_minutes: m,
+        } = self.units
+        {
+            if !(1..=15).contains(&m) {
+                return Err(invalid(format!(
+                    "units.first_unit_minimum_minutes must be 1 to 15, got {m}"
+                )));
+            }
+        }
+        if let (Some(d), Some(m)) = (self.caps.daily_units, self.caps.monthly_units) {
+            if d > m {
+                return Err(invalid(format!(
+                    "caps.daily_units ({d}) exceeds caps.monthly_units ({m})"
+                )));
+            }
+        }
+        if self.caps.daily_units == Some(0) || self.caps.monthly_units == Some(0) {
+            return Err(invalid(
+                "a cap of 0 units bills nothing; leave it out instead".into(),
+            ));
+        }
+        if self
+            .contacts
+            .billable_types
+            .contains(&ContactType::Collateral)
+            && self.contacts.collateral_participants.is_empty()
+        {
+            return Err(invalid("collateral contacts are billable but contacts.collateral_participants is empty, so none could qualify".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a line is not billable or has fewer units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    Voided,
+    NoMedicaidId,
+    NotEnrolledOnDate,
+    CaseClosed,
+    ComponentNotBillable,
+    ContactTypeNotBillable,
+    CollateralNotAboutChild,
+    InstitutionOutsideWindow,
+    BelowMinimumMinutes,
+    MissingDocumentation(DocField),
+    DuplicateEncounter,
+    CaseRateAlreadyBilled,
+    DailyCapReached,
+    MonthlyCapReached,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = match self {
+            Reason::Voided => "voided",
+            Reason::NoMedicaidId => "no_medicaid_id",
+            Reason::NotEnrolledOnDate => "not_enrolled_on_date",
+            Reason::CaseClosed => "case_closed",
+            Reason::ComponentNotBillable => "component_not_billable",
+            Reason::ContactTypeNotBillable => "contact_type_not_billable",
+            Reason::CollateralNotAboutChild => "collateral_not_about_child",
+            Reason::InstitutionOutsideWindow => "institution_outside_window",
+            Reason::BelowMinimumMinutes => "below_minimum_minutes",
+            Reason::MissingDocumentation(field) => {
+                return write!(f, "missing_documentation:{}", field.as_str())
+            }
+            Reason::DuplicateEncounter => "duplicate_encounter",
+            Reason::CaseRateAlreadyBilled => "case_rate_already_billed",
+            Reason::DailyCapReached => "daily_cap_reached",
+            Reason::MonthlyCapReached => "monthly_cap_reached",
+        };
+        f.write_str(code)
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What billing needs to know about the recipient (the case), as of the evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recipient {
+    pub case_id: Option<CaseId>,
+    pub medicaid_id: Option<MedicaidId>,
+    pub intake_date: Option<NaiveDate>,
+    /// Periods the case was closed: from a transition's effective date until a reopening's date
+    /// (exclusive), or open-ended.
+    pub closed: Vec<(NaiveDate, Option<NaiveDate>)>,
+    /// Effective dates of discharges and step-downs (for the institution window).
+    pub discharges: Vec<NaiveDate>,
+}
+
+impl Recipient {
+    fn closed_on(&self, day: NaiveDate) -> bool {
+        self.closed
+            .iter()
+            .any(|(from, until)| day >= *from && until.is_none_or(|u| day < u))
+    }
+}
+
+/// One logged contact, as billing sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub activity_id: ActivityId,
+    pub occurred_at: DateTime<Utc>,
+    pub component: TcmComponent,
+    pub contact_type: ContactType,
+    pub with: Vec<Participant>,
+    pub minutes: u16,
+    pub has_note: bool,
+    pub location: Option<Location>,
+    pub rendering_provider: Option<ActorId>,
+    pub voided: bool,
+}
+
+impl Contact {
+    pub fn date_of_service(&self) -> NaiveDate {
+        self.occurred_at.date_naive()
+    }
+}
+
+/// One line of the billing-eligible activity log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Line {
+    pub activity_id: ActivityId,
+    pub case_id: Option<CaseId>,
+    pub medicaid_id: Option<MedicaidId>,
+    pub date_of_service: NaiveDate,
+    pub component: TcmComponent,
+    pub contact_type: ContactType,
+    pub minutes: u16,
+    pub units: u32,
+    pub billable: bool,
+    pub reasons: Vec<Reason>,
+    pub procedure_code: String,
+    pub modifiers: Vec<String>,
+    pub rendering_provider: Option<ActorId>,
+}
+
+/// Units for `minutes` under the 15-minute rule with first-unit minimum `m`.
+pub fn fifteen_minute_units(minutes: u16, m: u16) -> u32 {
+    if minutes < m {
+        0
+    } else {
+        (u32::from(minutes) + 15 - u32::from(m)) / 15
+    }
+}
+
+/// Evaluates every contact of one recipient in one month (callers group by case and month).
+pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Contact]) -> Vec<Line> {
+    let mut order: Vec<&Contact> = contacts.iter().collect();
+    order.sort_by(|a, b| {
+        (a.date_of_service(), a.occurred_at, a.activity_id).cmp(&(
+            b.date_of_service(),
+            b.occurred_at,
+            b.activity_id,
+        ))
+    });
+    let mut day_units: HashMap<NaiveDate, u32> = HashMap::new();
+    let mut encounter_days: Vec<NaiveDate> = Vec::new();
+    let mut month_units = 0u32;
+    let mut case_rate_billed = false;
+    order
+        .into_iter()
+        .map(|c| {
+            let mut reasons = qualification(profile, recipient, c);
+            let mut units = 0u32;
+            if reasons.is_empty() {
+                let day = c.date_of_service();
+                units = match profile.units {
+                    UnitRule::FifteenMinute {
+                        first_unit_minimum_minutes: m,
+                    } => fifteen_minute_units(c.minutes, m),
+                    UnitRule::Encounter => {
+                        if encounter_days.contains(&day) {
+                            reasons.push(Reason::DuplicateEncounter);
+                            0
+                        } else {
+                            encounter_days.push(day);
+                            1
+                        }
+                    }
+                    UnitRule::MonthlyCaseRate => {
+                        if case_rate_billed {
+                            reasons.push(Reason::CaseRateAlreadyBilled);
+                            0
+                        } else {
+                            case_rate_billed = true;
+                            1
+                        }
+                    }
+                };
+                if let Some(cap) = profile.caps.daily_units {
+                    let used = day_units.entry(day).or_default();
+                    if *used + units > cap {
+                        units = cap.saturating_sub(*used);
+                        reasons.push(Reason::DailyCapReached);
+                    }
+                    *used += units;
+                }
+                if let Some(cap) = profile.caps.monthly_units {
+                    if month_units + units > cap {
+                        let allowed = cap.saturating_sub(month_units);
+                        if let Some(used) = day_units.get_mut(&day) {
+                            *used -= units - allowed;
+                        }
+                        units = allowed;
+                        reasons.push(Reason::MonthlyCapReached);
+                    }
+                    month_units += units;
+                }
+            }
+            let billable = units > 0;
+            Line {
+                activity_id: c.activity_id,
+                case_id: recipient.case_id,
+                medicaid_id: recipient.medicaid_id.clone(),
+                date_of_service: c.date_of_service(),
+                component: c.component,
+                contact_type: c.contact_type,
+                minutes: c.minutes,
+                units,
+                billable,
+                reasons,
+                procedure_code: profile.procedure_code.clone(),
+                modifiers: if billable {
+                    profile
+                        .modifiers
+                        .get(&c.contact_type)
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                rendering_provider: c.rendering_provider.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Every reason a contact does not qualify on its own, in the documented order.
+fn qualification(profile: &Profile, recipient: &Recipient, c: &Contact) -> Vec<Reason> {
+    let day = c.date_of_service();
+    let mut reasons = Vec::new();
+    if c.voided {
+        reasons.push(Reason::Voided);
+    }
+    if recipient.medicaid_id.is_none() {
+        reasons.push(Reason::NoMedicaidId);
+    }
+    if recipient.intake_date.is_none_or(|d| day < d) {
+        reasons.push(Reason::NotEnrolledOnDate);
+    }
+    if recipient.closed_on(day) {
+        reasons.push(Reason::CaseClosed);
+    }
+    if !profile.billable_components.contains(&c.component) {
+        reasons.push(Reason::ComponentNotBillable);
+    }
+    if !profile.contacts.billable_types.contains(&c.contact_type) {
+        reasons.push(Reason::ContactTypeNotBillable);
+    } else if c.contact_type == ContactType::Collateral
+        && !c
+            .with
+            .iter()
+            .any(|p| profile.contacts.collateral_participants.contains(p))
+    {
+        reasons.push(Reason::CollateralNotAboutChild);
+    }
+    if let Some(location) = c.location {
+        if profile.institution.excluded_locations.contains(&location) {
+            let window = i64::from(profile.institution.transition_window_days);
+            let in_window = recipient.discharges.iter().any(|d| {
+                let before = (*d - day).num_days();
+                (0..=window).contains(&before)
+            });
+            if !in_window {
+                reasons.push(Reason::InstitutionOutsideWindow);
+            }
+        }
+    }
+    let type_minimum = profile
+        .contacts
+        .minimum_minutes
+        .get(&c.contact_type)
+        .copied()
+        .unwrap_or(0);
+    let unit_minimum = match profile.units {
+        UnitRule::FifteenMinute {
+            first_unit_minimum_minutes: m,
+        } => m,
+        UnitRule::Encounter | UnitRule::MonthlyCaseRate => 0,
+    };
+    if c.minutes < type_minimum.max(unit_minimum) {
+        reasons.push(Reason::BelowMinimumMinutes);
+    }
+    for field in &profile.documentation.required {
+        let present = match field {
+            DocField::Note => c.has_note,
+            DocField::RenderingProvider => c.rendering_provider.is_some(),
+            DocField::Location => c.location.is_some(),
+        };
+        if !present {
+            reasons.push(Reason::MissingDocumentation(*field));
+        }
+    }
+    reasons
+}
+
+/// The billing month (`YYYY-MM`) of a date.
+pub fn month_of(day: NaiveDate) -> (i32, u32) {
+    (day.year(), day.month())
+}
+
+/// A `YYYY-MM` billing month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Month {
+    pub fn of(day: NaiveDate) -> Self {
+        let (year, month) = month_of(day);
+        Self { year, month }
+    }
+
+    /// Parses `YYYY-MM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (y, m) = s.split_once('-')?;
+        if y.len() != 4 || m.len() != 2 {
+            return None;
+        }
+        let (year, month) = (y.parse().ok()?, m.parse().ok()?);
+        NaiveDate::from_ymd_opt(year, month, 1)?;
+        Some(Self { year, month })
+    }
+
+    pub fn contains(self, day: NaiveDate) -> bool {
+        Self::of(day) == self
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// A logged contact as the billing projection keeps it: the contact and the event that logged
+/// it (which a void names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredContact {
+    pub event_id: schemas::EventId,
+    #[serde(flatten)]
+    pub contact: Contact,
+}
+
+/// What billing keeps of one case: the recipient's facts and every contact, folded from the
+/// case's events (the billing projection stores one per case).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BillingCase {
+    pub case_id: Option<CaseId>,
+    pub agency: Option<schemas::AgencyId>,
+    pub medicaid_id: Option<MedicaidId>,
+    pub intake_date: Option<NaiveDate>,
+    /// Transitions (closing the case) and reopenings, by event, voids removed.
+    pub transitions: Vec<(schemas::EventId, NaiveDate)>,
+    pub reopenings: Vec<(schemas::EventId, NaiveDate)>,
+    pub contacts: Vec<StoredContact>,
+}
+
+impl BillingCase {
+    /// Folds one event. `actor` is who recorded it (the rendering provider of a contact).
+    pub fn apply(
+        &mut self,
+        event_id: schemas::EventId,
+        actor: Option<ActorId>,
+        event: &aggregates::CaseEvent,
+    ) {
+        use aggregates::CaseEvent as E;
+        match event {
+            E::CaseOpened {
+                case_id,
+                agency,
+                intake_date,
+                child,
+                ..
+            } => {
+                self.case_id = Some(*case_id);
+                self.agency = Some(agency.clone());
+                self.intake_date = Some(*intake_date);
+                self.medicaid_id = child.medicaid_id.clone();
+            }
+            E::CaseTransitioned { effective_on, .. } => {
+                self.transitions.push((event_id, *effective_on));
+            }
+            E::CaseReopened { on, .. } => self.reopenings.push((event_id, *on)),
+            E::ContactLogged {
+                activity_id,
+                component,
+                contact_type,
+                with,
+                occurred_at,
+                minutes,
+                note,
+                location,
+            } => self.contacts.push(StoredContact {
+                event_id,
+                contact: Contact {
+                    activity_id: *activity_id,
+                    occurred_at: *occurred_at,
+                    component: *component,
+                    contact_type: *contact_type,
+                    with: with.clone(),
+                    minutes: minutes.get(),
+                    has_note: note.is_some(),
+                    location: *location,
+                    rendering_provider: actor,
+                    voided: false,
+                },
+            }),
+            E::EntryVoided {
+                voided_event_id, ..
+            } => {
+                for c in &mut self.contacts {
+                    if c.event_id == *voided_event_id {
+                        c.contact.voided = true;
+                    }
+                }
+                self.transitions.retain(|(id, _)| id != voided_event_id);
+                self.reopenings.retain(|(id, _)| id != voided_event_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// The months this case has contacts in.
+    pub fn months(&self) -> Vec<Month> {
+        let mut months: Vec<Month> = self
+            .contacts
+            .iter()
+            .map(|c| Month::of(c.contact.date_of_service()))
+            .collect();
+        months.sort();
+        months.dedup();
+        months
+    }
+
+    /// The recipient as billing evaluates it: closed periods from each transition to the next
+    /// reopening on or after it; every transition date also ends a stay (institution window).
+    pub fn recipient(&self) -> Recipient {
+        let mut reopen_dates: Vec<NaiveDate> = self.reopenings.iter().map(|(_, d)| *d).collect();
+        reopen_dates.sort();
+        let mut closed: Vec<(NaiveDate, Option<NaiveDate>)> = self
+            .transitions
+            .iter()
+            .map(|(_, from)| {
+                let until = reopen_dates.iter().find(|r| **r >= *from).copied();
+                (*from, until)
+            })
+            .collect();
+        closed.sort();
+        Recipient {
+            case_id: self.case_id,
+            medicaid_id: self.medicaid_id.clone(),
+            intake_date: self.intake_date,
+            discharges: closed.iter().map(|(from, _)| *from).collect(),
+            closed,
+        }
+    }
+
+    /// The billing lines of this case's contacts in `month`.
+    pub fn lines(&self, profile: &Profile, month: Month) -> Vec<Line> {
+        let contacts: Vec<Contact> = self
+            .contacts
+            .iter()
+            .filter(|c| month.contains(c.contact.date_of_service()))
+            .map(|c| c.contact.clone())
+            .collect();
+        evaluate_month(profile, &self.recipient(), &contacts)
+    }
+}

@@ -1,0 +1,300 @@
+//! A month of the TCM billing log through the API, on both stores: every contact is a line that
+//! explains itself (billable, units, reasons), as JSON and as CSV with a header row, for the
+//! roles that may see it and no others; the rules profile is configuration.
+
+use linkage_tests::{both_stores, Backend, TestApp};
+use reqwest::StatusCode;
+use schemas::Role;
+use serde_json::{json, Value};
+
+const MONTH: &str = "2026-09";
+
+async fn open_case(app: &TestApp, token: &str, medicaid_id: Option<&str>) -> String {
+    let mut child =
+        json!({"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04"});
+    if let Some(id) = medicaid_id {
+        child["medicaid_id"] = json!(id);
+    }
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            token,
+            &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": "2026-08-01",
+                "child": child}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["case_id"].as_str().expect("case id").to_owned()
+}
+
+/// Logs a contact; returns (activity id, event id).
+async fn contact(app: &TestApp, token: &str, case: &str, body: Value) -> (String, String) {
+    let (s, b) = app
+        .post(&format!("/v1/cases/{case}/contacts"), token, &body)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let activity = b["activity_id"].as_str().expect("activity").to_owned();
+    let (_, events) = app
+        .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+        .await;
+    let event_id = events["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("the contact's event")["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    (activity, event_id)
+}
+
+fn phone(minutes: u32, day: u32) -> Value {
+    json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+        "occurred_at": format!("{MONTH}-{day:02}T15:00:00Z"), "minutes": minutes,
+        "note": "checked on the first therapy session", "location": "office"})
+}
+
+async fn pull(app: &TestApp, token: &str, query: &str) -> (StatusCode, String) {
+    let resp = app
+        .client
+        .get(format!("{}/v1/billing/tcm?{query}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
+}
+
+/// Lines by activity id.
+fn line<'a>(lines: &'a [Value], activity: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["activity_id"] == activity)
+        .unwrap_or_else(|| panic!("no line for {activity}"))
+}
+
+both_stores!(a_month_of_the_billing_log, |app: TestApp| async move {
+    let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+    let case = open_case(&app, &sup, Some("ZZ00000007")).await;
+    let (billable, _) = contact(&app, &sup, &case, phone(20, 3)).await;
+    let (short, _) = contact(&app, &sup, &case, phone(7, 4)).await;
+    let (voicemail, _) = contact(
+        &app,
+        &sup,
+        &case,
+        json!({"component": "monitoring", "contact_type": "voicemail", "with": ["guardian"],
+            "occurred_at": format!("{MONTH}-05T15:00:00Z"), "minutes": 2}),
+    )
+    .await;
+    let (visit, _) = contact(
+        &app,
+        &sup,
+        &case,
+        json!({"component": "care_planning", "contact_type": "face_to_face",
+            "with": ["child", "guardian"], "occurred_at": format!("{MONTH}-06T15:00:00Z"),
+            "minutes": 45, "note": "revised goals with the family", "location": "home"}),
+    )
+    .await;
+    let (undocumented, _) = contact(
+        &app,
+        &sup,
+        &case,
+        json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+            "occurred_at": format!("{MONTH}-07T15:00:00Z"), "minutes": 30}),
+    )
+    .await;
+    let (mistake, mistake_event) = contact(&app, &sup, &case, phone(25, 8)).await;
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{case}/corrections"),
+            &sup,
+            &json!({"voids_event_id": mistake_event, "reason": "logged on the wrong case"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_other_month, _) = contact(
+        &app,
+        &sup,
+        &case,
+        json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+            "occurred_at": "2026-10-02T15:00:00Z", "minutes": 20, "note": "follow-up"}),
+    )
+    .await;
+    let no_id = open_case(&app, &sup, None).await;
+    let (unenrolled, _) = contact(&app, &sup, &no_id, phone(20, 9)).await;
+    let elsewhere_sup = app.token(Role::Supervisor, "sup-2", "elsewhere").await;
+    let elsewhere = open_case(&app, &elsewhere_sup, Some("ZZ00000008")).await;
+    contact(&app, &elsewhere_sup, &elsewhere, phone(20, 3)).await;
+    app.wait_projected().await;
+
+    let billing = app.token(Role::Billing, "bill-1", "default").await;
+    let (s, body) = pull(&app, &billing, &format!("month={MONTH}&format=json")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("the stream is one JSON document");
+    assert_eq!(v["month"], MONTH);
+    assert_eq!(v["profile"], "texas_like");
+    let lines = v["lines"].as_array().expect("lines").clone();
+    assert_eq!(lines.len(), 7, "six contacts of the case in September and one without a Medicaid id; not October's, not another agency's");
+    assert_eq!(v["summary"]["lines"], 7);
+
+    let l = line(&lines, &billable);
+    assert_eq!(l["billable"], true);
+    assert_eq!(l["units"], 1);
+    assert_eq!(l["reasons"], json!([]));
+    assert_eq!(l["procedure_code"], "T1017");
+    assert_eq!(l["modifiers"], json!(["U2"]));
+    assert_eq!(l["medicaid_id"], "ZZ00000007");
+    assert_eq!(l["case_id"], case);
+    assert_eq!(l["date_of_service"], format!("{MONTH}-03"));
+    assert_eq!(l["rendering_provider"], "sup-1");
+    assert_eq!(l["component"], "monitoring");
+    assert_eq!(l["contact_type"], "phone");
+    assert_eq!(l["minutes"], 20);
+    assert!(l.get("note").is_none(), "billing sees no clinical notes");
+
+    let expect = [
+        (&short, false, 0, json!(["below_minimum_minutes"])),
+        (
+            &voicemail,
+            false,
+            0,
+            json!([
+                "contact_type_not_billable",
+                "below_minimum_minutes",
+                "missing_documentation:note"
+            ]),
+        ),
+        (&visit, true, 3, json!([])),
+        (
+            &undocumented,
+            false,
+            0,
+            json!(["missing_documentation:note"]),
+        ),
+        (&mistake, false, 0, json!(["voided"])),
+        (&unenrolled, false, 0, json!(["no_medicaid_id"])),
+    ];
+    for (activity, billable, units, reasons) in expect {
+        let l = line(&lines, activity);
+        assert_eq!(l["billable"], billable, "{l}");
+        assert_eq!(l["units"], units, "{l}");
+        assert_eq!(l["reasons"], reasons, "{l}");
+    }
+    assert_eq!(
+        line(&lines, &visit)["modifiers"],
+        json!(["U1"]),
+        "face-to-face modifier"
+    );
+    assert!(!body.contains("revised goals"), "no note text in the log");
+
+    // CSV: a header row, then one row per line, ready for a spreadsheet.
+    let (s, csv) = pull(&app, &billing, &format!("month={MONTH}&format=csv")).await;
+    assert_eq!(s, StatusCode::OK);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "activity_id,case_id,medicaid_id,date_of_service,component,contact_type,minutes,units,billable,reasons,procedure_code,modifiers,rendering_provider"
+    );
+    assert_eq!(rows.len(), 8);
+    let voicemail_row = rows
+        .iter()
+        .find(|r| r.starts_with(voicemail.as_str()))
+        .expect("row");
+    assert!(voicemail_row.contains(",false,contact_type_not_billable;below_minimum_minutes;missing_documentation:note,T1017,,"), "{voicemail_row}");
+
+    // Who may pull it.
+    let admin = pull(&app, &app.admin_token, &format!("month={MONTH}")).await;
+    let all: Value = serde_json::from_str(&admin.1).expect("json");
+    assert_eq!(
+        all["lines"].as_array().expect("lines").len(),
+        8,
+        "admin sees every agency"
+    );
+    let auditor = app.token(Role::Auditor, "aud-1", "default").await;
+    assert_eq!(
+        pull(&app, &auditor, &format!("month={MONTH}")).await.0,
+        StatusCode::OK
+    );
+    for role in [Role::CaseManager, Role::Supervisor, Role::Service] {
+        let t = app.token(role, "someone", "default").await;
+        let (s, b) = pull(&app, &t, &format!("month={MONTH}")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{role}: {b}");
+    }
+    // Bad input: a clear 400 each.
+    for (query, code) in [
+        ("month=2026-13", "invalid_month"),
+        ("month=September", "invalid_month"),
+        (
+            &format!("month={MONTH}&format=xlsx") as &str,
+            "invalid_format",
+        ),
+    ] {
+        let (s, b) = pull(&app, &billing, query).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {b}");
+        let v: Value = serde_json::from_str(&b).expect("an error body");
+        assert_eq!(v["error"]["code"], code, "{query}");
+    }
+    let (s, _) = pull(&app, &billing, "format=csv").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "month is required");
+    // An empty month is a valid, empty log.
+    let (s, empty) = pull(&app, &billing, "month=2025-01").await;
+    assert_eq!(s, StatusCode::OK);
+    let empty: Value = serde_json::from_str(&empty).expect("json");
+    assert_eq!(empty["lines"], json!([]));
+});
+
+/// The same contacts under the encounter profile: one encounter per day, significant phone
+/// contacts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_profile_is_configuration() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.billing_profile = "california_like".into();
+    })
+    .await
+    .expect("sqlite");
+    let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+    let case = open_case(&app, &sup, Some("ZZ00000009")).await;
+    let (first, _) = contact(&app, &sup, &case, phone(20, 3)).await;
+    let mut later = phone(40, 3);
+    later["occurred_at"] = json!(format!("{MONTH}-03T18:00:00Z"));
+    let (second, _) = contact(&app, &sup, &case, later).await;
+    let (short, _) = contact(&app, &sup, &case, phone(10, 4)).await;
+    app.wait_projected().await;
+    let (s, body) = pull(&app, &app.admin_token, &format!("month={MONTH}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["profile"], "california_like");
+    let lines = v["lines"].as_array().expect("lines").clone();
+    assert_eq!(line(&lines, &first)["units"], 1);
+    assert_eq!(line(&lines, &first)["modifiers"], json!(["GT"]));
+    assert_eq!(
+        line(&lines, &second)["reasons"],
+        json!(["duplicate_encounter"])
+    );
+    assert_eq!(
+        line(&lines, &short)["reasons"],
+        json!(["below_minimum_minutes"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_profile_stops_the_server_at_start() {
+    let dir = std::env::temp_dir().join(format!("linkage-test-{}", uuid::Uuid::new_v4()));
+    let config = services::config::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.clone(),
+        billing_profile: "ohio_like".into(),
+        ..services::config::Config::default()
+    };
+    let err = services::Application::build(config)
+        .await
+        .err()
+        .expect("an unknown profile is refused")
+        .to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        err.contains("ohio_like") && err.contains("texas_like"),
+        "{err}"
+    );
+}

@@ -247,6 +247,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         latency_seconds: u64,
     },
+    /// A month's billing export beside a plain COPY (SELECT ...) TO STDOUT of the same rows
+    Billing {
+        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Activity lines in the month
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        /// Contacts per case
+        #[arg(long, default_value_t = 10)]
+        per_case: usize,
+    },
     /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
     Append {
         /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
-use services::bench::{AppendBench, ProjectionBench, RelayBench};
+use services::bench::{AppendBench, BillingBench, ProjectionBench, RelayBench};
 use services::cli::{
     AuditCommand, BenchCommand, BillingCommand, CaseCommand, Cli, Command, ProjectionsCommand,
     RelayCommand, TokenCommand,
@@ -102,6 +102,22 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 rate,
                 latency_seconds,
+            };
+            bench.run(&mut std::io::stdout().lock()).await?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Billing {
+                    database_url,
+                    lines,
+                    per_case,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty);
+            let bench = BillingBench {
+                database_url,
+                lines,
+                per_case,
             };
             bench.run(&mut std::io::stdout().lock()).await?;
         }

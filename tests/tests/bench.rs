@@ -123,3 +123,34 @@ async fn bench_relay_prints_catch_up_beside_the_plain_loop_and_latency() {
         .unwrap_or_else(|| panic!("no latency line in:\n{report}"));
     assert!(!latency.contains("(0 messages)"), "{latency}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_billing_prints_the_export_beside_copy() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let bench = services::bench::BillingBench {
+        database_url: url,
+        lines: 300,
+        per_case: 10,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    for label in [
+        "COPY (SELECT ...) TO STDOUT (baseline)",
+        "linkage billing export, CSV (rules applied)",
+    ] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row `{label}` in:\n{report}"));
+        let rows: u64 = row[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count in `{row}`"));
+        assert_eq!(rows, 300, "the same rows on both sides: {row}");
+    }
+    assert!(report.contains("billable lines"), "{report}");
+}

@@ -26,8 +26,10 @@ use crate::http::extract::CommandMeta;
 use crate::startup::AppState;
 use crate::store::{Commit, Store};
 
+mod billing;
 mod projections;
 mod relay;
+pub use billing::BillingBench;
 pub use projections::ProjectionBench;
 pub use relay::RelayBench;
 

@@ -1,0 +1,251 @@
+//! `linkage bench billing`: exporting a month of the TCM billing log (evaluated with the default
+//! rules profile, rendered as CSV) beside a plain `COPY (SELECT …) TO STDOUT` of the same rows
+//! (one per contact of the month, from the same tables), in the same run on the same database,
+//! with the export's resident memory sampled as it goes.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aggregates::{CaseAction, CaseServices};
+use chrono::{Duration as Days, NaiveDate, TimeZone, Utc};
+use futures::StreamExt;
+use projections::billing::Month;
+use schemas::instruments::Catalog;
+use schemas::wire::*;
+use schemas::*;
+use sqlx::postgres::PgPoolCopyExt;
+
+use super::{actor, commit_actions, BenchError, Scratch};
+use crate::billing::export::{export_month, Format};
+use crate::store::{Store, BILLING};
+
+#[derive(Debug, Clone)]
+pub struct BillingBench {
+    pub database_url: String,
+    /// Activity lines (contacts) in the month.
+    pub lines: u64,
+    /// Contacts per case.
+    pub per_case: usize,
+}
+
+const MONTH: Month = Month {
+    year: 2026,
+    month: 3,
+};
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn bench_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Refused(e.to_string())
+}
+
+/// A case opened in February with `n` contacts in March: mostly billable calls and visits, with
+/// voicemails, short calls and undocumented ones among them, so lines carry reasons.
+fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
+    let intake = NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
+    let mut actions = vec![CaseAction::OpenCase {
+        case_id: id,
+        agency: actor().agency,
+        request: OpenCaseRequest {
+            program: Program::Tcm,
+            assigned_to: ActorId::parse("cm-bench").expect("static"),
+            intake_date: intake,
+            child: ChildIn {
+                given_name: PersonName::parse("Bench").expect("static"),
+                family_name: PersonName::parse("Sample").expect("static"),
+                birth_date: intake - Days::days(2000),
+                medicaid_id: Some(MedicaidId::parse("ZZ00000000").expect("static")),
+            },
+            guardians: vec![],
+            referral_source: None,
+            presenting_concerns: vec![],
+        },
+    }];
+    for i in 0..n {
+        let day = 1 + (i % 28) as u32;
+        let contact_type = match i % 10 {
+            0 => ContactType::Voicemail,
+            1 | 2 => ContactType::FaceToFace,
+            _ => ContactType::Phone,
+        };
+        actions.push(CaseAction::LogContact {
+            activity_id: ActivityId::generate(),
+            request: LogContactRequest {
+                component: TcmComponent::Monitoring,
+                contact_type,
+                with: vec![Participant::Guardian],
+                occurred_at: Utc
+                    .with_ymd_and_hms(2026, 3, day, 9 + (i % 8) as u32, 0, 0)
+                    .single()
+                    .expect("a time"),
+                minutes: Minutes::parse(5 + (i * 7 % 60) as i64).expect("in range"),
+                note: (i % 9 != 4).then(|| Text::parse("monitoring call").expect("text")),
+                location: Some(Location::Office),
+            },
+        });
+    }
+    actions
+}
+
+impl BillingBench {
+    pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
+        let scratch = Scratch::create(&self.database_url).await?;
+        let result = self.run_on(&scratch.url, &scratch.version, out).await;
+        scratch.drop().await?;
+        result
+    }
+
+    async fn run_on(
+        &self,
+        url: &str,
+        version: &str,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let store = Arc::new(Store::postgres(url).await?);
+        let services = CaseServices {
+            instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
+        };
+        let profile =
+            crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?;
+        writeln!(
+            out,
+            "linkage bench billing: PostgreSQL {version}, {} CPUs, profile {}",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            profile.name
+        )?;
+        let cases = (self.lines as usize).div_ceil(self.per_case);
+        let t0 = Instant::now();
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..4 {
+            let (store, services, n) = (store.clone(), services.clone(), self.per_case);
+            writers.spawn(async move {
+                for _ in (w..cases).step_by(4) {
+                    let id = CaseId::generate();
+                    commit_actions(&store, &services, id, case_with_contacts(id, n)).await?;
+                    store.uncache(id);
+                }
+                Ok::<_, BenchError>(())
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.map_err(bench_err)??;
+        }
+        let seeded = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let projected = crate::projector::catch_up(&store, BILLING, |_| {})
+            .await
+            .map_err(bench_err)?;
+        writeln!(
+            out,
+            "seeded {} contacts in {cases} cases in {seeded:.1} s; billing projection applied {projected} events in {:.1} s",
+            cases * self.per_case,
+            t0.elapsed().as_secs_f64()
+        )?;
+        let pool = sqlx::PgPool::connect(url).await?;
+        super::settle(&pool).await;
+
+        // Baseline: the same rows (one per contact of the month), straight out of PostgreSQL.
+        let copy = format!(
+            "COPY (SELECT m.case_id, x.value FROM billing_case_months m \
+             JOIN billing_cases c ON c.case_id = m.case_id \
+             CROSS JOIN LATERAL jsonb_array_elements(c.state -> 'contacts') x \
+             WHERE m.month = '{MONTH}') TO STDOUT (FORMAT csv)"
+        );
+        let t0 = Instant::now();
+        let (mut copy_rows, mut copy_bytes) = (0u64, 0u64);
+        {
+            let mut stream = pool.copy_out_raw(&copy).await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                copy_bytes += chunk.len() as u64;
+                copy_rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            }
+        }
+        let copy_secs = t0.elapsed().as_secs_f64();
+        let copy_rate = copy_rows as f64 / copy_secs;
+
+        // The export: every line evaluated with the rules and rendered as CSV, into a sink that
+        // only counts (the disk is not what is measured; COPY's bytes are not written either).
+        let mut sink = Box::pin(futures::sink::unfold(
+            0u64,
+            |n, chunk: bytes::Bytes| async move {
+                Ok::<_, std::convert::Infallible>(n + chunk.len() as u64)
+            },
+        ));
+        let mut marks = Vec::new();
+        let hwm_before = rss_mib("VmHWM:");
+        let t0 = Instant::now();
+        let summary = export_month(
+            &store,
+            &profile,
+            MONTH,
+            None,
+            Format::Csv,
+            &mut sink,
+            |done| {
+                let quarter = (marks.len() as u64 + 1) * cases as u64 / 4;
+                if done >= quarter && marks.len() < 4 {
+                    marks.push(rss_mib("VmRSS:"));
+                }
+            },
+        )
+        .await
+        .map_err(bench_err)?;
+        let export_secs = t0.elapsed().as_secs_f64();
+        let export_rate = summary.lines as f64 / export_secs;
+
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<46} {:>10} {:>9} {:>12} {:>9}",
+            "month export", "rows", "seconds", "rows/s", "vs COPY"
+        )?;
+        writeln!(
+            out,
+            "{:<46} {:>10} {:>9.2} {:>12.0} {:>8.0}%   {:.0} MB",
+            "COPY (SELECT ...) TO STDOUT (baseline)",
+            copy_rows,
+            copy_secs,
+            copy_rate,
+            100.0,
+            copy_bytes as f64 / 1e6
+        )?;
+        writeln!(
+            out,
+            "{:<46} {:>10} {:>9.2} {:>12.0} {:>8.0}%",
+            "linkage billing export, CSV (rules applied)",
+            summary.lines,
+            export_secs,
+            export_rate,
+            100.0 * export_rate / copy_rate
+        )?;
+        let marks: Vec<String> = marks.iter().map(|m| format!("{m:.0}")).collect();
+        writeln!(
+            out,
+            "  {} billable lines, {} units; resident MiB at 25/50/75/100% of cases: {} (peak before {:.0}, after {:.0})",
+            summary.billable_lines,
+            summary.units,
+            marks.join(" / "),
+            hwm_before,
+            rss_mib("VmHWM:")
+        )?;
+        writeln!(out, "target: export >= 30% of the COPY rate, memory flat")?;
+        pool.close().await;
+        store.close().await;
+        Ok(())
+    }
+}

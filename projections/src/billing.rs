@@ -239,6 +239,40 @@ impl Serialize for Reason {
     }
 }
 
+impl std::str::FromStr for Reason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "voided" => Reason::Voided,
+            "no_medicaid_id" => Reason::NoMedicaidId,
+            "not_enrolled_on_date" => Reason::NotEnrolledOnDate,
+            "case_closed" => Reason::CaseClosed,
+            "component_not_billable" => Reason::ComponentNotBillable,
+            "contact_type_not_billable" => Reason::ContactTypeNotBillable,
+            "collateral_not_about_child" => Reason::CollateralNotAboutChild,
+            "institution_outside_window" => Reason::InstitutionOutsideWindow,
+            "below_minimum_minutes" => Reason::BelowMinimumMinutes,
+            "duplicate_encounter" => Reason::DuplicateEncounter,
+            "case_rate_already_billed" => Reason::CaseRateAlreadyBilled,
+            "daily_cap_reached" => Reason::DailyCapReached,
+            "monthly_cap_reached" => Reason::MonthlyCapReached,
+            "missing_documentation:note" => Reason::MissingDocumentation(DocField::Note),
+            "missing_documentation:rendering_provider" => {
+                Reason::MissingDocumentation(DocField::RenderingProvider)
+            }
+            "missing_documentation:location" => Reason::MissingDocumentation(DocField::Location),
+            other => return Err(format!("unknown billing reason `{other}`")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What billing needs to know about the recipient (the case), as of the evaluation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recipient {
@@ -282,7 +316,7 @@ impl Contact {
 }
 
 /// One line of the billing-eligible activity log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     pub activity_id: ActivityId,
     pub case_id: Option<CaseId>,
@@ -642,4 +676,120 @@ impl BillingCase {
             .collect();
         evaluate_month(profile, &self.recipient(), &contacts)
     }
+}
+
+/// What a line of an export batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// First time billed.
+    Original,
+    /// Reverses a line billed in an earlier batch (the contact was voided, or its units changed).
+    Void,
+    /// Bills the corrected line after a void.
+    Replacement,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Original => "original",
+            LineKind::Void => "void",
+            LineKind::Replacement => "replacement",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "original" => Some(LineKind::Original),
+            "void" => Some(LineKind::Void),
+            "replacement" => Some(LineKind::Replacement),
+            _ => None,
+        }
+    }
+}
+
+/// A line some earlier batch exported, in export order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub line_id: String,
+    pub kind: LineKind,
+    pub fingerprint: String,
+    pub line: Line,
+}
+
+/// A line for the next batch: what it is, which exported line it adjusts, and its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adjustment {
+    pub kind: LineKind,
+    pub adjusts: Option<String>,
+    pub line: Line,
+}
+
+/// What a payer is billed for on a line: if any of it changes, the line is adjusted.
+pub fn fingerprint(line: &Line) -> String {
+    use sha2::{Digest, Sha256};
+    let billed = serde_json::json!([
+        line.activity_id,
+        line.case_id,
+        line.medicaid_id,
+        line.date_of_service,
+        line.component,
+        line.contact_type,
+        line.minutes,
+        line.units,
+        line.billable,
+        line.procedure_code,
+        line.modifiers,
+        line.rendering_provider,
+    ]);
+    hex::encode(Sha256::digest(billed.to_string().as_bytes()))
+}
+
+/// The next batch's lines for one case: a billable line never billed is an `original`; a billed
+/// line that is no longer billable is `void`ed; a billed line whose billed content changed is
+/// `void`ed and billed again as a `replacement`; anything else is already right and left out.
+/// `current` is in evaluation order, `exported` in export order (earlier batches first).
+pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
+    // What each activity stands billed for now: its last original or replacement not voided since.
+    let mut outstanding: HashMap<ActivityId, &Exported> = HashMap::new();
+    for e in exported {
+        match e.kind {
+            LineKind::Original | LineKind::Replacement => {
+                outstanding.insert(e.line.activity_id, e);
+            }
+            LineKind::Void => {
+                outstanding.remove(&e.line.activity_id);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for line in current {
+        match (outstanding.get(&line.activity_id), line.billable) {
+            (None, true) => out.push(Adjustment {
+                kind: LineKind::Original,
+                adjusts: None,
+                line: line.clone(),
+            }),
+            (None, false) => {}
+            (Some(prev), billable) => {
+                if billable && prev.fingerprint == fingerprint(line) {
+                    continue;
+                }
+                out.push(Adjustment {
+                    kind: LineKind::Void,
+                    adjusts: Some(prev.line_id.clone()),
+                    line: prev.line.clone(),
+                });
+                if billable {
+                    out.push(Adjustment {
+                        kind: LineKind::Replacement,
+                        adjusts: Some(prev.line_id.clone()),
+                        line: line.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
 }

@@ -607,3 +607,88 @@ fn units_follow_the_eight_minute_rule_everywhere() {
     );
     assert_eq!(fifteen_minute_units(15, 15), 1);
 }
+
+#[test]
+fn every_reason_code_reads_back() {
+    use std::str::FromStr;
+    let all = [
+        Reason::Voided,
+        Reason::NoMedicaidId,
+        Reason::NotEnrolledOnDate,
+        Reason::CaseClosed,
+        Reason::ComponentNotBillable,
+        Reason::ContactTypeNotBillable,
+        Reason::CollateralNotAboutChild,
+        Reason::InstitutionOutsideWindow,
+        Reason::BelowMinimumMinutes,
+        Reason::MissingDocumentation(DocField::Note),
+        Reason::MissingDocumentation(DocField::RenderingProvider),
+        Reason::MissingDocumentation(DocField::Location),
+        Reason::DuplicateEncounter,
+        Reason::CaseRateAlreadyBilled,
+        Reason::DailyCapReached,
+        Reason::MonthlyCapReached,
+    ];
+    for r in all {
+        assert_eq!(Reason::from_str(&r.to_string()), Ok(r));
+    }
+    assert!(Reason::from_str("because").is_err());
+}
+
+#[test]
+fn adjustments_bill_new_lines_once_and_reverse_what_changed() {
+    let profile = texas();
+    let r = recipient();
+    let a = with(20, |c| c.occurred_at = at(3, 9));
+    let b = with(90, |c| c.occurred_at = at(10, 9));
+    let first = evaluate_month(&profile, &r, &[a.clone(), b.clone()]);
+    let batch1 = adjustments(&first, &[]);
+    assert_eq!(
+        batch1.iter().map(|x| x.kind).collect::<Vec<_>>(),
+        [LineKind::Original, LineKind::Original]
+    );
+    let exported: Vec<Exported> = batch1
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Exported {
+            line_id: format!("line-{i}"),
+            kind: x.kind,
+            fingerprint: fingerprint(&x.line),
+            line: x.line.clone(),
+        })
+        .collect();
+    assert!(
+        adjustments(&first, &exported).is_empty(),
+        "nothing changed, nothing sent"
+    );
+    // a is voided; two earlier contacts the same day as b push it over the daily cap.
+    let mut a_voided = a.clone();
+    a_voided.voided = true;
+    let early1 = with(90, |c| c.occurred_at = at(10, 7));
+    let early2 = with(90, |c| c.occurred_at = at(10, 8));
+    let now = evaluate_month(&profile, &r, &[a_voided, b, early1, early2]);
+    let batch2 = adjustments(&now, &exported);
+    let kinds: Vec<(LineKind, Option<&str>, u32)> = batch2
+        .iter()
+        .map(|x| (x.kind, x.adjusts.as_deref(), x.line.units))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (LineKind::Void, Some("line-0"), 1),
+            (LineKind::Original, None, 6),
+            (LineKind::Original, None, 6),
+            (LineKind::Void, Some("line-1"), 6),
+            (LineKind::Replacement, Some("line-1"), 4),
+        ]
+    );
+    // Once voided and not billable again, a line is never voided twice.
+    let mut after = exported.clone();
+    after.push(Exported {
+        line_id: "line-2".into(),
+        kind: LineKind::Void,
+        fingerprint: exported[0].fingerprint.clone(),
+        line: exported[0].line.clone(),
+    });
+    assert!(adjustments(&now[..1], &after).is_empty());
+}

@@ -157,6 +157,23 @@ pub enum BillingCommand {
         /// The billing rules profile [default: the configured one, else texas_like]
         #[arg(long)]
         billing_profile: Option<String>,
+        /// Record an export batch of the agency (only what changed since the month's previous
+        /// batches: originals, voids, replacements) and write that, instead of the whole log
+        #[arg(long)]
+        batch: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a recorded export batch again, byte for byte (its checksum is checked first)
+    Reproduce {
+        /// The batch id
+        batch_id: String,
+        /// The file to write
+        #[arg(long)]
+        out: PathBuf,
+        /// csv or json
+        #[arg(long, default_value = "csv")]
+        format: String,
         #[command(flatten)]
         store: StoreArgs,
     },

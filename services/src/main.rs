@@ -291,6 +291,7 @@ async fn main() -> anyhow::Result<()> {
                     format,
                     agency,
                     billing_profile,
+                    batch,
                     store,
                 },
         } => {
@@ -299,7 +300,42 @@ async fn main() -> anyhow::Result<()> {
                 ..store.overrides()
             })?;
             telemetry::init(config.log_format);
-            billing_export(config, &month, &out, &format, agency.as_deref()).await?;
+            if batch {
+                billing_batch(config, &month, &out, &format, agency.as_deref()).await?;
+            } else {
+                billing_export(config, &month, &out, &format, agency.as_deref()).await?;
+            }
+        }
+        Command::Billing {
+            command:
+                BillingCommand::Reproduce {
+                    batch_id,
+                    out,
+                    format,
+                    store,
+                },
+        } => {
+            let config = Config::load(store.overrides())?;
+            telemetry::init(config.log_format);
+            let format = services::billing::export::Format::parse(&format)
+                .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+            let store = startup::open_store(&config).await?;
+            let record = store
+                .billing_batch(&batch_id)
+                .await?
+                .with_context(|| format!("no billing batch {batch_id}"))?;
+            write_batch_file(&store, &record, format, &out).await?;
+            store.close().await;
+            writeln!(
+                std::io::stdout(),
+                "wrote {}: batch {} of {} for {} ({} lines), checksum {} verified",
+                out.display(),
+                record.batch_no,
+                record.month,
+                record.agency,
+                record.lines,
+                record.checksum
+            )?;
         }
         Command::Token {
             command:
@@ -364,17 +400,7 @@ async fn billing_export(
         .progress_chars("=> "),
     );
     bar.set_message(format!("exporting {month}"));
-    let file =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    // Unbuffered: each chunk is a whole case's lines, and a failed write must surface here
-    // rather than in a buffer's drop.
-    let mut sink = Box::pin(futures::sink::unfold(
-        file,
-        |mut w, chunk: bytes::Bytes| async move {
-            w.write_all(&chunk)?;
-            Ok::<_, std::io::Error>(w)
-        },
-    ));
+    let mut sink = file_sink(out, |_| {})?;
     let summary = export_month(&store, &profile, month, agency, format, &mut sink, |done| {
         bar.set_position(done)
     })
@@ -393,6 +419,90 @@ async fn billing_export(
         profile.name
     )?;
     Ok(())
+}
+
+/// `linkage billing export --batch`: records the month's next export batch and writes it.
+async fn billing_batch(
+    config: Config,
+    month: &str,
+    out: &std::path::Path,
+    format: &str,
+    agency: Option<&str>,
+) -> anyhow::Result<()> {
+    use services::billing::export::Format;
+    let month = projections::billing::Month::parse(month)
+        .with_context(|| format!("--month must be YYYY-MM, got `{month}`"))?;
+    let format = Format::parse(format)
+        .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+    let agency = agency.context("--batch needs --agency: a batch is one agency's claims")?;
+    let profile =
+        services::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
+    let store = startup::open_store(&config).await?;
+    let metadata = std::collections::HashMap::from([
+        ("actor_id".to_owned(), "cli".to_owned()),
+        ("actor_role".to_owned(), "admin".to_owned()),
+        ("occurred_at".to_owned(), chrono::Utc::now().to_rfc3339()),
+    ]);
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("recording the next batch of {month} for {agency}"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    let record =
+        services::billing::batch::create(&store, &profile, month, agency, metadata).await?;
+    bar.finish_and_clear();
+    write_batch_file(&store, &record, format, out).await?;
+    store.close().await;
+    writeln!(
+        std::io::stdout(),
+        "batch {} ({} of {month} for {agency}): {} lines, checksum {}, written to {}",
+        record.batch_id,
+        record.batch_no,
+        record.lines,
+        record.checksum,
+        out.display()
+    )?;
+    Ok(())
+}
+
+/// Writes a recorded batch to `out` with a progress bar over its lines.
+async fn write_batch_file(
+    store: &services::store::Store,
+    record: &services::store::BatchRecord,
+    format: services::billing::export::Format,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(record.lines.max(0) as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} lines, ETA {eta}")?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("writing batch {}", record.batch_no));
+    let counter = bar.clone();
+    let mut sink = file_sink(out, move |chunk| {
+        counter.inc(chunk.iter().filter(|b| **b == b'\n').count() as u64)
+    })?;
+    services::billing::batch::write(store, record, format, &mut sink).await?;
+    bar.finish();
+    Ok(())
+}
+
+/// A sink writing chunks to a new file `out`, calling `seen` with each. Unbuffered: a chunk is a
+/// whole case's lines or more, and a failed write must surface at once, not in a buffer's drop.
+fn file_sink(
+    out: &std::path::Path,
+    seen: impl Fn(&[u8]) + Clone,
+) -> anyhow::Result<std::pin::Pin<Box<impl futures::Sink<bytes::Bytes, Error = std::io::Error>>>> {
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok(Box::pin(futures::sink::unfold(
+        file,
+        move |mut w, chunk: bytes::Bytes| {
+            let seen = seen.clone();
+            async move {
+                w.write_all(&chunk)?;
+                seen(&chunk);
+                Ok::<_, std::io::Error>(w)
+            }
+        },
+    )))
 }
 
 /// `linkage relay`: the relay without the HTTP API, until Ctrl-C or SIGTERM.

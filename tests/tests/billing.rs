@@ -55,15 +55,7 @@ fn phone(minutes: u32, day: u32) -> Value {
 }
 
 async fn pull(app: &TestApp, token: &str, query: &str) -> (StatusCode, String) {
-    let resp = app
-        .client
-        .get(format!("{}/v1/billing/tcm?{query}", app.address))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status();
-    (status, resp.text().await.expect("body"))
+    pull_path(app, token, &format!("/v1/billing/tcm?{query}")).await
 }
 
 /// Lines by activity id.
@@ -297,4 +289,241 @@ async fn an_unknown_profile_stops_the_server_at_start() {
         err.contains("ohio_like") && err.contains("texas_like"),
         "{err}"
     );
+}
+
+async fn post_batch(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
+    app.post("/v1/billing/tcm/batches", token, &body).await
+}
+
+fn at(day: u32, hour: u32) -> String {
+    format!("{MONTH}-{day:02}T{hour:02}:00:00Z")
+}
+
+fn call(minutes: u32, day: u32, hour: u32) -> Value {
+    json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+        "occurred_at": at(day, hour), "minutes": minutes, "note": "monitoring call"})
+}
+
+/// Runs a statement against the test's store directly, as someone with database access would.
+async fn raw_sql(app: &TestApp, sql: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    match &app.config.database_url {
+        Some(url) => {
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        None => {
+            let path = app.config.data_dir.join("linkage.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+both_stores!(
+    export_batches_adjust_and_reproduce,
+    |app: TestApp| async move {
+        let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+        let billing = app.token(Role::Billing, "bill-1", "default").await;
+        let case = open_case(&app, &sup, Some("ZZ00000011")).await;
+        let (a, a_event) = contact(&app, &sup, &case, call(20, 3, 10)).await;
+        let (b, _) = contact(&app, &sup, &case, call(90, 10, 8)).await;
+        let (c, _) = contact(&app, &sup, &case, call(90, 10, 9)).await;
+        contact(
+            &app,
+            &sup,
+            &case,
+            json!({"component": "monitoring", "contact_type": "voicemail", "with": ["guardian"],
+            "occurred_at": at(11, 9), "minutes": 1}),
+        )
+        .await;
+        app.wait_projected().await;
+
+        // The first batch bills every billable line once.
+        let (s, first) = post_batch(&app, &billing, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::CREATED, "{first}");
+        assert_eq!(first["batch_no"], 1);
+        assert_eq!(first["lines"], 3, "the voicemail is not billed: {first}");
+        assert_eq!(first["profile"], "texas_like");
+        let first_id = first["batch_id"].as_str().expect("id").to_owned();
+        let (s, csv) = pull_path(
+            &app,
+            &billing,
+            &format!("/v1/billing/tcm/batches/{first_id}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{csv}");
+        let rows: Vec<&str> = csv.lines().collect();
+        assert!(
+            rows[0].starts_with("line_id,kind,adjusts,activity_id,case_id"),
+            "{}",
+            rows[0]
+        );
+        assert_eq!(rows.len(), 4);
+        assert!(rows[1..]
+            .iter()
+            .all(|r| r.split(',').nth(1) == Some("original")));
+        let billed_c = rows
+            .iter()
+            .find(|r| r.contains(&c))
+            .expect("c billed")
+            .to_string();
+        let c_line_id = billed_c.split(',').next().expect("id").to_owned();
+
+        // Nothing changed: the next batch is empty, and recorded all the same.
+        let (s, second) = post_batch(&app, &billing, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(second["lines"], 0, "{second}");
+        assert_eq!(second["batch_no"], 2);
+
+        // After the export: a billed contact is voided, and a contact documented late, earlier the
+        // same day as b and c, pushes c over the daily cap.
+        let (s, v) = app
+            .post(
+                &format!("/v1/cases/{case}/corrections"),
+                &sup,
+                &json!({"voids_event_id": a_event, "reason": "entered on the wrong case"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (early, _) = contact(&app, &sup, &case, call(90, 10, 7)).await;
+        app.wait_projected().await;
+        let (s, third) = post_batch(&app, &billing, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::CREATED, "{third}");
+        let third_id = third["batch_id"].as_str().expect("id").to_owned();
+        let (s, body) = pull_path(
+            &app,
+            &billing,
+            &format!("/v1/billing/tcm/batches/{third_id}?format=json"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["batch"]["batch_no"], 3);
+        let lines = v["lines"].as_array().expect("lines");
+        let got: Vec<(String, String, u64)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["activity_id"].as_str().expect("a").to_owned(),
+                    l["kind"].as_str().expect("k").to_owned(),
+                    l["units"].as_u64().expect("u"),
+                )
+            })
+            .collect();
+        assert_eq!(
+        got,
+        vec![
+            (a.clone(), "void".to_owned(), 1),
+            (early.clone(), "original".to_owned(), 6),
+            (c.clone(), "void".to_owned(), 6),
+            (c.clone(), "replacement".to_owned(), 4),
+        ],
+        "a voided; the late contact billed; c reversed and billed again with fewer units; b untouched"
+    );
+        assert_eq!(
+            lines[2]["adjusts"], c_line_id,
+            "the void names the line it reverses"
+        );
+        assert_eq!(lines[3]["adjusts"], c_line_id);
+        assert_eq!(lines[3]["reasons"], json!(["daily_cap_reached"]));
+        assert!(
+            !got.iter().any(|(id, _, _)| *id == b),
+            "an unchanged line is not sent again"
+        );
+
+        // Past batches reproduce byte for byte, and match their recorded checksums.
+        let (_, again) = pull_path(
+            &app,
+            &billing,
+            &format!("/v1/billing/tcm/batches/{first_id}"),
+        )
+        .await;
+        assert_eq!(again, csv, "a past batch reproduces exactly");
+        let (s, list) = app
+            .get(&format!("/v1/billing/tcm/batches?month={MONTH}"), &billing)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        let batches = list["batches"].as_array().expect("batches");
+        assert_eq!(batches.len(), 3);
+        use sha2::Digest;
+        assert_eq!(
+            batches[0]["checksum"],
+            hex::encode(sha2::Sha256::digest(csv.as_bytes())),
+            "the checksum is the SHA-256 of the batch's CSV"
+        );
+
+        // Exported batches cannot be edited in place.
+        let refused = raw_sql(&app, "UPDATE billing_batch_lines SET kind = 'original'").await;
+        assert!(
+            refused.is_err_and(|e| e.contains("immutable")),
+            "an exported line was editable"
+        );
+
+        // Who may do what.
+        let cm = app.token(Role::CaseManager, "cm-ada", "default").await;
+        let auditor = app.token(Role::Auditor, "aud-1", "default").await;
+        assert_eq!(
+            post_batch(&app, &cm, json!({"month": MONTH})).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            post_batch(&app, &auditor, json!({"month": MONTH})).await.0,
+            StatusCode::FORBIDDEN
+        );
+        let (s, b) = post_batch(
+            &app,
+            &billing,
+            json!({"month": MONTH, "agency": "elsewhere"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        let (s, b) = post_batch(&app, &app.admin_token, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        assert_eq!(b["error"]["code"], "agency_required");
+        let (s, b) = post_batch(&app, &billing, json!({"month": "2026-9"})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        let (s, _) = pull_path(
+            &app,
+            &auditor,
+            &format!("/v1/billing/tcm/batches/{first_id}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "auditors read batches");
+        let other = app.token(Role::Billing, "bill-2", "elsewhere").await;
+        let (s, _) = pull_path(&app, &other, &format!("/v1/billing/tcm/batches/{first_id}")).await;
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "another agency's batch is not there for them"
+        );
+        let (s, b) = app
+            .get(&format!("/v1/billing/tcm/batches?month={MONTH}"), &other)
+            .await;
+        assert_eq!(b["batches"], json!([]), "{s} {b}");
+    }
+);
+
+async fn pull_path(app: &TestApp, token: &str, path: &str) -> (StatusCode, String) {
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
 }

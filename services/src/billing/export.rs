@@ -67,7 +67,7 @@ pub const CSV_HEADER: [&str; 13] = [
     "rendering_provider",
 ];
 
-fn csv_row(line: &Line) -> [String; 13] {
+pub(crate) fn csv_row(line: &Line) -> [String; 13] {
     let join = |v: Vec<String>| v.join(";");
     [
         line.activity_id.to_string(),
@@ -92,7 +92,7 @@ fn csv_row(line: &Line) -> [String; 13] {
     ]
 }
 
-fn csv_chunk(rows: impl IntoIterator<Item = [String; 13]>) -> Bytes {
+pub(crate) fn csv_chunk<const N: usize>(rows: impl IntoIterator<Item = [String; N]>) -> Bytes {
     let mut w = csv::Writer::from_writer(Vec::new());
     for row in rows {
         w.write_record(&row)

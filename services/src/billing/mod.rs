@@ -1,6 +1,7 @@
 //! Medicaid TCM billing: the rules profiles (TOML in `ops/billing/`, validated at start) and,
 //! built on `projections::billing`, the activity log billing staff pull.
 
+pub mod batch;
 pub mod export;
 
 use std::collections::BTreeMap;

@@ -84,7 +84,185 @@ pub async fn get_tcm(
         Format::Csv => format!("tcm-{month}.csv"),
         Format::Json => format!("tcm-{month}.json"),
     };
-    Ok((
+    Ok(streamed(format, &filename, rx))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatchRequest {
+    /// The month of service, `YYYY-MM`.
+    pub month: String,
+    /// The agency whose lines are exported; a billing user's own by default (admins must name one).
+    pub agency: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BatchesQuery {
+    /// The month of service, `YYYY-MM`.
+    pub month: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BatchQuery {
+    /// `csv` (default, with a header row) or `json`.
+    pub format: Option<String>,
+}
+
+fn parse_month(s: &str) -> Result<Month, ApiError> {
+    Month::parse(s).ok_or_else(|| {
+        ApiError::bad_request("invalid_month", format!("month must be YYYY-MM, got `{s}`"))
+    })
+}
+
+/// The agency a caller's batch request is for.
+fn batch_agency(actor: &aggregates::Actor, asked: Option<String>) -> Result<String, ApiError> {
+    match (actor.role, asked) {
+        (Role::Admin, Some(a)) => Ok(a),
+        (Role::Admin, None) => Err(ApiError::invalid(
+            "agency_required",
+            "an admin must name the agency whose lines are exported",
+        )),
+        (Role::Billing, None) => Ok(actor.agency.to_string()),
+        (Role::Billing, Some(a)) if a == actor.agency.as_str() => Ok(a),
+        (Role::Billing, Some(_)) => Err(ApiError::forbidden(
+            "other_agency",
+            "billing exports its own agency's lines only",
+        )),
+        _ => Err(ApiError::forbidden(
+            "role_not_allowed",
+            "export batches are made by billing and admin roles",
+        )),
+    }
+}
+
+/// Records the next export batch of a month: only what changed since the month's earlier
+/// batches (originals, voids and replacements). The batch itself is then fetched (and can be
+/// fetched again, byte for byte) from `GET /v1/billing/tcm/batches/{batch_id}`.
+#[utoipa::path(post, path = "/v1/billing/tcm/batches", tag = "billing", request_body = CreateBatchRequest,
+    responses((status = 201, description = "the recorded batch: {batch_id, month, agency, batch_no, profile, lines, checksum, created_at}"),
+              (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(actor = %caller.0.id, role = %caller.0.role))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: crate::http::extract::JsonBody<CreateBatchRequest>,
+) -> Result<Response, ApiError> {
+    let actor = caller.0;
+    let request = body.value;
+    let month = parse_month(&request.month)?;
+    let agency = batch_agency(&actor, request.agency)?;
+    let metadata = std::collections::HashMap::from([
+        ("actor_id".to_owned(), actor.id.to_string()),
+        ("actor_role".to_owned(), actor.role.to_string()),
+        ("actor_agency".to_owned(), actor.agency.to_string()),
+        ("occurred_at".to_owned(), chrono::Utc::now().to_rfc3339()),
+    ]);
+    let record =
+        crate::billing::batch::create(&state.store, &state.billing, month, &agency, metadata)
+            .await
+            .map_err(|e| match e {
+                crate::billing::export::ExportError::Store(s) => ApiError::Store(s),
+                other => ApiError::Store(crate::error::StoreError::Unexpected(other.to_string())),
+            })?;
+    tracing::info!(batch_id = %record.batch_id, lines = record.lines, %month, %agency, "billing batch exported");
+    Ok((axum::http::StatusCode::CREATED, axum::Json(record)).into_response())
+}
+
+/// The batches of a month, oldest first.
+#[utoipa::path(get, path = "/v1/billing/tcm/batches", tag = "billing", params(BatchesQuery),
+    responses((status = 200, description = "{batches: [{batch_id, month, agency, batch_no, profile, lines, checksum, created_at}]}"),
+              (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_batches(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<BatchesQuery>,
+) -> Result<Response, ApiError> {
+    let actor = caller.0;
+    reader_role(&actor)?;
+    let month = parse_month(&query.month)?;
+    let agency = (actor.role != Role::Admin).then(|| actor.agency.to_string());
+    let batches = state
+        .store
+        .billing_batches(month, agency.as_deref())
+        .await?;
+    Ok(axum::Json(serde_json::json!({"batches": batches})).into_response())
+}
+
+fn reader_role(actor: &aggregates::Actor) -> Result<(), ApiError> {
+    if matches!(actor.role, Role::Billing | Role::Auditor | Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "role_not_allowed",
+            "the billing log is for billing, auditor and admin roles",
+        ))
+    }
+}
+
+/// A recorded batch, exactly as it was exported (its checksum is checked first).
+#[utoipa::path(get, path = "/v1/billing/tcm/batches/{batch_id}", tag = "billing",
+    params(("batch_id" = String, Path), BatchQuery),
+    responses((status = 200, description = "the batch as CSV (line_id, kind, adjusts, then the log's columns) or JSON {batch, lines}"),
+              (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(batch_id): axum::extract::Path<String>,
+    Query(query): Query<BatchQuery>,
+) -> Result<Response, ApiError> {
+    let actor = caller.0;
+    reader_role(&actor)?;
+    let format = match query.format.as_deref() {
+        None => Format::Csv,
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_format",
+                format!("format must be json or csv, got `{f}`"),
+            )
+        })?,
+    };
+    let not_found =
+        || ApiError::not_found("batch_not_found", format!("no billing batch {batch_id}"));
+    let record = state
+        .store
+        .billing_batch(&batch_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if actor.role != Role::Admin && record.agency != actor.agency.as_str() {
+        return Err(not_found());
+    }
+    crate::billing::batch::verify(&state.store, &record)
+        .await
+        .map_err(|e| ApiError::Store(crate::error::StoreError::Corrupt(e.to_string())))?;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(16);
+    let store = state.store.clone();
+    let filename = format!(
+        "tcm-{}-{}-batch{}.{}",
+        record.month,
+        record.agency,
+        record.batch_no,
+        if format == Format::Csv { "csv" } else { "json" }
+    );
+    tokio::spawn(async move {
+        if let Err(e) = crate::billing::batch::write(&store, &record, format, &mut tx).await {
+            tracing::warn!(error = %e, "billing batch stream stopped");
+        }
+    });
+    Ok(streamed(format, &filename, rx))
+}
+
+/// A response whose body is what a producer task sends into `rx`, as it sends it.
+fn streamed(
+    format: Format,
+    filename: &str,
+    rx: futures::channel::mpsc::Receiver<Bytes>,
+) -> Response {
+    (
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
             (
@@ -94,5 +272,5 @@ pub async fn get_tcm(
         ],
         Body::from_stream(rx.map(Ok::<_, std::io::Error>)),
     )
-        .into_response())
+        .into_response()
 }

@@ -46,6 +46,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cases/{case_id}/corrections", post(commands::correct_entry))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/billing/tcm", get(billing::get_tcm))
+        .route(
+            "/v1/billing/tcm/batches",
+            get(billing::list_batches).post(billing::create_batch),
+        )
+        .route("/v1/billing/tcm/batches/{batch_id}", get(billing::get_batch))
         .route("/v1/caseloads", get(caseloads::get_team))
         .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
         .route("/v1/measures", get(measures::get_measures))

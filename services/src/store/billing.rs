@@ -4,9 +4,12 @@
 use aggregates::CaseEvent;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
-use projections::billing::{BillingCase, Month};
+use projections::billing::{
+    adjustments, fingerprint, BillingCase, Exported, Line, LineKind, Month, Profile,
+};
 use schemas::ActorId;
 use sqlx::types::Json;
+use sqlx::Row;
 
 use super::projections::{group_by_case, UPSERT_CHECKPOINT};
 use super::{Backend, LogEvent, Store};
@@ -98,6 +101,236 @@ impl Store {
             .fetch(pool)
             .map_ok(|Json(c)| c)
             .map_err(StoreError::from)
+            .boxed())
+    }
+}
+
+/// A recorded export batch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BatchRecord {
+    pub batch_id: String,
+    pub month: String,
+    pub agency: String,
+    pub batch_no: i64,
+    pub profile: String,
+    pub lines: i64,
+    /// SHA-256 of the batch's CSV rendering (header and rows), hex.
+    pub checksum: String,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+/// One line of a batch, as exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRow {
+    pub line_id: String,
+    pub kind: LineKind,
+    pub adjusts: Option<String>,
+    pub line: Line,
+}
+
+fn batch_record<R: Row>(r: &R) -> Result<BatchRecord, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'c> String: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> i64: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> chrono::DateTime<Utc>: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(BatchRecord {
+        batch_id: r.try_get("batch_id")?,
+        month: r.try_get("month")?,
+        agency: r.try_get("agency")?,
+        batch_no: r.try_get("batch_no")?,
+        profile: r.try_get("profile")?,
+        lines: r.try_get("lines")?,
+        checksum: r.try_get("checksum")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn batch_row(
+    line_id: String,
+    kind: String,
+    adjusts: Option<String>,
+    Json(line): Json<Line>,
+) -> Result<BatchRow, StoreError> {
+    let kind = LineKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("billing line {line_id} has kind `{kind}`")))?;
+    Ok(BatchRow {
+        line_id,
+        kind,
+        adjusts,
+        line,
+    })
+}
+
+const BATCH_COLUMNS: &str =
+    "batch_id, month, agency, batch_no, profile, lines, checksum, created_at";
+
+impl Store {
+    /// Records the next export batch of `month` for `agency`: every line that changed since the
+    /// previous batches (originals, voids, replacements), its checksum over `header` and each
+    /// row's `render`ing, and a BillingBatchExported event, all in one transaction. One batch of
+    /// a month and agency is made at a time.
+    pub async fn create_billing_batch(
+        &self,
+        profile: &Profile,
+        month: Month,
+        agency: &str,
+        metadata: std::collections::HashMap<String, String>,
+        header: &[u8],
+        render: impl Fn(&BatchRow) -> bytes::Bytes,
+    ) -> Result<BatchRecord, StoreError> {
+        use sha2::{Digest, Sha256};
+        let is_pg = matches!(self.backend, Backend::Postgres { .. });
+        let month_text = month.to_string();
+        on_pool!(self, pool => {
+            // SQLite: take the write lock now, not at the first INSERT after all the reads.
+            let mut tx = pool.begin_with(if is_pg { "BEGIN" } else { "BEGIN IMMEDIATE" }).await?;
+            if is_pg {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
+                    .bind(format!("billing-batch:{month_text}:{agency}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let batch_no: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(batch_no), 0) + 1 FROM billing_batches WHERE month = $1 AND agency = $2",
+            )
+            .bind(&month_text)
+            .bind(agency)
+            .fetch_one(&mut *tx)
+            .await?;
+            let batch_id = uuid::Uuid::now_v7().to_string();
+            let mut hasher = Sha256::new();
+            hasher.update(header);
+            let mut line_ids = Vec::new();
+            let mut cases = self.billing_cases_of_month(month, Some(agency));
+            while let Some(case) = cases.next().await {
+                let case = case?;
+                let Some(case_id) = case.case_id else { continue };
+                let case_id = case_id.to_string();
+                let rows: Vec<(String, String, String, Json<Line>)> = sqlx::query_as(
+                    "SELECT line_id, kind, fingerprint, line FROM billing_batch_lines \
+                     WHERE month = $1 AND agency = $2 AND case_id = $3 ORDER BY batch_no, seq",
+                )
+                .bind(&month_text)
+                .bind(agency)
+                .bind(&case_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut exported = Vec::with_capacity(rows.len());
+                for (line_id, kind, fingerprint, line) in rows {
+                    let row = batch_row(line_id, kind, None, line)?;
+                    exported.push(Exported { line_id: row.line_id, kind: row.kind, fingerprint, line: row.line });
+                }
+                for adj in adjustments(&case.lines(profile, month), &exported) {
+                    let row = BatchRow {
+                        line_id: uuid::Uuid::now_v7().to_string(),
+                        kind: adj.kind,
+                        adjusts: adj.adjusts,
+                        line: adj.line,
+                    };
+                    hasher.update(render(&row));
+                    sqlx::query(
+                        "INSERT INTO billing_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
+                         activity_id, line_id, kind, adjusts, fingerprint, line) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(&batch_id)
+                    .bind(line_ids.len() as i64 + 1)
+                    .bind(&month_text)
+                    .bind(agency)
+                    .bind(batch_no)
+                    .bind(&case_id)
+                    .bind(row.line.activity_id.to_string())
+                    .bind(&row.line_id)
+                    .bind(row.kind.as_str())
+                    .bind(&row.adjusts)
+                    .bind(fingerprint(&row.line))
+                    .bind(Json(&row.line))
+                    .execute(&mut *tx)
+                    .await?;
+                    line_ids.push(row.line_id);
+                }
+            }
+            drop(cases);
+            let record = BatchRecord {
+                batch_id: batch_id.clone(),
+                month: month_text.clone(),
+                agency: agency.to_owned(),
+                batch_no,
+                profile: profile.name.clone(),
+                lines: line_ids.len() as i64,
+                checksum: hex::encode(hasher.finalize()),
+                created_at: Utc::now(),
+            };
+            sqlx::query(&format!(
+                "INSERT INTO billing_batches ({BATCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(&record.batch_id)
+            .bind(&record.month)
+            .bind(&record.agency)
+            .bind(record.batch_no)
+            .bind(&record.profile)
+            .bind(record.lines)
+            .bind(&record.checksum)
+            .bind(record.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let payload = serde_json::json!({"BillingBatchExported": {
+                "batch_id": record.batch_id, "month": record.month, "agency": record.agency,
+                "batch_no": record.batch_no, "profile": record.profile, "lines": record.lines,
+                "checksum": record.checksum, "line_ids": line_ids,
+            }});
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('BillingBatch', $1, 1, 'BillingBatchExported', '1', $2, $3)",
+            )
+            .bind(&record.batch_id)
+            .bind(Json(&payload))
+            .bind(Json(&metadata))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+    }
+
+    /// One recorded batch.
+    pub async fn billing_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM billing_batches WHERE batch_id = $1");
+        on_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(batch_id).fetch_optional(pool).await?;
+            Ok(row.as_ref().map(batch_record).transpose()?)
+        })
+    }
+
+    /// The batches of a month (of `agency`, or all), oldest first.
+    pub async fn billing_batches(
+        &self,
+        month: Month,
+        agency: Option<&str>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {BATCH_COLUMNS} FROM billing_batches WHERE month = $1 AND ($2 IS NULL OR agency = $2) \
+             ORDER BY agency, batch_no"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(month.to_string()).bind(agency).fetch_all(pool).await?;
+            Ok(rows.iter().map(batch_record).collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// A batch's lines in order, streamed.
+    pub fn billing_batch_rows<'a>(
+        &'a self,
+        batch_id: &'a str,
+    ) -> impl Stream<Item = Result<BatchRow, StoreError>> + Send + 'a {
+        let sql = "SELECT line_id, kind, adjusts, line FROM billing_batch_lines WHERE batch_id = $1 ORDER BY seq";
+        on_pool!(self, pool => sqlx::query_as::<_, (String, String, Option<String>, Json<Line>)>(sql)
+            .bind(batch_id)
+            .fetch(pool)
+            .map_err(StoreError::from)
+            .map(|r| r.and_then(|(id, kind, adjusts, line)| batch_row(id, kind, adjusts, line)))
             .boxed())
     }
 }

@@ -54,7 +54,7 @@ pub mod projections;
 mod billing;
 pub mod reads;
 
-pub use billing::BILLING;
+pub use billing::{BatchRecord, BatchRow, BILLING};
 pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};

@@ -18,12 +18,31 @@ use crate::error::StoreError;
 /// The name of the billing projection.
 pub const BILLING: &str = "billing";
 
-const UPSERT_CASE: &str = "\
-INSERT INTO billing_cases (case_id, agency, state) VALUES ($1, $2, $3)
+const PG_LOAD_CASES: &str = "\
+SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT jsonb_array_elements_text($1))";
+
+const SQLITE_LOAD_CASES: &str = "\
+SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT value FROM json_each($1))";
+
+const PG_UPSERT_CASES: &str = "\
+INSERT INTO billing_cases (case_id, agency, state)
+SELECT x ->> 'case_id', x ->> 'agency', x -> 'state' FROM jsonb_array_elements($1) AS x
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.state";
 
-const INSERT_MONTH: &str = "\
-INSERT INTO billing_case_months (month, case_id, agency) VALUES ($1, $2, $3)
+/// `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+const SQLITE_UPSERT_CASES: &str = "\
+INSERT INTO billing_cases (case_id, agency, state)
+SELECT value ->> 'case_id', value ->> 'agency', json(value -> 'state') FROM json_each($1) WHERE true
+ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.state";
+
+const PG_INSERT_MONTHS: &str = "\
+INSERT INTO billing_case_months (month, case_id, agency)
+SELECT x ->> 'month', x ->> 'case_id', x ->> 'agency' FROM jsonb_array_elements($1) AS x
+ON CONFLICT (month, case_id) DO NOTHING";
+
+const SQLITE_INSERT_MONTHS: &str = "\
+INSERT INTO billing_case_months (month, case_id, agency)
+SELECT value ->> 'month', value ->> 'case_id', value ->> 'agency' FROM json_each($1) WHERE true
 ON CONFLICT (month, case_id) DO NOTHING";
 
 impl Store {
@@ -34,16 +53,27 @@ impl Store {
             return Ok(());
         };
         let by_case = group_by_case(batch);
+        let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
+        let (load_sql, upsert_sql, months_sql) = match &self.backend {
+            Backend::Postgres { .. } => (PG_LOAD_CASES, PG_UPSERT_CASES, PG_INSERT_MONTHS),
+            Backend::Sqlite { .. } => {
+                (SQLITE_LOAD_CASES, SQLITE_UPSERT_CASES, SQLITE_INSERT_MONTHS)
+            }
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for (case_id, events) in &by_case {
-                let id = case_id.to_string();
-                let stored: Option<Json<BillingCase>> =
-                    sqlx::query_scalar("SELECT state FROM billing_cases WHERE case_id = $1")
-                        .bind(&id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let mut case = stored.map(|Json(c)| c).unwrap_or_default();
+            // One statement reads every touched case's state, one writes them all back, one
+            // records their months: three round trips per batch, whatever its size.
+            let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(load_sql)
+                .bind(Json(&ids))
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut states: std::collections::HashMap<String, BillingCase> =
+                stored.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            let mut rows = Vec::with_capacity(by_case.len());
+            let mut months = Vec::new();
+            for ((_, events), id) in by_case.iter().zip(&ids) {
+                let mut case = states.remove(id).unwrap_or_default();
                 for e in events {
                     let event: CaseEvent = serde_json::from_value(e.event.payload.clone()).map_err(|err| {
                         StoreError::Corrupt(format!("event {} does not read back: {err}", e.event.event_id))
@@ -54,21 +84,13 @@ impl Store {
                 let Some(agency) = case.agency.clone() else {
                     continue;
                 };
-                sqlx::query(UPSERT_CASE)
-                    .bind(&id)
-                    .bind(agency.as_str())
-                    .bind(Json(&case))
-                    .execute(&mut *tx)
-                    .await?;
                 for month in case.months() {
-                    sqlx::query(INSERT_MONTH)
-                        .bind(month.to_string())
-                        .bind(&id)
-                        .bind(agency.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                    months.push(serde_json::json!({"month": month.to_string(), "case_id": id, "agency": agency}));
                 }
+                rows.push(serde_json::json!({"case_id": id, "agency": agency, "state": case}));
             }
+            sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
+            sqlx::query(months_sql).bind(Json(&months)).execute(&mut *tx).await?;
             commit_with_checkpoint!(tx, BILLING, last, batch.len())
         })
     }

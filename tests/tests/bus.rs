@@ -639,3 +639,40 @@ async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, String, Val
     out.truncate(n);
     out
 }
+
+/// Two replicas on one PostgreSQL store, both configured with the bus: one publishes, the other
+/// stands by, and every event reaches the stream once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_one_replica_relays() {
+    let Some(bus) = Bus::shared() else {
+        return;
+    };
+    let Some(app) = spawn(Backend::Postgres, Some(&bus)).await else {
+        return;
+    };
+    let replica = app.second_instance().await;
+    let case = scenario(&replica, "north").await;
+    let expected = public_events_of(&app, &case).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let phases = loop {
+        let (_, a) = app.get("/readyz", &app.admin_token).await;
+        let (_, b) = replica.get("/readyz", &app.admin_token).await;
+        let mut phases = [
+            a["relay"]["phase"].as_str().unwrap_or_default().to_owned(),
+            b["relay"]["phase"].as_str().unwrap_or_default().to_owned(),
+        ];
+        phases.sort();
+        if a["relay"]["lag"] == 0 && phases == ["publishing", "standby"] {
+            break phases;
+        }
+        assert!(Instant::now() < deadline, "relays never settled: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(phases, ["publishing", "standby"]);
+    let got: Vec<(String, String)> = stream_messages(&bus)
+        .await
+        .into_iter()
+        .map(|(_, id, m)| (id, m["event_type"].as_str().expect("type").to_owned()))
+        .collect();
+    assert_eq!(got, expected, "each event once, in order");
+}

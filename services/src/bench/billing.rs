@@ -7,16 +7,15 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aggregates::{CaseAction, CaseServices};
-use chrono::{Duration as Days, NaiveDate, TimeZone, Utc};
+use aggregates::CaseAction;
+use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
 use projections::billing::Month;
-use schemas::instruments::Catalog;
 use schemas::wire::*;
 use schemas::*;
 use sqlx::postgres::PgPoolCopyExt;
 
-use super::{actor, commit_actions, BenchError, Scratch};
+use super::{bench_err, case_services, memory_mib, open_case, seed_cases, BenchError, Scratch};
 use crate::billing::export::{export_month, Format};
 use crate::store::{Store, BILLING};
 
@@ -34,45 +33,11 @@ const MONTH: Month = Month {
     month: 3,
 };
 
-fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn bench_err(e: impl std::fmt::Display) -> BenchError {
-    BenchError::Refused(e.to_string())
-}
-
 /// A case opened in February with `n` contacts in March: mostly billable calls and visits, with
 /// voicemails, short calls and undocumented ones among them, so lines carry reasons.
 fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
     let intake = NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
-    let mut actions = vec![CaseAction::OpenCase {
-        case_id: id,
-        agency: actor().agency,
-        request: OpenCaseRequest {
-            program: Program::Tcm,
-            assigned_to: ActorId::parse("cm-bench").expect("static"),
-            intake_date: intake,
-            child: ChildIn {
-                given_name: PersonName::parse("Bench").expect("static"),
-                family_name: PersonName::parse("Sample").expect("static"),
-                birth_date: intake - Days::days(2000),
-                medicaid_id: Some(MedicaidId::parse("ZZ00000000").expect("static")),
-            },
-            guardians: vec![],
-            referral_source: None,
-            presenting_concerns: vec![],
-        },
-    }];
+    let mut actions = vec![open_case(id, intake)];
     for i in 0..n {
         let day = 1 + (i % 28) as u32;
         let contact_type = match i % 10 {
@@ -114,9 +79,7 @@ impl BillingBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
-        let services = CaseServices {
-            instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
-        };
+        let services = case_services()?;
         let profile =
             crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?;
         writeln!(
@@ -129,21 +92,11 @@ impl BillingBench {
         )?;
         let cases = (self.lines as usize).div_ceil(self.per_case);
         let t0 = Instant::now();
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..4 {
-            let (store, services, n) = (store.clone(), services.clone(), self.per_case);
-            writers.spawn(async move {
-                for _ in (w..cases).step_by(4) {
-                    let id = CaseId::generate();
-                    commit_actions(&store, &services, id, case_with_contacts(id, n)).await?;
-                    store.uncache(id);
-                }
-                Ok::<_, BenchError>(())
-            });
-        }
-        while let Some(done) = writers.join_next().await {
-            done.map_err(bench_err)??;
-        }
+        let n = self.per_case;
+        seed_cases(&store, &services, cases, move |id| {
+            case_with_contacts(id, n)
+        })
+        .await?;
         let seeded = t0.elapsed().as_secs_f64();
         // As after any bulk load (and as autovacuum would): statistics, so the log is read by index.
         let pool = sqlx::PgPool::connect(url).await?;
@@ -189,7 +142,7 @@ impl BillingBench {
             },
         ));
         let mut marks = Vec::new();
-        let hwm_before = rss_mib("VmHWM:");
+        let hwm_before = memory_mib("VmHWM:");
         let t0 = Instant::now();
         let summary = export_month(
             &store,
@@ -201,7 +154,7 @@ impl BillingBench {
             |done| {
                 let quarter = (marks.len() as u64 + 1) * cases as u64 / 4;
                 if done >= quarter && marks.len() < 4 {
-                    marks.push(rss_mib("VmRSS:"));
+                    marks.push(memory_mib("VmRSS:"));
                 }
             },
         )
@@ -243,7 +196,7 @@ impl BillingBench {
             summary.units,
             marks.join(" / "),
             hwm_before,
-            rss_mib("VmHWM:")
+            memory_mib("VmHWM:")
         )?;
         writeln!(out, "target: export >= 30% of the COPY rate, memory flat")?;
         pool.close().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::{Actor, Case, CaseAction, CaseCommand, CaseEvent, CaseServices};
-use chrono::{Duration as Days, Utc};
+use chrono::{Duration as Days, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use hdrhistogram::Histogram;
@@ -85,38 +85,155 @@ pub(crate) fn contact(i: usize) -> LogContactRequest {
     }
 }
 
-/// A case stream of `len` events (intake, assignment, then contacts), committed in one statement.
-pub(crate) async fn seed_case(
-    store: &Store,
-    services: &CaseServices,
-    len: usize,
-) -> Result<CaseId, BenchError> {
-    let id = CaseId::generate();
-    let received_at = Utc::now();
-    let mut commands = vec![CaseAction::OpenCase {
+/// The intake of a synthetic bench case (2 events: opened, assigned).
+pub(crate) fn open_case(id: CaseId, intake_date: NaiveDate) -> CaseAction {
+    CaseAction::OpenCase {
         case_id: id,
         agency: actor().agency,
         request: OpenCaseRequest {
             program: Program::Tcm,
             assigned_to: ActorId::parse("cm-bench").expect("static"),
-            intake_date: received_at.date_naive() - Days::days(30),
+            intake_date,
             child: ChildIn {
                 given_name: PersonName::parse("Bench").expect("static"),
                 family_name: PersonName::parse("Sample").expect("static"),
-                birth_date: received_at.date_naive() - Days::days(2000),
+                birth_date: intake_date - Days::days(2000),
                 medicaid_id: Some(MedicaidId::parse("ZZ00000000").expect("static")),
             },
             guardians: vec![],
             referral_source: None,
             presenting_concerns: vec![],
         },
-    }];
-    commands.extend((2..len).map(|i| CaseAction::LogContact {
+    }
+}
+
+/// A case stream of `len` events: intake, assignment, then contacts.
+pub(crate) fn contact_stream(id: CaseId, len: usize) -> Vec<CaseAction> {
+    let mut actions = vec![open_case(id, Utc::now().date_naive() - Days::days(30))];
+    actions.extend((2..len).map(|i| CaseAction::LogContact {
         activity_id: ActivityId::generate(),
         request: contact(i),
     }));
-    commit_actions(store, services, id, commands).await?;
+    actions
+}
+
+/// A case stream of `len` events, committed in one statement.
+pub(crate) async fn seed_case(
+    store: &Store,
+    services: &CaseServices,
+    len: usize,
+) -> Result<CaseId, BenchError> {
+    let id = CaseId::generate();
+    commit_actions(store, services, id, contact_stream(id, len)).await?;
     Ok(id)
+}
+
+/// Commits `cases` new cases, each from `actions`, four writers at a time, none left in the
+/// command cache (a bulk load that will not touch them again).
+pub(crate) async fn seed_cases(
+    store: &Arc<Store>,
+    services: &CaseServices,
+    cases: usize,
+    actions: impl Fn(CaseId) -> Vec<CaseAction> + Clone + Send + Sync + 'static,
+) -> Result<(), BenchError> {
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (store, services, actions) = (store.clone(), services.clone(), actions.clone());
+        writers.spawn(async move {
+            for _ in (w..cases).step_by(4) {
+                let id = CaseId::generate();
+                commit_actions(&store, &services, id, actions(id)).await?;
+                store.uncache(id);
+            }
+            Ok::<_, BenchError>(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.map_err(bench_err)??;
+    }
+    Ok(())
+}
+
+/// Sends `rate` commands a second for `seconds`, round-robin over `targets`, each deciding
+/// `action(n)` through the real command pipeline; returns the rate achieved.
+pub(crate) async fn commands_at_rate(
+    state: &AppState,
+    targets: &[CaseId],
+    rate: u64,
+    seconds: u64,
+    route: &'static str,
+    action: impl Fn(usize) -> CaseAction + Clone + Send + Sync + 'static,
+) -> f64 {
+    let t0 = Instant::now();
+    let total = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    let mut commands = tokio::task::JoinSet::new();
+    for n in 0..total as usize {
+        tick.tick().await;
+        let (state, id, action) = (state.clone(), targets[n % targets.len()], action.clone());
+        commands.spawn(async move {
+            let meta = CommandMeta {
+                actor: actor(),
+                idempotency_key: None,
+                correlation_id: Uuid::now_v7().to_string(),
+                command_id: Uuid::now_v7(),
+                route: format!("POST /v1/cases/{id}/{route}"),
+            };
+            let _ = execute(
+                &state,
+                meta,
+                b"{}",
+                id,
+                Target::Existing(crate::auth::Access::Command),
+                axum::http::StatusCode::CREATED,
+                |_| Ok(action(n)),
+            )
+            .await;
+        });
+    }
+    while commands.join_next().await.is_some() {}
+    total as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The case services every bench decides commands with.
+pub(crate) fn case_services() -> Result<CaseServices, BenchError> {
+    Ok(CaseServices {
+        instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
+    })
+}
+
+/// What the command pipeline needs, with the default configuration and billing rules.
+pub(crate) fn bench_state(
+    store: &Arc<Store>,
+    services: &CaseServices,
+) -> Result<AppState, BenchError> {
+    Ok(AppState {
+        store: store.clone(),
+        case_services: Arc::new(services.clone()),
+        config: Arc::new(Config::default()),
+        relay: None,
+        billing: Arc::new(
+            crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?,
+        ),
+    })
+}
+
+pub(crate) fn bench_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Refused(e.to_string())
+}
+
+/// This process's memory in MiB (Linux): `VmRSS:` (resident now) or `VmHWM:` (peak so far).
+pub(crate) fn memory_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Decides `actions` on a new case `id` in order and commits all their events in one statement.
@@ -230,23 +347,13 @@ impl AppendBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
-        let services = CaseServices {
-            instruments: Arc::new(
-                Catalog::builtin().map_err(|e| BenchError::Refused(e.to_string()))?,
-            ),
-        };
+        let services = case_services()?;
         let state = AppState {
-            store: store.clone(),
-            case_services: Arc::new(services.clone()),
             config: Arc::new(Config {
                 database_url: Some(url.to_owned()),
                 ..Config::default()
             }),
-            relay: None,
-            billing: Arc::new(
-                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
-                    .map_err(|e| BenchError::Refused(e.to_string()))?,
-            ),
+            ..bench_state(&store, &services)?
         };
         let raw_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(20)

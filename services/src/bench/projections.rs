@@ -8,17 +8,14 @@ use std::time::{Duration, Instant};
 
 use aggregates::{CaseAction, CaseServices};
 use hdrhistogram::Histogram;
-use schemas::instruments::Catalog;
 use schemas::*;
 use sqlx::Row;
-use uuid::Uuid;
 
-use super::{actor, contact, seed_case, settle, BenchError, Scratch};
-use crate::config::Config;
-use crate::http::commands::{execute, Target};
-use crate::http::extract::CommandMeta;
+use super::{
+    bench_state, case_services, commands_at_rate, contact, contact_stream, memory_mib, seed_case,
+    seed_cases, settle, BenchError, Scratch,
+};
 use crate::projector;
-use crate::startup::AppState;
 use crate::store::projections::PROJECTIONS;
 use crate::store::Store;
 
@@ -32,20 +29,6 @@ pub struct ProjectionBench {
     /// Commands per second during the lag measurement.
     pub rate: u64,
     pub lag_seconds: u64,
-}
-
-/// This process's resident memory in MiB (Linux), for the memory figures.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 impl ProjectionBench {
@@ -63,11 +46,7 @@ impl ProjectionBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
-        let services = CaseServices {
-            instruments: Arc::new(
-                Catalog::builtin().map_err(|e| BenchError::Refused(e.to_string()))?,
-            ),
-        };
+        let services = case_services()?;
         let pool = sqlx::PgPool::connect(url).await?;
         writeln!(
             out,
@@ -80,20 +59,8 @@ impl ProjectionBench {
         // Seed: cases of `stream_len` events, four writers at a time, none left in the cache.
         let cases = (self.events as usize).div_ceil(self.stream_len);
         let t0 = Instant::now();
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..4 {
-            let (store, services, len) = (store.clone(), services.clone(), self.stream_len);
-            writers.spawn(async move {
-                for _ in (w..cases).step_by(4) {
-                    let id = seed_case(&store, &services, len).await?;
-                    store.uncache(id);
-                }
-                Ok::<_, BenchError>(())
-            });
-        }
-        while let Some(done) = writers.join_next().await {
-            done.map_err(|e| BenchError::Refused(e.to_string()))??;
-        }
+        let len = self.stream_len;
+        seed_cases(&store, &services, cases, move |id| contact_stream(id, len)).await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
             .fetch_one(&pool)
             .await?;
@@ -145,7 +112,7 @@ impl ProjectionBench {
             let n = projector::rebuild(&store, name, |done| {
                 let quarter = (marks.len() as u64 + 1) * scanned / 4;
                 if done >= quarter && marks.len() < 4 {
-                    marks.push(rss_mib());
+                    marks.push(memory_mib("VmRSS:"));
                 }
             })
             .await
@@ -193,16 +160,7 @@ impl ProjectionBench {
         pool: &sqlx::PgPool,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let state = AppState {
-            store: store.clone(),
-            case_services: Arc::new(services.clone()),
-            config: Arc::new(Config::default()),
-            relay: None,
-            billing: Arc::new(
-                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
-                    .map_err(|e| BenchError::Refused(e.to_string()))?,
-            ),
-        };
+        let state = bench_state(store, services)?;
         let mut targets = Vec::new();
         for _ in 0..64 {
             let id = seed_case(store, services, 2).await?;
@@ -247,42 +205,18 @@ impl ProjectionBench {
                 hists
             })
         };
-        let t0 = Instant::now();
-        let total = self.rate * self.lag_seconds;
-        let mut tick =
-            tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate.max(1)));
-        let mut commands = tokio::task::JoinSet::new();
-        for n in 0..total as usize {
-            tick.tick().await;
-            let (state, id) = (state.clone(), targets[n % targets.len()]);
-            commands.spawn(async move {
-                let meta = CommandMeta {
-                    actor: actor(),
-                    idempotency_key: None,
-                    correlation_id: Uuid::now_v7().to_string(),
-                    command_id: Uuid::now_v7(),
-                    route: format!("POST /v1/cases/{id}/contacts"),
-                };
-                let request = contact(n);
-                let _ = execute(
-                    &state,
-                    meta,
-                    b"{}",
-                    id,
-                    Target::Existing(crate::auth::Access::Command),
-                    axum::http::StatusCode::CREATED,
-                    |_| {
-                        Ok(CaseAction::LogContact {
-                            activity_id: ActivityId::generate(),
-                            request: request.clone(),
-                        })
-                    },
-                )
-                .await;
-            });
-        }
-        while commands.join_next().await.is_some() {}
-        let achieved = total as f64 / t0.elapsed().as_secs_f64();
+        let achieved = commands_at_rate(
+            &state,
+            &targets,
+            self.rate,
+            self.lag_seconds,
+            "contacts",
+            |n| CaseAction::LogContact {
+                activity_id: ActivityId::generate(),
+                request: contact(n),
+            },
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let _ = stop_tx.send(true);
         let hists = sampler

@@ -11,19 +11,17 @@ use aggregates::{CaseAction, CaseServices};
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{Duration as Days, Utc};
 use hdrhistogram::Histogram;
-use schemas::instruments::Catalog;
 use schemas::wire::*;
 use schemas::*;
 use uuid::Uuid;
 
-use super::{actor, commit_actions, BenchError, Scratch};
+use super::{
+    bench_err, bench_state, case_services, commands_at_rate, commit_actions, memory_mib, open_case,
+    seed_cases, BenchError, Scratch,
+};
 
 use crate::bus::relay::{self, Relay};
 use crate::bus::{BusConfig, PublicReader};
-use crate::config::Config;
-use crate::http::commands::{execute, Target};
-use crate::http::extract::CommandMeta;
-use crate::startup::AppState;
 use crate::store::{LogPosition, Store};
 
 #[derive(Debug, Clone)]
@@ -37,23 +35,6 @@ pub struct RelayBench {
     /// Commands per second during the latency measurement.
     pub rate: u64,
     pub latency_seconds: u64,
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn bench_err(e: impl std::fmt::Display) -> BenchError {
-    BenchError::Refused(e.to_string())
 }
 
 /// A referral loop: intake (2 events), referral sent and accepted, an appointment scheduled,
@@ -73,24 +54,7 @@ fn referral_loop(id: CaseId) -> Vec<CaseAction> {
             },
         };
     vec![
-        CaseAction::OpenCase {
-            case_id: id,
-            agency: actor().agency,
-            request: OpenCaseRequest {
-                program: Program::Tcm,
-                assigned_to: ActorId::parse("cm-bench").expect("static"),
-                intake_date: today - Days::days(60),
-                child: ChildIn {
-                    given_name: PersonName::parse("Bench").expect("static"),
-                    family_name: PersonName::parse("Sample").expect("static"),
-                    birth_date: today - Days::days(2000),
-                    medicaid_id: None,
-                },
-                guardians: vec![],
-                referral_source: None,
-                presenting_concerns: vec![],
-            },
-        },
+        open_case(id, today - Days::days(60)),
         CaseAction::SendReferral {
             referral_id,
             request: referral(today - Days::days(50)),
@@ -177,9 +141,7 @@ impl RelayBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
-        let services = CaseServices {
-            instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
-        };
+        let services = case_services()?;
         let client = crate::bus::relay::connect(&self.nats_url, "linkage-bench")
             .await
             .map_err(bench_err)?;
@@ -197,18 +159,6 @@ impl RelayBench {
         // Seed: cases of 10 events, four writers at a time.
         let cases = (self.events as usize).div_ceil(10);
         let t0 = Instant::now();
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..4 {
-            let (store, services) = (store.clone(), services.clone());
-            writers.spawn(async move {
-                for _ in (w..cases).step_by(4) {
-                    let id = CaseId::generate();
-                    commit_actions(&store, &services, id, referral_loop(id)).await?;
-                    store.uncache(id);
-                }
-                Ok::<_, BenchError>(())
-            });
-        }
         // The cases the latency phase will send referrals to (they are in the catch-up too).
         let mut targets = Vec::new();
         for _ in 0..64 {
@@ -216,9 +166,7 @@ impl RelayBench {
             commit_actions(&store, &services, id, referral_loop(id)[..1].to_vec()).await?;
             targets.push(id);
         }
-        while let Some(done) = writers.join_next().await {
-            done.map_err(bench_err)??;
-        }
+        seed_cases(&store, &services, cases, referral_loop).await?;
         let total = store.events_after(LogPosition::START).await?;
         let pool = sqlx::PgPool::connect(url).await?;
         super::settle(&pool).await;
@@ -295,7 +243,7 @@ impl RelayBench {
                 published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }));
         }
-        let rss_before = peak_rss_mib();
+        let rss_before = memory_mib("VmHWM:");
         let t0 = Instant::now();
         let examined = relay.catch_up(|_| {}).await.map_err(bench_err)?;
         let relay_secs = t0.elapsed().as_secs_f64();
@@ -328,7 +276,7 @@ impl RelayBench {
             "  the relay read {examined} log events ({:.0}/s); peak resident memory {:.0} MiB before, {:.0} MiB after",
             examined as f64 / relay_secs,
             rss_before,
-            peak_rss_mib()
+            memory_mib("VmHWM:")
         )?;
         writeln!(out, "target: relay catch-up >= 50% of the plain loop")?;
 
@@ -351,16 +299,7 @@ impl RelayBench {
         targets: &[CaseId],
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let state = AppState {
-            store: store.clone(),
-            case_services: Arc::new(services.clone()),
-            config: Arc::new(Config::default()),
-            relay: None,
-            billing: Arc::new(
-                crate::billing::select(crate::billing::DEFAULT_PROFILE, None)
-                    .map_err(|e| BenchError::Refused(e.to_string()))?,
-            ),
-        };
+        let state = bench_state(store, services)?;
         let hist = Arc::new(Mutex::new(
             Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(bench_err)?,
         ));
@@ -392,41 +331,18 @@ impl RelayBench {
         if let Ok(mut h) = hist.lock() {
             h.reset();
         }
-        let t0 = Instant::now();
-        let total = self.rate * self.latency_seconds;
-        let mut tick =
-            tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate.max(1)));
-        let mut commands = tokio::task::JoinSet::new();
-        for n in 0..total as usize {
-            tick.tick().await;
-            let (state, id) = (state.clone(), targets[n % targets.len()]);
-            commands.spawn(async move {
-                let meta = CommandMeta {
-                    actor: actor(),
-                    idempotency_key: None,
-                    correlation_id: Uuid::now_v7().to_string(),
-                    command_id: Uuid::now_v7(),
-                    route: format!("POST /v1/cases/{id}/referrals"),
-                };
-                let _ = execute(
-                    &state,
-                    meta,
-                    b"{}",
-                    id,
-                    Target::Existing(crate::auth::Access::Command),
-                    axum::http::StatusCode::CREATED,
-                    |_| {
-                        Ok(CaseAction::SendReferral {
-                            referral_id: ReferralId::generate(),
-                            request: referral(Utc::now().date_naive()),
-                        })
-                    },
-                )
-                .await;
-            });
-        }
-        while commands.join_next().await.is_some() {}
-        let achieved = total as f64 / t0.elapsed().as_secs_f64();
+        let achieved = commands_at_rate(
+            &state,
+            targets,
+            self.rate,
+            self.latency_seconds,
+            "referrals",
+            |_| CaseAction::SendReferral {
+                referral_id: ReferralId::generate(),
+                request: referral(Utc::now().date_naive()),
+            },
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = stop_tx.send(true);
         let _ = runner.await;

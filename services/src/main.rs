@@ -151,12 +151,7 @@ async fn main() -> anyhow::Result<()> {
                     let store = open(&store).await?;
                     projector::known(&name)?;
                     let total = store.events_after(Default::default()).await?.max(0) as u64;
-                    let bar = indicatif::ProgressBar::new(total).with_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
-                        )?
-                        .progress_chars("=> "),
-                    );
+                    let bar = progress_bar(total, "events")?;
                     bar.set_message(format!("rebuilding {name}"));
                     let started = std::time::Instant::now();
                     let n =
@@ -317,8 +312,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = Config::load(store.overrides())?;
             telemetry::init(config.log_format);
-            let format = services::billing::export::Format::parse(&format)
-                .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+            let format = parse_format(&format)?;
             let store = startup::open_store(&config).await?;
             let record = store
                 .billing_batch(&batch_id)
@@ -365,6 +359,33 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A progress bar over `len` items called `unit`.
+fn progress_bar(len: u64, unit: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}}"
+    ))?
+    .progress_chars("=> ");
+    Ok(indicatif::ProgressBar::new(len).with_style(style))
+}
+
+fn parse_format(format: &str) -> anyhow::Result<services::billing::export::Format> {
+    services::billing::export::Format::parse(format)
+        .with_context(|| format!("--format must be csv or json, got `{format}`"))
+}
+
+/// `--month YYYY-MM` and `--format csv|json` of the billing commands.
+fn month_and_format(
+    month: &str,
+    format: &str,
+) -> anyhow::Result<(
+    projections::billing::Month,
+    services::billing::export::Format,
+)> {
+    let month = projections::billing::Month::parse(month)
+        .with_context(|| format!("--month must be YYYY-MM, got `{month}`"))?;
+    Ok((month, parse_format(format)?))
+}
+
 /// `linkage billing export`: a month of the billing log into a file, with a progress bar.
 async fn billing_export(
     config: Config,
@@ -373,11 +394,8 @@ async fn billing_export(
     format: &str,
     agency: Option<&str>,
 ) -> anyhow::Result<()> {
-    use services::billing::export::{export_month, Format};
-    let month = projections::billing::Month::parse(month)
-        .with_context(|| format!("--month must be YYYY-MM, got `{month}`"))?;
-    let format = Format::parse(format)
-        .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+    use services::billing::export::export_month;
+    let (month, format) = month_and_format(month, format)?;
     let profile =
         services::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
     let store = startup::open_store(&config).await?;
@@ -393,12 +411,7 @@ async fn billing_export(
         );
     }
     let cases = store.billing_case_count(month, agency).await?;
-    let bar = indicatif::ProgressBar::new(cases.max(0) as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} cases, {per_sec}, ETA {eta}",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(cases.max(0) as u64, "cases")?;
     bar.set_message(format!("exporting {month}"));
     let mut sink = file_sink(out, |_| {})?;
     let summary = export_month(&store, &profile, month, agency, format, &mut sink, |done| {
@@ -429,11 +442,7 @@ async fn billing_batch(
     format: &str,
     agency: Option<&str>,
 ) -> anyhow::Result<()> {
-    use services::billing::export::Format;
-    let month = projections::billing::Month::parse(month)
-        .with_context(|| format!("--month must be YYYY-MM, got `{month}`"))?;
-    let format = Format::parse(format)
-        .with_context(|| format!("--format must be csv or json, got `{format}`"))?;
+    let (month, format) = month_and_format(month, format)?;
     let agency = agency.context("--batch needs --agency: a batch is one agency's claims")?;
     let profile =
         services::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
@@ -470,10 +479,7 @@ async fn write_batch_file(
     format: services::billing::export::Format,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(record.lines.max(0) as u64).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} lines, ETA {eta}")?
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(record.lines.max(0) as u64, "lines")?;
     bar.set_message(format!("writing batch {}", record.batch_no));
     let counter = bar.clone();
     let mut sink = file_sink(out, move |chunk| {

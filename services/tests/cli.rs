@@ -159,21 +159,7 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
         .trim()
         .to_owned();
     let client = reqwest::Client::new();
-    let today = chrono::Utc::now().date_naive().to_string();
-    let case: serde_json::Value = client
-        .post(format!("{base}/v1/cases"))
-        .bearer_auth(&token)
-        .json(
-            &serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
-            "child": {"given_name": "Max", "family_name": "Sample", "birth_date": "2019-09-09"}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let case_id = case["case_id"].as_str().expect("a case").to_owned();
+    let case_id = open_case(&client, &base, &token, "Max", "2019-09-09").await;
     // Let the projections catch up, then stop the server (commands below want the store alone).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -303,21 +289,7 @@ async fn a_killed_server_loses_no_projected_event() {
         .unwrap()
         .trim()
         .to_owned();
-    let today = chrono::Utc::now().date_naive().to_string();
-    let case: serde_json::Value = client
-        .post(format!("{base}/v1/cases"))
-        .bearer_auth(&token)
-        .json(
-            &serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
-            "child": {"given_name": "Ivy", "family_name": "Sample", "birth_date": "2020-02-02"}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let case_id = case["case_id"].as_str().expect("a case").to_owned();
+    let case_id = open_case(&client, &base, &token, "Ivy", "2020-02-02").await;
     let ready = wait_ready(client.clone(), base.clone()).await;
     assert!(
         ready["projections"]
@@ -358,4 +330,27 @@ async fn a_killed_server_loses_no_projected_event() {
     let _ = second.wait();
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
     assert_eq!(audit["pending"], 0);
+}
+
+/// Opens a case over HTTP as `token`; returns its id.
+async fn open_case(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    given_name: &str,
+    birth_date: &str,
+) -> String {
+    let today = chrono::Utc::now().date_naive().to_string();
+    let case: serde_json::Value = client
+        .post(format!("{base}/v1/cases"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
+            "child": {"given_name": given_name, "family_name": "Sample", "birth_date": birth_date}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    case["case_id"].as_str().expect("a case").to_owned()
 }

@@ -1,7 +1,8 @@
 //! `linkage bench billing`: exporting a month of the TCM billing log (evaluated with the default
 //! rules profile, rendered as CSV) beside a plain `COPY (SELECT …) TO STDOUT` of the same rows
 //! (one per contact of the month, from the same tables), in the same run on the same database,
-//! with the export's resident memory sampled as it goes.
+//! with the export's resident memory sampled as it goes; then recording that month's export
+//! batches beside an `INSERT … SELECT` of the same rows.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -65,6 +66,105 @@ fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
 }
 
 impl BillingBench {
+    /// Recording the month's batches: the first holds every line as an original, the second
+    /// (nothing changed since) holds none, and the first is then reproduced (checksum verified,
+    /// rows rendered again). Beside them, the same rows written server-side by
+    /// `INSERT … SELECT` into a table of the same shape: a floor no client can beat.
+    async fn batches(
+        &self,
+        store: &Store,
+        pool: &sqlx::PgPool,
+        profile: &projections::billing::Profile,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        sqlx::query("CREATE TABLE bench_batch_lines (LIKE billing_batch_lines INCLUDING INDEXES)")
+            .execute(pool)
+            .await?;
+        let t0 = Instant::now();
+        let baseline = sqlx::query(&format!(
+            "INSERT INTO bench_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
+             activity_id, line_id, kind, adjusts, fingerprint, line) \
+             SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, x.value ->> 'activity_id', \
+             gen_random_uuid()::text, 'original', NULL, md5(x.value::text), x.value \
+             FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
+             CROSS JOIN LATERAL jsonb_array_elements(c.state -> 'contacts') x WHERE m.month = '{MONTH}'"
+        ))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        let baseline_secs = t0.elapsed().as_secs_f64();
+        let baseline_rate = baseline as f64 / baseline_secs;
+
+        let hwm_before = memory_mib("VmHWM:");
+        let t0 = Instant::now();
+        let first =
+            crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
+                .await
+                .map_err(bench_err)?;
+        let first_secs = t0.elapsed().as_secs_f64();
+        let hwm_first = memory_mib("VmHWM:");
+        let t0 = Instant::now();
+        let second =
+            crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
+                .await
+                .map_err(bench_err)?;
+        let second_secs = t0.elapsed().as_secs_f64();
+        let mut sink = Box::pin(futures::sink::unfold(
+            0u64,
+            |n, chunk: bytes::Bytes| async move {
+                Ok::<_, std::convert::Infallible>(n + chunk.len() as u64)
+            },
+        ));
+        let t0 = Instant::now();
+        crate::billing::batch::write(store, &first, Format::Csv, &mut sink)
+            .await
+            .map_err(bench_err)?;
+        let reproduce_secs = t0.elapsed().as_secs_f64();
+
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<46} {:>10} {:>9} {:>12} {:>9}",
+            "export batches", "rows", "seconds", "rows/s", "vs INSERT"
+        )?;
+        let row = |out: &mut dyn Write, label: &str, rows: i64, secs: f64| {
+            let rate = rows as f64 / secs;
+            writeln!(
+                out,
+                "{label:<46} {rows:>10} {secs:>9.2} {rate:>12.0} {:>8.0}%",
+                100.0 * rate / baseline_rate
+            )
+        };
+        row(
+            out,
+            "INSERT ... SELECT the same rows (baseline)",
+            baseline as i64,
+            baseline_secs,
+        )?;
+        row(
+            out,
+            "first batch (every line an original)",
+            first.lines,
+            first_secs,
+        )?;
+        writeln!(
+            out,
+            "{:<46} {:>10} {:>9.2}",
+            "second batch (nothing changed since)", second.lines, second_secs
+        )?;
+        row(
+            out,
+            "reproduce the first (verify, then write CSV)",
+            first.lines,
+            reproduce_secs,
+        )?;
+        writeln!(
+            out,
+            "  peak resident MiB before the batches {hwm_before:.0}, after the first {hwm_first:.0}"
+        )?;
+        Ok(())
+    }
+
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
         let scratch = Scratch::create(&self.database_url).await?;
         let result = self.run_on(&scratch.url, &scratch.version, out).await;
@@ -199,6 +299,7 @@ impl BillingBench {
             memory_mib("VmHWM:")
         )?;
         writeln!(out, "target: export >= 30% of the COPY rate, memory flat")?;
+        self.batches(&store, &pool, &profile, out).await?;
         pool.close().await;
         store.close().await;
         Ok(())

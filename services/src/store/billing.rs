@@ -185,6 +185,61 @@ fn batch_row(
     })
 }
 
+/// Rows written by one statement when a batch is recorded.
+const BATCH_INSERT_ROWS: usize = 1_000;
+
+const PG_INSERT_BATCH_LINES: &str = "\
+INSERT INTO billing_batch_lines (batch_id, seq, month, agency, batch_no, case_id, activity_id, line_id,
+                                 kind, adjusts, fingerprint, line)
+SELECT $1, (x ->> 'seq')::bigint, $2, $3, $4, x ->> 'case_id', x ->> 'activity_id', x ->> 'line_id',
+       x ->> 'kind', x ->> 'adjusts', x ->> 'fingerprint', x -> 'line'
+FROM jsonb_array_elements($5) AS x";
+
+const SQLITE_INSERT_BATCH_LINES: &str = "\
+INSERT INTO billing_batch_lines (batch_id, seq, month, agency, batch_no, case_id, activity_id, line_id,
+                                 kind, adjusts, fingerprint, line)
+SELECT $1, value ->> 'seq', $2, $3, $4, value ->> 'case_id', value ->> 'activity_id', value ->> 'line_id',
+       value ->> 'kind', value ->> 'adjusts', value ->> 'fingerprint', json(value -> 'line')
+FROM json_each($5)";
+
+/// Each case of a month and agency with the lines exported for it before, oldest first.
+const PG_CASES_WITH_EXPORTED: &str = "\
+SELECT c.state,
+       COALESCE((SELECT jsonb_agg(jsonb_build_array(l.line_id, l.kind, l.fingerprint, l.line)
+                                  ORDER BY l.batch_no, l.seq)
+                 FROM billing_batch_lines l
+                 WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id), '[]')
+FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id
+WHERE m.month = $1 AND m.agency = $2 ORDER BY m.case_id";
+
+const SQLITE_CASES_WITH_EXPORTED: &str = "\
+SELECT c.state,
+       (SELECT json_group_array(json_array(l.line_id, l.kind, l.fingerprint, json(l.line))
+                                ORDER BY l.batch_no, l.seq)
+        FROM billing_batch_lines l
+        WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id)
+FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id
+WHERE m.month = $1 AND m.agency = $2 ORDER BY m.case_id";
+
+/// The stored shape of BillingBatchExported (version 1), serialised without copying the ids.
+#[derive(serde::Serialize)]
+struct BatchExportedPayload<'a> {
+    #[serde(rename = "BillingBatchExported")]
+    exported: BatchExported<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchExported<'a> {
+    batch_id: &'a str,
+    month: &'a str,
+    agency: &'a str,
+    batch_no: i64,
+    profile: &'a str,
+    lines: i64,
+    checksum: &'a str,
+    line_ids: &'a [uuid::Uuid],
+}
+
 const BATCH_COLUMNS: &str =
     "batch_id, month, agency, batch_no, profile, lines, checksum, created_at";
 
@@ -224,57 +279,52 @@ impl Store {
             let batch_id = uuid::Uuid::now_v7().to_string();
             let mut hasher = Sha256::new();
             hasher.update(header);
-            let mut line_ids = Vec::new();
-            let mut cases = self.billing_cases_of_month(month, Some(agency));
+            // Uuids, not strings: a million-line batch keeps 16 MB of ids for its event, not 70.
+            let mut line_ids: Vec<uuid::Uuid> = Vec::new();
+            let mut pending: Vec<serde_json::Value> = Vec::with_capacity(BATCH_INSERT_ROWS);
+            let insert_sql = if is_pg { PG_INSERT_BATCH_LINES } else { SQLITE_INSERT_BATCH_LINES };
+            // One streamed statement reads each case with every line of it exported before
+            // (this connection's snapshot starts after the lock above, so it sees every earlier
+            // batch); lines are written BATCH_INSERT_ROWS to a statement.
+            let mut cases = self.billing_cases_with_exported(month, agency);
             while let Some(case) = cases.next().await {
-                let case = case?;
+                let (case, exported) = case?;
                 let Some(case_id) = case.case_id else { continue };
                 let case_id = case_id.to_string();
-                let rows: Vec<(String, String, String, Json<Line>)> = sqlx::query_as(
-                    "SELECT line_id, kind, fingerprint, line FROM billing_batch_lines \
-                     WHERE month = $1 AND agency = $2 AND case_id = $3 ORDER BY batch_no, seq",
-                )
-                .bind(&month_text)
-                .bind(agency)
-                .bind(&case_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut exported = Vec::with_capacity(rows.len());
-                for (line_id, kind, fingerprint, line) in rows {
-                    let row = batch_row(line_id, kind, None, line)?;
-                    exported.push(Exported { line_id: row.line_id, kind: row.kind, fingerprint, line: row.line });
-                }
                 for adj in adjustments(&case.lines(profile, month), &exported) {
+                    let line_id = uuid::Uuid::now_v7();
                     let row = BatchRow {
-                        line_id: uuid::Uuid::now_v7().to_string(),
+                        line_id: line_id.to_string(),
                         kind: adj.kind,
                         adjusts: adj.adjusts,
                         line: adj.line,
                     };
                     hasher.update(render(&row));
-                    sqlx::query(
-                        "INSERT INTO billing_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
-                         activity_id, line_id, kind, adjusts, fingerprint, line) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    )
-                    .bind(&batch_id)
-                    .bind(line_ids.len() as i64 + 1)
-                    .bind(&month_text)
-                    .bind(agency)
-                    .bind(batch_no)
-                    .bind(&case_id)
-                    .bind(row.line.activity_id.to_string())
-                    .bind(&row.line_id)
-                    .bind(row.kind.as_str())
-                    .bind(&row.adjusts)
-                    .bind(fingerprint(&row.line))
-                    .bind(Json(&row.line))
-                    .execute(&mut *tx)
-                    .await?;
-                    line_ids.push(row.line_id);
+                    line_ids.push(line_id);
+                    pending.push(serde_json::json!({
+                        "seq": line_ids.len(), "case_id": case_id,
+                        "activity_id": row.line.activity_id.to_string(), "line_id": row.line_id,
+                        "kind": row.kind.as_str(), "adjusts": row.adjusts,
+                        "fingerprint": fingerprint(&row.line), "line": row.line,
+                    }));
+                    if pending.len() == BATCH_INSERT_ROWS {
+                        sqlx::query(insert_sql)
+                            .bind(&batch_id).bind(&month_text).bind(agency).bind(batch_no)
+                            .bind(Json(&pending))
+                            .execute(&mut *tx)
+                            .await?;
+                        pending.clear();
+                    }
                 }
             }
             drop(cases);
+            if !pending.is_empty() {
+                sqlx::query(insert_sql)
+                    .bind(&batch_id).bind(&month_text).bind(agency).bind(batch_no)
+                    .bind(Json(&pending))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let record = BatchRecord {
                 batch_id: batch_id.clone(),
                 month: month_text.clone(),
@@ -298,11 +348,13 @@ impl Store {
             .bind(record.created_at)
             .execute(&mut *tx)
             .await?;
-            let payload = serde_json::json!({"BillingBatchExported": {
-                "batch_id": record.batch_id, "month": record.month, "agency": record.agency,
-                "batch_no": record.batch_no, "profile": record.profile, "lines": record.lines,
-                "checksum": record.checksum, "line_ids": line_ids,
-            }});
+            let payload = BatchExportedPayload {
+                exported: BatchExported {
+                    batch_id: &record.batch_id, month: &record.month, agency: &record.agency,
+                    batch_no: record.batch_no, profile: &record.profile, lines: record.lines,
+                    checksum: &record.checksum, line_ids: &line_ids,
+                },
+            };
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
                  VALUES ('BillingBatch', $1, 1, 'BillingBatchExported', '1', $2, $3)",
@@ -315,6 +367,43 @@ impl Store {
             tx.commit().await?;
             Ok(record)
         })
+    }
+
+    /// Each case of `month` and `agency`, in case id order, with the lines exported for it in
+    /// earlier batches (oldest first), streamed.
+    fn billing_cases_with_exported<'a>(
+        &'a self,
+        month: Month,
+        agency: &'a str,
+    ) -> impl Stream<Item = Result<(BillingCase, Vec<Exported>), StoreError>> + Send + 'a {
+        type Earlier = Vec<(String, String, String, Line)>;
+        let sql = match self.backend {
+            Backend::Postgres { .. } => PG_CASES_WITH_EXPORTED,
+            Backend::Sqlite { .. } => SQLITE_CASES_WITH_EXPORTED,
+        };
+        let month = month.to_string();
+        let exported = |(Json(case), Json(earlier)): (Json<BillingCase>, Json<Earlier>)| {
+            let earlier = earlier
+                .into_iter()
+                .map(|(line_id, kind, fingerprint, line)| {
+                    let row = batch_row(line_id, kind, None, Json(line))?;
+                    Ok(Exported {
+                        line_id: row.line_id,
+                        kind: row.kind,
+                        fingerprint,
+                        line: row.line,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((case, earlier))
+        };
+        on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Json<Earlier>)>(sql)
+            .bind(month)
+            .bind(agency)
+            .fetch(pool)
+            .map_err(StoreError::from)
+            .map(move |r| r.and_then(exported))
+            .boxed())
     }
 
     /// One recorded batch.

@@ -131,26 +131,49 @@ async fn bench_billing_prints_the_export_beside_copy() {
     };
     let bench = services::bench::BillingBench {
         database_url: url,
-        lines: 300,
+        // Enough lines that recording a batch writes several statements' worth.
+        lines: 3_000,
         per_case: 10,
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
     let report = String::from_utf8(out).expect("utf-8");
+    // The first figure of the row that starts with `label`.
+    let count = |label: &str| -> u64 {
+        let row = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no row `{label}` in:\n{report}"));
+        row.trim_start()[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count in `{row}`"))
+    };
     for label in [
         "COPY (SELECT ...) TO STDOUT (baseline)",
         "linkage billing export, CSV (rules applied)",
     ] {
-        let row = report
-            .lines()
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no row `{label}` in:\n{report}"));
-        let rows: u64 = row[label.len()..]
-            .split_whitespace()
-            .next()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or_else(|| panic!("no count in `{row}`"));
-        assert_eq!(rows, 300, "the same rows on both sides: {row}");
+        assert_eq!(
+            count(label),
+            3_000,
+            "the same rows on both sides:\n{report}"
+        );
     }
-    assert!(report.contains("billable lines"), "{report}");
+    // Batches: the first bills every billable line, the second finds nothing changed, and the
+    // first reproduces (its checksum verified over the stored rows).
+    let billable = report
+        .lines()
+        .find(|l| l.contains(" billable lines,"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|w| w.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no billable count in:\n{report}"));
+    assert!(billable > 1_000, "several statements' worth:\n{report}");
+    assert_eq!(count("INSERT ... SELECT the same rows (baseline)"), 3_000);
+    assert_eq!(count("first batch (every line an original)"), billable);
+    assert_eq!(count("second batch (nothing changed since)"), 0);
+    assert_eq!(
+        count("reproduce the first (verify, then write CSV)"),
+        billable
+    );
 }

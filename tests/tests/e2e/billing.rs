@@ -304,32 +304,26 @@ fn call(minutes: u32, day: u32, hour: u32) -> Value {
         "occurred_at": at(day, hour), "minutes": minutes, "note": "monitoring call"})
 }
 
-/// Runs a statement against the test's store directly, as someone with database access would.
-async fn raw_sql(app: &TestApp, sql: &str) -> Result<(), String> {
+/// Runs a statement against the test's store directly, as someone with database access would,
+/// and returns its rows' first column as text.
+async fn raw_sql(app: &TestApp, sql: &str) -> Result<Vec<String>, String> {
     use sqlx::Connection;
-    match &app.config.database_url {
+    let rows = match &app.config.database_url {
         Some(url) => {
             let mut c = sqlx::PgConnection::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            sqlx::query(sql)
-                .execute(&mut c)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            sqlx::query_scalar(sql).fetch_all(&mut c).await
         }
         None => {
             let path = app.config.data_dir.join("linkage.db");
             let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .map_err(|e| e.to_string())?;
-            sqlx::query(sql)
-                .execute(&mut c)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            sqlx::query_scalar(sql).fetch_all(&mut c).await
         }
-    }
+    };
+    rows.map_err(|e| e.to_string())
 }
 
 both_stores!(
@@ -464,6 +458,41 @@ both_stores!(
             hex::encode(sha2::Sha256::digest(csv.as_bytes())),
             "the checksum is the SHA-256 of the batch's CSV"
         );
+
+        // Each batch is recorded by an event in the log, in its version 1 shape, naming its
+        // lines in order.
+        let events = raw_sql(
+            &app,
+            "SELECT CAST(payload AS TEXT) FROM events WHERE aggregate_type = 'BillingBatch' \
+             AND event_type = 'BillingBatchExported' AND event_version = '1' ORDER BY aggregate_id",
+        )
+        .await
+        .expect("batch events");
+        assert_eq!(events.len(), 3, "one event per batch");
+        let recorded: Value = serde_json::from_str(&events[0]).expect("json");
+        let recorded = &recorded["BillingBatchExported"];
+        let mut keys: Vec<&str> = recorded
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "agency", "batch_id", "batch_no", "checksum", "line_ids", "lines", "month",
+                "profile"
+            ]
+        );
+        assert_eq!(recorded["batch_id"], first_id.as_str());
+        assert_eq!(recorded["checksum"], batches[0]["checksum"]);
+        let line_ids: Vec<&str> = rows[1..]
+            .iter()
+            .map(|r| r.split(',').next().expect("id"))
+            .collect();
+        assert_eq!(recorded["line_ids"], json!(line_ids));
+        assert_eq!(recorded["lines"], 3);
 
         // Exported batches cannot be edited in place.
         let refused = raw_sql(&app, "UPDATE billing_batch_lines SET kind = 'original'").await;

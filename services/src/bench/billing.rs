@@ -65,6 +65,16 @@ fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
     actions
 }
 
+/// A sink that only counts what it is given: the disk is not what is measured (COPY's bytes are
+/// not written either).
+fn counting_sink(
+) -> std::pin::Pin<Box<impl futures::Sink<bytes::Bytes, Error = std::convert::Infallible>>> {
+    Box::pin(futures::sink::unfold(
+        0u64,
+        |n, chunk: bytes::Bytes| async move { Ok(n + chunk.len() as u64) },
+    ))
+}
+
 impl BillingBench {
     /// Recording the month's batches: the first holds every line as an original, the second
     /// (nothing changed since) holds none, and the first is then reproduced (checksum verified,
@@ -95,26 +105,19 @@ impl BillingBench {
         let baseline_secs = t0.elapsed().as_secs_f64();
         let baseline_rate = baseline as f64 / baseline_secs;
 
+        let timed_batch = || async {
+            let t0 = Instant::now();
+            let record =
+                crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
+                    .await
+                    .map_err(bench_err)?;
+            Ok::<_, BenchError>((record, t0.elapsed().as_secs_f64()))
+        };
         let hwm_before = memory_mib("VmHWM:");
-        let t0 = Instant::now();
-        let first =
-            crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
-                .await
-                .map_err(bench_err)?;
-        let first_secs = t0.elapsed().as_secs_f64();
+        let (first, first_secs) = timed_batch().await?;
         let hwm_first = memory_mib("VmHWM:");
-        let t0 = Instant::now();
-        let second =
-            crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
-                .await
-                .map_err(bench_err)?;
-        let second_secs = t0.elapsed().as_secs_f64();
-        let mut sink = Box::pin(futures::sink::unfold(
-            0u64,
-            |n, chunk: bytes::Bytes| async move {
-                Ok::<_, std::convert::Infallible>(n + chunk.len() as u64)
-            },
-        ));
+        let (second, second_secs) = timed_batch().await?;
+        let mut sink = counting_sink();
         let t0 = Instant::now();
         crate::billing::batch::write(store, &first, Format::Csv, &mut sink)
             .await
@@ -233,14 +236,8 @@ impl BillingBench {
         let copy_secs = t0.elapsed().as_secs_f64();
         let copy_rate = copy_rows as f64 / copy_secs;
 
-        // The export: every line evaluated with the rules and rendered as CSV, into a sink that
-        // only counts (the disk is not what is measured; COPY's bytes are not written either).
-        let mut sink = Box::pin(futures::sink::unfold(
-            0u64,
-            |n, chunk: bytes::Bytes| async move {
-                Ok::<_, std::convert::Infallible>(n + chunk.len() as u64)
-            },
-        ));
+        // The export: every line evaluated with the rules and rendered as CSV.
+        let mut sink = counting_sink();
         let mut marks = Vec::new();
         let hwm_before = memory_mib("VmHWM:");
         let t0 = Instant::now();

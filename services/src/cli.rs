@@ -223,77 +223,18 @@ pub enum AuditCommand {
     },
 }
 
+/// Each benchmark prints its figures beside a baseline measured in the same run; its options
+/// are the fields of its struct in `bench`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Rebuild of every projection beside a plain scan of the events table; projection lag
-    Projections {
-        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-        /// Events in the synthetic log
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Events per case stream
-        #[arg(long, default_value_t = 500)]
-        stream_len: usize,
-        /// Commands per second while lag is measured
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Seconds of lag measurement
-        #[arg(long, default_value_t = 10)]
-        lag_seconds: u64,
-    },
+    Projections(crate::bench::ProjectionBench),
     /// Relay catch-up beside a plain async-nats pipelined publish loop; commit-to-ack latency
-    Relay {
-        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-        /// NATS URL (streams named BENCH_* are made and deleted)
-        #[arg(long, env = "NATS_URL")]
-        nats_url: String,
-        /// Events in the synthetic log (10 per case, 9 of them public)
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Messages per pipelined batch, for the relay and the baseline alike
-        #[arg(long, default_value_t = crate::bus::BusConfig::default().batch)]
-        batch: u32,
-        /// Commands per second while latency is measured
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Seconds of latency measurement
-        #[arg(long, default_value_t = 10)]
-        latency_seconds: u64,
-    },
+    Relay(crate::bench::RelayBench),
     /// A month's billing export beside a plain COPY (SELECT ...) TO STDOUT of the same rows
-    Billing {
-        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-        /// Activity lines in the month
-        #[arg(long, default_value_t = 1_000_000)]
-        lines: u64,
-        /// Contacts per case
-        #[arg(long, default_value_t = 10)]
-        per_case: usize,
-    },
+    Billing(crate::bench::BillingBench),
     /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
-    Append {
-        /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: String,
-        /// Concurrent clients, one measurement each
-        #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
-        clients: Vec<usize>,
-        /// Seconds per measurement
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Events in a long stream
-        #[arg(long, default_value_t = 500)]
-        long_stream: usize,
-        /// Cases each client cycles through
-        #[arg(long, default_value_t = 8)]
-        cases_per_client: usize,
-    },
+    Append(crate::bench::AppendBench),
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

@@ -5,7 +5,6 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
-use services::bench::{AppendBench, BillingBench, ProjectionBench, RelayBench};
 use services::cli::{
     AuditCommand, BenchCommand, BillingCommand, CaseCommand, Cli, Command, ProjectionsCommand,
     RelayCommand, TokenCommand,
@@ -43,83 +42,15 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await?;
             tracing::info!("stopped");
         }
-        Command::Bench {
-            command:
-                BenchCommand::Append {
-                    database_url,
-                    clients,
-                    seconds,
-                    long_stream,
-                    cases_per_client,
-                },
-        } => {
+        Command::Bench { command } => {
             telemetry::init(LogFormat::Pretty);
-            let bench = AppendBench {
-                database_url,
-                clients,
-                seconds,
-                long_stream,
-                cases_per_client,
-            };
-            bench.run(&mut std::io::stdout().lock()).await?;
-        }
-        Command::Bench {
-            command:
-                BenchCommand::Projections {
-                    database_url,
-                    events,
-                    stream_len,
-                    rate,
-                    lag_seconds,
-                },
-        } => {
-            telemetry::init(LogFormat::Pretty);
-            let bench = ProjectionBench {
-                database_url,
-                events,
-                stream_len,
-                rate,
-                lag_seconds,
-            };
-            bench.run(&mut std::io::stdout().lock()).await?;
-        }
-        Command::Bench {
-            command:
-                BenchCommand::Relay {
-                    database_url,
-                    nats_url,
-                    events,
-                    batch,
-                    rate,
-                    latency_seconds,
-                },
-        } => {
-            telemetry::init(LogFormat::Pretty);
-            let bench = RelayBench {
-                database_url,
-                nats_url,
-                events,
-                batch,
-                rate,
-                latency_seconds,
-            };
-            bench.run(&mut std::io::stdout().lock()).await?;
-        }
-        Command::Bench {
-            command:
-                BenchCommand::Billing {
-                    database_url,
-                    lines,
-                    per_case,
-                },
-        } => {
-            telemetry::init(LogFormat::Pretty);
-            let bench = BillingBench {
-                database_url,
-                lines,
-                per_case,
-            };
-            bench.run(&mut std::io::stdout().lock()).await?;
+            let out = &mut std::io::stdout().lock();
+            match command {
+                BenchCommand::Append(bench) => bench.run(out).await?,
+                BenchCommand::Projections(bench) => bench.run(out).await?,
+                BenchCommand::Relay(bench) => bench.run(out).await?,
+                BenchCommand::Billing(bench) => bench.run(out).await?,
+            }
         }
         Command::Projections { command } => {
             telemetry::init(LogFormat::Pretty);

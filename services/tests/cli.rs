@@ -161,27 +161,7 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
     let client = reqwest::Client::new();
     let case_id = open_case(&client, &base, &token, "Max", "2019-09-09").await;
     // Let the projections catch up, then stop the server (commands below want the store alone).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready: serde_json::Value = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready["projections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["lag"] == 0)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ready}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_projected(&client, &base).await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 
@@ -303,33 +283,42 @@ async fn a_killed_server_loses_no_projected_event() {
     let _ = first.wait();
 
     let mut second = serve("20");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let audit = loop {
-        let ready = wait_ready(client.clone(), base.clone()).await;
-        if ready["projections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["lag"] == 0)
-        {
-            let audit: serde_json::Value = client
-                .get(format!("{base}/v1/cases/{case_id}/audit"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            break audit;
-        }
-        assert!(Instant::now() < deadline, "never caught up: {ready}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    wait_projected(&client, &base).await;
+    let audit: serde_json::Value = client
+        .get(format!("{base}/v1/cases/{case_id}/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     second.kill().expect("stopped");
     let _ = second.wait();
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
     assert_eq!(audit["pending"], 0);
+}
+
+/// Polls `/readyz` until every projection has caught up (lag 0), retrying while the server is
+/// still starting.
+async fn wait_projected(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = serde_json::Value::Null;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if let Ok(ready) = r.json::<serde_json::Value>().await {
+                let caught_up = ready["projections"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().all(|p| p["lag"] == 0));
+                if caught_up {
+                    return;
+                }
+                last = ready;
+            }
+        }
+        assert!(Instant::now() < deadline, "never caught up: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Opens a case over HTTP as `token`; returns its id.

@@ -52,23 +52,28 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some((admin_url, db)) = self.pg.take() {
-            // Drop runs outside any runtime guarantee: use a thread with its own runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
-                    }
-                });
-            })
-            .join();
+            block_on_own_thread(async move {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
         }
     }
+}
+
+/// Runs async clean-up from a `Drop`, which runs outside any runtime guarantee (and may run
+/// inside a runtime, where blocking on one is refused): a thread with its own runtime, joined.
+pub(crate) fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cleanup);
+    })
+    .join();
 }
 
 /// A running application and a client for it.
@@ -319,6 +324,25 @@ impl TestApp {
         assert_eq!(s, StatusCode::OK, "{body}");
         body["events"].as_array().expect("events").len()
     }
+}
+
+/// A test per store for a body that builds its own app (with a bus, say):
+/// `both_backends!(name, body)` runs `body(Backend::Sqlite)` and `body(Backend::Postgres)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$body($crate::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$body($crate::Backend::Postgres).await;
+            }
+        }
+    };
 }
 
 /// Runs an async test body against both stores: `both_stores!(name, |app| async move { ... })`.

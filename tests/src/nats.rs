@@ -169,19 +169,12 @@ impl Drop for Bus {
         }
         // A shared server: remove this test's stream.
         let (url, stream) = (self.url.clone(), self.config.stream.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(client) = async_nats::connect(url).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(stream)
-                        .await;
-                }
-            });
-        })
-        .join();
+        crate::block_on_own_thread(async move {
+            if let Ok(client) = async_nats::connect(url).await {
+                let _ = async_nats::jetstream::new(client)
+                    .delete_stream(stream)
+                    .await;
+            }
+        });
     }
 }

@@ -20,12 +20,16 @@ use super::{bench_err, case_services, memory_mib, open_case, seed_cases, BenchEr
 use crate::billing::export::{export_month, Format};
 use crate::store::{Store, BILLING};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BillingBench {
+    /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Activity lines (contacts) in the month.
+    /// Activity lines (contacts) in the month
+    #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
-    /// Contacts per case.
+    /// Contacts per case
+    #[arg(long, default_value_t = 10)]
     pub per_case: usize,
 }
 
@@ -169,10 +173,10 @@ impl BillingBench {
     }
 
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
-        let scratch = Scratch::create(&self.database_url).await?;
-        let result = self.run_on(&scratch.url, &scratch.version, out).await;
-        scratch.drop().await?;
-        result
+        Scratch::with(&self.database_url, async |s| {
+            self.run_on(&s.url, &s.version, out).await
+        })
+        .await
     }
 
     async fn run_on(

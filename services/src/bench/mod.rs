@@ -33,13 +33,22 @@ pub use billing::BillingBench;
 pub use projections::ProjectionBench;
 pub use relay::RelayBench;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct AppendBench {
-    /// A PostgreSQL URL with the right to create databases.
+    /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// Concurrent clients, one measurement each
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
     pub clients: Vec<usize>,
+    /// Seconds per measurement
+    #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Events in a long stream
+    #[arg(long, default_value_t = 500)]
     pub long_stream: usize,
+    /// Cases each client cycles through
+    #[arg(long, default_value_t = 8)]
     pub cases_per_client: usize,
 }
 
@@ -331,12 +340,10 @@ fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row 
 
 impl AppendBench {
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
-        let scratch = Scratch::create(&self.database_url).await?;
-        let result = self
-            .run_on(&scratch.url, &scratch.version, &scratch.fsync, out)
-            .await;
-        scratch.drop().await?;
-        result
+        Scratch::with(&self.database_url, async |s| {
+            self.run_on(&s.url, &s.version, &s.fsync, out).await
+        })
+        .await
     }
 
     async fn run_on(
@@ -552,7 +559,7 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    pub(crate) async fn create(admin_url: &str) -> Result<Self, BenchError> {
+    async fn create(admin_url: &str) -> Result<Self, BenchError> {
         let mut admin = sqlx::PgConnection::connect(admin_url).await?;
         let version = sqlx::query_scalar("SHOW server_version")
             .fetch_one(&mut admin)
@@ -573,7 +580,19 @@ impl Scratch {
         })
     }
 
-    pub(crate) async fn drop(mut self) -> Result<(), BenchError> {
+    /// Runs `bench` on a scratch database made for it on the server at `admin_url`, and drops
+    /// the database afterwards whatever the outcome.
+    pub(crate) async fn with<T>(
+        admin_url: &str,
+        bench: impl AsyncFnOnce(&Scratch) -> Result<T, BenchError>,
+    ) -> Result<T, BenchError> {
+        let scratch = Self::create(admin_url).await?;
+        let result = bench(&scratch).await;
+        scratch.drop().await?;
+        result
+    }
+
+    async fn drop(mut self) -> Result<(), BenchError> {
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name

@@ -19,24 +19,31 @@ use crate::projector;
 use crate::store::projections::PROJECTIONS;
 use crate::store::Store;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ProjectionBench {
+    /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Events in the synthetic log.
+    /// Events in the synthetic log
+    #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Events per case stream.
+    /// Events per case stream
+    #[arg(long, default_value_t = 500)]
     pub stream_len: usize,
-    /// Commands per second during the lag measurement.
+    /// Commands per second while lag is measured
+    #[arg(long, default_value_t = 1000)]
     pub rate: u64,
+    /// Seconds of lag measurement
+    #[arg(long, default_value_t = 10)]
     pub lag_seconds: u64,
 }
 
 impl ProjectionBench {
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
-        let scratch = Scratch::create(&self.database_url).await?;
-        let result = self.run_on(&scratch.url, &scratch.version, out).await;
-        scratch.drop().await?;
-        result
+        Scratch::with(&self.database_url, async |s| {
+            self.run_on(&s.url, &s.version, out).await
+        })
+        .await
     }
 
     async fn run_on(

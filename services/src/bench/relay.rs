@@ -24,16 +24,25 @@ use crate::bus::relay::{self, Relay};
 use crate::bus::{BusConfig, PublicReader};
 use crate::store::{LogPosition, Store};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RelayBench {
+    /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// NATS URL (streams named BENCH_* are made and deleted)
+    #[arg(long, env = "NATS_URL")]
     pub nats_url: String,
-    /// Events in the synthetic log (10 per case, 9 of them public).
+    /// Events in the synthetic log (10 per case, 9 of them public)
+    #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Messages per pipelined batch, for the relay and the baseline alike.
+    /// Messages per pipelined batch, for the relay and the baseline alike
+    #[arg(long, default_value_t = crate::bus::BusConfig::default().batch)]
     pub batch: u32,
-    /// Commands per second during the latency measurement.
+    /// Commands per second while latency is measured
+    #[arg(long, default_value_t = 1000)]
     pub rate: u64,
+    /// Seconds of latency measurement
+    #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
 }
 
@@ -128,10 +137,10 @@ fn referral(sent_on: chrono::NaiveDate) -> SendReferralRequest {
 
 impl RelayBench {
     pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
-        let scratch = Scratch::create(&self.database_url).await?;
-        let result = self.run_on(&scratch.url, &scratch.version, out).await;
-        scratch.drop().await?;
-        result
+        Scratch::with(&self.database_url, async |s| {
+            self.run_on(&s.url, &s.version, out).await
+        })
+        .await
     }
 
     async fn run_on(

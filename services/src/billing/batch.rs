@@ -93,6 +93,22 @@ where
     S::Error: std::fmt::Display,
 {
     verify(store, record).await?;
+    Ok(write_verified(store, record, format, sink).await?)
+}
+
+/// Writes a recorded batch that `verify` has just accepted (the HTTP route verifies before it
+/// answers, so that a tampered batch is an error status rather than a broken stream, and must not
+/// read and hash the batch a second time).
+pub async fn write_verified<S>(
+    store: &Store,
+    record: &BatchRecord,
+    format: Format,
+    sink: &mut S,
+) -> Result<(), ExportError>
+where
+    S: Sink<Bytes> + Unpin,
+    S::Error: std::fmt::Display,
+{
     let send_err = |e: S::Error| ExportError::Sink(e.to_string());
     let head = match format {
         Format::Csv => csv_header(),
@@ -105,7 +121,7 @@ where
     let mut rows = store.billing_batch_rows(&record.batch_id);
     let mut first = true;
     while let Some(row) = rows.next().await {
-        let row = row.map_err(ExportError::from)?;
+        let row = row?;
         let chunk = match format {
             Format::Csv => csv_bytes(&row),
             Format::Json => {

@@ -37,27 +37,9 @@ pub async fn get_tcm(
     Query(query): Query<TcmQuery>,
 ) -> Result<Response, ApiError> {
     let actor = caller.0;
-    if !matches!(actor.role, Role::Billing | Role::Auditor | Role::Admin) {
-        return Err(ApiError::forbidden(
-            "role_not_allowed",
-            "the billing log is for billing, auditor and admin roles",
-        ));
-    }
-    let month = Month::parse(&query.month).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_month",
-            format!("month must be YYYY-MM, got `{}`", query.month),
-        )
-    })?;
-    let format = match query.format.as_deref() {
-        None => Format::Json,
-        Some(f) => Format::parse(f).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_format",
-                format!("format must be json or csv, got `{f}`"),
-            )
-        })?,
-    };
+    reader_role(&actor)?;
+    let month = parse_month(&query.month)?;
+    let format = parse_format(query.format.as_deref(), Format::Json)?;
     let agency = (actor.role != Role::Admin).then(|| actor.agency.to_string());
     tracing::info!(%month, ?agency, "billing log pulled");
     // A task renders the month into a bounded channel that is the response body: the client's
@@ -114,6 +96,19 @@ fn parse_month(s: &str) -> Result<Month, ApiError> {
     Month::parse(s).ok_or_else(|| {
         ApiError::bad_request("invalid_month", format!("month must be YYYY-MM, got `{s}`"))
     })
+}
+
+/// The `format` parameter, or `default` when there is none.
+fn parse_format(asked: Option<&str>, default: Format) -> Result<Format, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_format",
+                format!("format must be json or csv, got `{f}`"),
+            )
+        }),
+    }
 }
 
 /// The agency a caller's batch request is for.
@@ -217,15 +212,7 @@ pub async fn get_batch(
 ) -> Result<Response, ApiError> {
     let actor = caller.0;
     reader_role(&actor)?;
-    let format = match query.format.as_deref() {
-        None => Format::Csv,
-        Some(f) => Format::parse(f).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_format",
-                format!("format must be json or csv, got `{f}`"),
-            )
-        })?,
-    };
+    let format = parse_format(query.format.as_deref(), Format::Csv)?;
     let not_found =
         || ApiError::not_found("batch_not_found", format!("no billing batch {batch_id}"));
     let record = state
@@ -249,7 +236,9 @@ pub async fn get_batch(
         if format == Format::Csv { "csv" } else { "json" }
     );
     tokio::spawn(async move {
-        if let Err(e) = crate::billing::batch::write(&store, &record, format, &mut tx).await {
+        if let Err(e) =
+            crate::billing::batch::write_verified(&store, &record, format, &mut tx).await
+        {
             tracing::warn!(error = %e, "billing batch stream stopped");
         }
     });

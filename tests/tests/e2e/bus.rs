@@ -281,15 +281,10 @@ async fn events_arrive_in_order(backend: Backend) {
     assert_eq!(sent["data"]["do_not_contact_subject"], true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_arrive_in_order_with_subjects_and_schemas_sqlite() {
-    events_arrive_in_order(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_arrive_in_order_with_subjects_and_schemas_postgres() {
-    events_arrive_in_order(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(
+    events_arrive_in_order_with_subjects_and_schemas,
+    events_arrive_in_order
+);
 
 /// Commands keep committing while the broker is gone; /readyz says the relay is disconnected
 /// and how many events wait; when the broker is back everything is published, in log order,
@@ -392,15 +387,10 @@ async fn survives_a_broker_restart(backend: Backend) {
     assert_eq!(ids, log_order, "the stream is in log order");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_relay_survives_a_broker_restart_sqlite() {
-    survives_a_broker_restart(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_relay_survives_a_broker_restart_postgres() {
-    survives_a_broker_restart(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(
+    the_relay_survives_a_broker_restart,
+    survives_a_broker_restart
+);
 
 /// A relay publishes a batch and dies before moving its checkpoint. The next relay starts from
 /// the old checkpoint and publishes nothing twice; JetStream itself drops a re-published event id.
@@ -477,15 +467,10 @@ async fn no_duplicate_after_a_crash(backend: Backend) {
     assert_eq!(stream_messages(&bus).await.len(), expected.len() + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_killed_between_publish_and_checkpoint_duplicates_nothing_sqlite() {
-    no_duplicate_after_a_crash(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_killed_between_publish_and_checkpoint_duplicates_nothing_postgres() {
-    no_duplicate_after_a_crash(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(
+    a_relay_killed_between_publish_and_checkpoint_duplicates_nothing,
+    no_duplicate_after_a_crash
+);
 
 /// `linkage subscribe`'s consumer: a durable pull consumer with explicit acks delivers every
 /// event once and, run again under the same name, resumes after what it acknowledged.

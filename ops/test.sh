@@ -21,4 +21,13 @@ export LINKAGE_NATS_SERVER
 # A missing database or broker is a failure here, never a silent skip.
 export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1
 
-cargo test --workspace --locked "$@"
+# Time is an input: every test server's clock is pinned (LINKAGE_TEST_CLOCK). The whole workspace
+# runs just after 00:00 UTC, then the end-to-end suites and the binary's tests run again just
+# before 24:00 UTC, so a test that mixes the machine's clock into a date fails on every run
+# instead of at some hours of the day.
+# Extra arguments replace both selections (`ops/test.sh -p linkage-tests --test e2e billing::`
+# runs that suite under both clocks).
+first=("$@") second=("$@")
+[ $# -gt 0 ] || { first=(--workspace); second=(-p linkage-tests --test e2e); }
+LINKAGE_TEST_CLOCK=2026-11-16T00:00:30Z cargo test --locked "${first[@]}"
+LINKAGE_TEST_CLOCK=2026-11-16T23:59:30Z cargo test --locked "${second[@]}"

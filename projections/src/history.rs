@@ -78,6 +78,16 @@ fn fields(view: &Option<CaseView>) -> serde_json::Map<String, Value> {
     }
 }
 
+/// The cut-off of a history asked for without `as_of`: `now`, or the case's latest recorded or
+/// occurred time when that is later (the database stamps `recorded_at` by its own clock, which may
+/// run ahead of the application's), so that "as known now" never hides an entry already made.
+pub fn now_or_latest(inputs: &[HistoryInput], now: DateTime<Utc>) -> DateTime<Utc> {
+    inputs
+        .iter()
+        .flat_map(|e| [e.recorded_at, e.occurred_at])
+        .fold(now, DateTime::max)
+}
+
 /// Folds the events within the window (in stream order) into the state at T.
 pub fn as_of(inputs: &[HistoryInput], at: DateTime<Utc>, basis: Basis) -> HistoryView {
     let within: Vec<&HistoryInput> = inputs

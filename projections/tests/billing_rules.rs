@@ -1,4 +1,4 @@
-//! The TCM rule table: each row is a situation from DOMAIN.md evaluated under a shipped profile
+//! The TCM rule table: each row is a situation from `schemas/DOMAIN.md` evaluated under a shipped profile
 //! (`ops/billing/*.toml`), with the billable flag, units and every reason it must produce.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};

@@ -1,4 +1,4 @@
-//! The contract's enums. Their serialised names are fixed by CONTRACT.md: never rename a variant.
+//! The contract's enums. Their serialised names are fixed by `schemas/CONTRACT.md`: never rename a variant.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,4 +1,4 @@
-//! HTTP wire types, exactly as CONTRACT.md names them. Request bodies refuse unknown fields;
+//! HTTP wire types, exactly as `schemas/CONTRACT.md` names them. Request bodies refuse unknown fields;
 //! their fields parse into domain newtypes, so a value that reaches a handler is already valid.
 
 use std::collections::BTreeMap;

@@ -40,6 +40,9 @@ pub struct Config {
     /// Caseload limits per program and the thresholds behind caseload flags
     /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).
     pub caseload: projections::caseload::Thresholds,
+    /// Pins the application clock at this instant (tests and demonstrations:
+    /// `LINKAGE_CLOCK=2026-06-15T23:59:30Z`); absent, the system clock. See `crate::clock`.
+    pub clock: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +68,7 @@ impl Default for Config {
             run_projections: true,
             projection_poll_ms: 50,
             caseload: projections::caseload::Thresholds::default(),
+            clock: None,
         }
     }
 }
@@ -142,6 +146,7 @@ impl fmt::Debug for Config {
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
             .field("caseload", &self.caseload)
+            .field("clock", &self.clock)
             .finish()
     }
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod billing;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -14,5 +15,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 
+pub use clock::Clock;
 pub use config::Config;
 pub use startup::{Application, StartupError};

@@ -110,18 +110,24 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(LogFormat::Pretty);
             let id = schemas::CaseId::parse(&case_id).context("case id")?;
             let at = match as_of {
-                Some(t) => services::http::reads::parse_as_of(&t)
-                    .map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
-                None => chrono::Utc::now(),
+                Some(t) => Some(
+                    services::http::reads::parse_as_of(&t)
+                        .map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
+                ),
+                None => None,
             };
             let basis: projections::history::Basis =
                 basis.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let store = open(&store).await?;
+            let store_args = store;
+            let store = open(&store_args).await?;
             let events = store.events_of(id).await?;
             store.close().await;
             anyhow::ensure!(!events.is_empty(), "no case {case_id}");
             let inputs = services::http::reads::history_inputs(events)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now =
+                services::Clock::from_config(Config::load(store_args.overrides())?.clock).now();
+            let at = at.unwrap_or_else(|| projections::history::now_or_latest(&inputs, now));
             let view = projections::history::as_of(&inputs, at, basis);
             writeln!(
                 std::io::stdout(),
@@ -381,7 +387,12 @@ async fn billing_batch(
     let metadata = std::collections::HashMap::from([
         ("actor_id".to_owned(), "cli".to_owned()),
         ("actor_role".to_owned(), "admin".to_owned()),
-        ("occurred_at".to_owned(), chrono::Utc::now().to_rfc3339()),
+        (
+            "occurred_at".to_owned(),
+            services::Clock::from_config(config.clock)
+                .now()
+                .to_rfc3339(),
+        ),
     ]);
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("recording the next batch of {month} for {agency}"));

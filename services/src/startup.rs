@@ -29,6 +29,8 @@ pub struct AppState {
     pub relay: Option<RelayHandle>,
     /// The TCM billing rules in force (validated at start).
     pub billing: Arc<projections::billing::Profile>,
+    /// The one clock of every decision that uses "now" or "today".
+    pub clock: crate::clock::Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,10 @@ impl Application {
         let billing =
             crate::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
         tracing::info!(profile = %billing.name, "billing rules loaded");
+        let clock = crate::clock::Clock::from_config(config.clock);
+        if clock.is_pinned() {
+            tracing::warn!(now = %clock.now(), "the clock is pinned: \"now\" stands still until set");
+        }
         let store = open_store(&config).await?;
         ensure_admin_token(&store, &config.data_dir).await?;
         let listener =
@@ -95,6 +101,7 @@ impl Application {
             }),
             relay: config.nats_url.as_ref().map(|_| relay::handle(&config.bus)),
             billing: Arc::new(billing),
+            clock,
             config: Arc::new(config),
         };
         Ok(Self { listener, state })

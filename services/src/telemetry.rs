@@ -1,5 +1,7 @@
 //! Logging: `tracing` everywhere, human-readable by default, JSON for production.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -19,8 +21,13 @@ pub fn init(format: LogFormat) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
+        // Colour only for a person at a terminal: a file, a pipe or a journal gets plain text.
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber.

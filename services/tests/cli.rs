@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 use services::auth::hash_token;
 use services::store::Store;
 
+/// The instant every server these tests start is pinned at (`LINKAGE_CLOCK`): the dates they
+/// send are computed from it, never from the machine's clock.
+const CLOCK: &str = "2026-11-16T23:59:30Z";
+
 fn linkage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_linkage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linkage"));
+    command.env("LINKAGE_CLOCK", CLOCK);
+    command
 }
 
 struct TempDir(std::path::PathBuf);
@@ -329,7 +335,7 @@ async fn open_case(
     given_name: &str,
     birth_date: &str,
 ) -> String {
-    let today = chrono::Utc::now().date_naive().to_string();
+    let today = &CLOCK[..10];
     let case: serde_json::Value = client
         .post(format!("{base}/v1/cases"))
         .bearer_auth(token)

@@ -9,7 +9,9 @@
 pub mod nats;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, NaiveDate, Utc};
 
 use reqwest::StatusCode;
 use schemas::{ActorId, AgencyId, Role};
@@ -41,6 +43,34 @@ pub fn postgres_admin_url() -> Option<String> {
         }
     }
 }
+
+/// The instant every test app's clock is pinned at: `LINKAGE_TEST_CLOCK` (RFC 3339) when set, or
+/// a fixed midday. `ops/test.sh` runs the end-to-end suites once just after 00:00 UTC and once just
+/// before 24:00 UTC, so a test that mixes the machine's clock into a date fails on every run, not
+/// only at some hours. Tests take "now" and "today" from here, never from the machine.
+pub fn now() -> DateTime<Utc> {
+    static NOW: OnceLock<DateTime<Utc>> = OnceLock::new();
+    *NOW.get_or_init(|| match std::env::var("LINKAGE_TEST_CLOCK") {
+        Ok(s) if !s.is_empty() => DateTime::parse_from_rfc3339(&s)
+            .unwrap_or_else(|e| panic!("LINKAGE_TEST_CLOCK={s} is not an RFC 3339 time: {e}"))
+            .with_timezone(&Utc),
+        _ => DEFAULT_TEST_CLOCK.parse().expect("static time"),
+    })
+}
+
+/// The test clock's date (UTC).
+pub fn today() -> NaiveDate {
+    now().date_naive()
+}
+
+/// `today()` less `days`, as `YYYY-MM-DD`.
+pub fn days_ago(days: i64) -> String {
+    (today() - chrono::Duration::days(days)).to_string()
+}
+
+/// The clock of a test run that names none.
+/// It is later than every fixed date the suites use (the billing suite's months run to 2026-10).
+pub const DEFAULT_TEST_CLOCK: &str = "2026-11-16T12:00:00Z";
 
 /// Drops what a test created (its database or its data dir) even when the test panics.
 struct Cleanup {
@@ -84,6 +114,8 @@ pub struct TestApp {
     pub store: Arc<Store>,
     pub admin_token: String,
     pub client: reqwest::Client,
+    /// This server's clock (pinned at `now()`); a test may move it.
+    pub clock: services::Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _cleanup: Arc<Cleanup>,
@@ -126,6 +158,7 @@ impl TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data_dir.clone(),
+            clock: Some(now()),
             ..Config::default()
         };
         let mut cleanup = Cleanup { data_dir, pg: None };
@@ -152,6 +185,7 @@ impl TestApp {
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
         let store = app.state().store.clone();
+        let clock = app.state().clock.clone();
         let admin_token = std::fs::read_to_string(config.data_dir.join("admin.token"))
             .expect("an admin token on first start")
             .trim()
@@ -167,6 +201,7 @@ impl TestApp {
             store,
             admin_token,
             client: reqwest::Client::new(),
+            clock,
             shutdown: Some(tx),
             server: Some(server),
             _cleanup: cleanup,

@@ -221,6 +221,7 @@ pub(crate) fn bench_state(
         case_services: Arc::new(services.clone()),
         config: Arc::new(Config::default()),
         relay: None,
+        clock: crate::clock::Clock::system(),
         billing: Arc::new(
             crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?,
         ),

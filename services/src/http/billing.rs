@@ -153,7 +153,7 @@ pub async fn create_batch(
         ("actor_id".to_owned(), actor.id.to_string()),
         ("actor_role".to_owned(), actor.role.to_string()),
         ("actor_agency".to_owned(), actor.agency.to_string()),
-        ("occurred_at".to_owned(), chrono::Utc::now().to_rfc3339()),
+        ("occurred_at".to_owned(), state.clock.now().to_rfc3339()),
     ]);
     let record =
         crate::billing::batch::create(&state.store, &state.billing, month, &agency, metadata)

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use chrono::Utc;
 use projections::caseload::{caseload, Caseload};
 use schemas::Role;
 use serde::Serialize;
@@ -54,11 +53,11 @@ pub async fn get_caseload(
         if let Some(o) = &case.opened {
             state
                 .store
-                .log_read(&caller.0, o.case_id, WORKER_ROUTE, true)
+                .log_read(&caller.0, o.case_id, WORKER_ROUTE, true, state.clock.now())
                 .await?;
         }
     }
-    let today = Utc::now().date_naive();
+    let today = state.clock.today();
     Ok(Json(caseload(
         &worker_id,
         &cases,
@@ -110,7 +109,7 @@ pub async fn get_team(
             .unwrap_or_default();
         by_worker.entry(worker).or_default().push(case);
     }
-    let today = Utc::now().date_naive();
+    let today = state.clock.today();
     let workers = by_worker
         .into_iter()
         .map(|(worker_id, cases)| {

@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use schemas::wire::*;
@@ -71,7 +70,7 @@ pub async fn execute(
                 return Err(e);
             }
         };
-        let received_at = Utc::now();
+        let received_at = state.clock.now();
         let command_name = action.name();
         let occurred_at = action.occurred_at(received_at);
         let command = CaseCommand {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::Json;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use projections::measures::{compute, Measures};
 use schemas::{Program, Role};
 use tracing::instrument;
@@ -61,7 +61,7 @@ pub async fn get_measures(
             format!("unknown query parameter `{unknown}`; known: from, to, program"),
         ));
     }
-    let to = date(&query, "to")?.unwrap_or_else(|| Utc::now().date_naive());
+    let to = date(&query, "to")?.unwrap_or_else(|| state.clock.today());
     let from = date(&query, "from")?.unwrap_or(to - Duration::days(90));
     if from > to {
         return Err(ApiError::invalid(

@@ -1,4 +1,4 @@
-//! The HTTP API (axum), exactly as CONTRACT.md names it.
+//! The HTTP API (axum), exactly as `schemas/CONTRACT.md` names it.
 
 pub mod billing;
 pub mod caseloads;

@@ -51,11 +51,15 @@ impl Modify for BearerAuth {
         reads::get_instrument,
         reads::healthz,
         reads::readyz,
+        serve,
     ),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
+/// This document. The committed copy is `schemas/openapi.json`; a test keeps the two equal.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -43,7 +43,13 @@ async fn load_readable(
     let verdict = check(&caller.0, &context.aggregate, access);
     state
         .store
-        .log_read(&caller.0, case_id, route, verdict.is_ok())
+        .log_read(
+            &caller.0,
+            case_id,
+            route,
+            verdict.is_ok(),
+            state.clock.now(),
+        )
         .await?;
     verdict?;
     Ok((case_id, context))
@@ -282,11 +288,7 @@ pub async fn get_history(
             format!("unknown query parameter `{unknown}`; known: as_of, basis"),
         ));
     }
-    let at = query
-        .get("as_of")
-        .map(|s| parse_as_of(s))
-        .transpose()?
-        .unwrap_or_else(Utc::now);
+    let as_of = query.get("as_of").map(|s| parse_as_of(s)).transpose()?;
     let basis: Basis = query
         .get("basis")
         .map(|b| {
@@ -304,6 +306,7 @@ pub async fn get_history(
     )
     .await?;
     let inputs = history_inputs(state.store.events_of(case_id).await?)?;
+    let at = as_of.unwrap_or_else(|| history::now_or_latest(&inputs, state.clock.now()));
     Ok(Json(history::as_of(&inputs, at, basis)))
 }
 

@@ -27,12 +27,13 @@ impl Store {
         case: CaseId,
         route: &str,
         allowed: bool,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let sql = "INSERT INTO case_reads (read_at, actor_id, actor_role, actor_agency, case_id, route, outcome) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7)";
         on_pool!(self, pool => {
             sqlx::query(sql)
-                .bind(Utc::now())
+                .bind(at)
                 .bind(actor.id.as_str())
                 .bind(actor.role.as_str())
                 .bind(actor.agency.as_str())

@@ -1,18 +1,16 @@
 //! The API against both stores: one family's case end to end, bad input, idempotency,
 //! concurrency, restarts and immutability. All names and ids are synthetic.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use schemas::Role;
 use serde_json::{json, Value};
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Duration::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 fn at(offset_days: i64) -> String {
-    (Utc::now() - Duration::days(offset_days))
+    (linkage_tests::now() - Duration::days(offset_days))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
@@ -776,3 +774,39 @@ both_stores!(health_instruments_and_openapi, |app: TestApp| async move {
         ])
     );
 });
+
+both_stores!(
+    the_servers_clock_decides_what_is_in_the_future,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let case = open_case(&app, &t, "cm-ada").await;
+        // Ten minutes ahead: beyond the five minutes of clock skew a contact time may have.
+        let ahead = (app.clock.now() + Duration::minutes(10))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let contact = json!({"component": "monitoring", "contact_type": "phone",
+            "with": ["guardian"], "occurred_at": ahead, "minutes": 10});
+        let path = format!("/v1/cases/{case}/contacts");
+        let (s, b) = app.post(&path, &t, &contact).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("date_in_future")),
+            "{b}"
+        );
+        assert_eq!(app.event_count(&case).await, 2, "a refusal changes nothing");
+
+        // Ten minutes later by the server's clock the same contact is no longer in the future.
+        app.clock
+            .advance(Duration::minutes(10))
+            .expect("a pinned clock");
+        let (s, b) = app.post(&path, &t, &contact).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = schemas::CaseId::parse(&case).expect("case id");
+        let stored = app.store.events_of(id).await.expect("events");
+        assert_eq!(
+            stored[2].metadata.get("received_at"),
+            Some(&app.clock.now().to_rfc3339()),
+            "received_at is the server's clock"
+        );
+    }
+);

@@ -4,15 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as Days, Utc};
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use services::projector;
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Days::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 async fn case_with_activity(app: &TestApp, contacts: usize) -> String {
     let t = &app.admin_token;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use chrono::{Duration as Days, Utc};
+use chrono::Duration as Days;
 use futures::StreamExt;
 use linkage_tests::nats::Bus;
 use linkage_tests::{Backend, TestApp};
@@ -18,14 +18,10 @@ use schemas::Role;
 use serde_json::{json, Value};
 use services::bus::relay::{self, Relay};
 
-fn day(offset_days: i64) -> String {
-    (Utc::now() - Days::days(offset_days))
-        .format("%Y-%m-%d")
-        .to_string()
-}
+use linkage_tests::days_ago as day;
 
 fn at(offset_days: i64) -> String {
-    (Utc::now() - Days::days(offset_days))
+    (linkage_tests::now() - Days::days(offset_days))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }

@@ -3,15 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as Days, Utc};
 use linkage_tests::{both_stores, Backend, TestApp};
 use reqwest::StatusCode;
 use schemas::Role;
 use serde_json::{json, Value};
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Days::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 async fn open(app: &TestApp, worker: &str, intake_days_ago: i64) -> String {
     let (s, b) = app
@@ -93,7 +90,8 @@ both_stores!(caseloads_flag_what_is_overdue, |app: TestApp| async move {
         format!("/v1/cases/{fresh}/contacts"),
         json!({"component": "assessment",
         "contact_type": "face_to_face", "with": ["child", "guardian"],
-        "occurred_at": format!("{}T10:00:00Z", day(0)), "minutes": 45}),
+        // The first instant of today: not in the future at any hour of the day.
+        "occurred_at": format!("{}T00:00:00Z", day(0)), "minutes": 45}),
     )
     .await;
     let _other = open(&app, "cm-bo", 3).await;

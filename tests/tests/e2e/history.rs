@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use chrono::{Duration as Days, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Days::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 async fn contact(app: &TestApp, case: &str, days_ago: i64, minutes: u32) -> String {
     let (s, b) = app
@@ -49,8 +47,14 @@ both_stores!(
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let case = b["case_id"].as_str().unwrap().to_owned();
         contact(&app, &case, 10, 20).await; // contact A: ten days ago
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let checkpoint = Utc::now();
+                                            // The checkpoint is the time the store recorded contact A (the database stamps
+                                            // `recorded_at`); the next entry is recorded strictly after it.
+        let (_, ev) = app.get(&format!("/v1/cases/{case}/events"), &t).await;
+        let checkpoint: DateTime<Utc> = ev["events"][2]["recorded_at"]
+            .as_str()
+            .expect("recorded_at")
+            .parse()
+            .expect("an RFC 3339 time");
         tokio::time::sleep(Duration::from_millis(20)).await;
         contact(&app, &case, 25, 30).await; // documented late: happened 25 days ago
         let (_, ev) = app.get(&format!("/v1/cases/{case}/events"), &t).await;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as Days, Utc};
+use chrono::Duration as Days;
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -55,7 +55,7 @@ both_stores!(
             tokio::spawn(async move {
                 let (s, b) = app
                     .post("/v1/cases", &t, &json!({"program": "tcm", "assigned_to": "cm-ada",
-                        "intake_date": (Utc::now().date_naive() - Days::days(10)).to_string(),
+                        "intake_date": (linkage_tests::now().date_naive() - Days::days(10)).to_string(),
                         "child": {"given_name": "Lane", "family_name": "Sample", "birth_date": "2019-02-02"}}))
                     .await;
                 assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -64,7 +64,7 @@ both_stores!(
                     let (s, b) = app
                         .post(&format!("/v1/cases/{case}/contacts"), &t, &json!({
                             "component": "monitoring", "contact_type": "phone", "with": ["guardian"],
-                            "occurred_at": (Utc::now() - Days::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            "occurred_at": (linkage_tests::now() - Days::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                             "minutes": 10 + w + i}))
                         .await;
                     assert_eq!(s, StatusCode::CREATED, "{b}");

@@ -2,15 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as Days, Utc};
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use schemas::Role;
 use serde_json::{json, Value};
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Days::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 async fn ok(app: &TestApp, path: String, body: Value) -> Value {
     let (s, b) = app.post(&path, &app.admin_token, &body).await;

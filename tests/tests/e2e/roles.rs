@@ -1,15 +1,12 @@
 //! The role model, checked by trying every role on every route. "Allowed" means the request got
 //! past authorisation (whatever the business rules then said); "denied" means 403.
 
-use chrono::{Duration, Utc};
 use linkage_tests::{both_stores, TestApp};
 use reqwest::StatusCode;
 use schemas::Role;
 use serde_json::{json, Value};
 
-fn day(offset: i64) -> String {
-    (Utc::now().date_naive() - Duration::days(offset)).to_string()
-}
+use linkage_tests::days_ago as day;
 
 /// Who calls: a role, and whether the case is theirs (assigned / same agency).
 #[derive(Debug, Clone, Copy)]

@@ -46,6 +46,60 @@ pub struct Provider {
     pub name: Option<Text>,
 }
 
+// What a request carries becomes what the event records: one conversion per shape, so a decision
+// never copies fields one by one.
+
+impl From<wire::ChildIn> for Child {
+    fn from(c: wire::ChildIn) -> Self {
+        Self {
+            given_name: c.given_name,
+            family_name: c.family_name,
+            birth_date: c.birth_date,
+            medicaid_id: c.medicaid_id,
+        }
+    }
+}
+
+impl From<wire::GuardianIn> for Guardian {
+    fn from(g: wire::GuardianIn) -> Self {
+        Self {
+            name: g.name,
+            relationship: g.relationship,
+            phone: g.phone,
+        }
+    }
+}
+
+/// A goal of the plan with the id the command gave it.
+impl From<(GoalId, wire::GoalIn)> for Goal {
+    fn from((goal_id, g): (GoalId, wire::GoalIn)) -> Self {
+        Self {
+            goal_id,
+            description: g.description,
+            addresses: g.addresses,
+            target_date: g.target_date,
+        }
+    }
+}
+
+impl From<wire::DeferredNeedIn> for DeferredNeed {
+    fn from(d: wire::DeferredNeedIn) -> Self {
+        Self {
+            need: d.need,
+            reason: d.reason,
+        }
+    }
+}
+
+impl From<wire::ProviderIn> for Provider {
+    fn from(p: wire::ProviderIn) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+        }
+    }
+}
+
 /// The events of a case. The serialised enum tag is the event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CaseEvent {

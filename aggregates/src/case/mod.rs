@@ -2,6 +2,7 @@
 //! transition (and possibly reopening).
 
 mod commands;
+mod decide;
 mod error;
 mod events;
 mod state;

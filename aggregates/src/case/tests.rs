@@ -385,7 +385,7 @@ fn screening_ratings_are_checked_against_the_instrument() {
 #[test]
 fn a_screening_reports_its_actionable_needs() {
     let CaseEvent::ScreeningRecorded { ratings, .. } = cans_with_needs() else {
-        unreachable!()
+        panic!("cans_with_needs() is a ScreeningRecorded event")
     };
     given(vec![])
         .when(cmd(CaseAction::RecordScreening {

@@ -1,0 +1,160 @@
+//! The decisions: one function per command, each in its own file, each refusing with a
+//! `CaseError` variant or returning the events to record. `Case::decide` only dispatches.
+//!
+//! Every decision is pure: "now" is the time the server received the command (`received_at`), and
+//! new ids come with the command.
+
+mod assign_case_manager;
+mod log_contact;
+mod open_case;
+mod record_appointment_outcome;
+mod record_screening;
+mod reopen_case;
+mod revise_care_plan;
+mod schedule_appointment;
+mod send_referral;
+mod transition_case;
+mod update_referral_status;
+mod void_entry;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use schemas::*;
+
+use super::commands::{CaseAction, CaseCommand};
+use super::error::CaseError;
+use super::events::CaseEvent;
+use super::state::{Case, CaseServices};
+
+/// How far ahead of the server's clock a reported time may be (device clocks drift).
+const CLOCK_SKEW: Duration = Duration::minutes(5);
+
+impl Case {
+    pub(super) fn decide(
+        &self,
+        command: CaseCommand,
+        services: &CaseServices,
+    ) -> Result<Vec<CaseEvent>, CaseError> {
+        let now = command.received_at;
+        // Every command but intake and reopening acts on an open case, checked before anything
+        // else the command says.
+        let open = || Dates::of_open_case(self, now);
+        let one = |event: CaseEvent| vec![event];
+        match command.action {
+            CaseAction::OpenCase {
+                case_id,
+                agency,
+                request,
+            } => self.decide_open_case(now.date_naive(), case_id, agency, request),
+            CaseAction::ReopenCase(r) => self.decide_reopen_case(now.date_naive(), r).map(one),
+            CaseAction::AssignCaseManager(r) => {
+                self.decide_assign_case_manager(&open()?, r).map(one)
+            }
+            CaseAction::RecordScreening {
+                screening_id,
+                request,
+            } => self
+                .decide_record_screening(&open()?, services, screening_id, request)
+                .map(one),
+            CaseAction::ReviseCarePlan { goal_ids, request } => self
+                .decide_revise_care_plan(&open()?, services, goal_ids, request)
+                .map(one),
+            CaseAction::SendReferral {
+                referral_id,
+                request,
+            } => self
+                .decide_send_referral(&open()?, referral_id, request)
+                .map(one),
+            CaseAction::UpdateReferralStatus {
+                referral_id,
+                request,
+            } => self
+                .decide_update_referral_status(&open()?, referral_id, request)
+                .map(one),
+            CaseAction::ScheduleAppointment {
+                appointment_id,
+                request,
+            } => self
+                .decide_schedule_appointment(&open()?, appointment_id, request)
+                .map(one),
+            CaseAction::RecordAppointmentOutcome {
+                appointment_id,
+                request,
+            } => self
+                .decide_record_appointment_outcome(&open()?, appointment_id, request)
+                .map(one),
+            CaseAction::LogContact {
+                activity_id,
+                request,
+            } => self
+                .decide_log_contact(&open()?, activity_id, request)
+                .map(one),
+            CaseAction::TransitionCase(r) => self.decide_transition_case(&open()?, r).map(one),
+            CaseAction::VoidEntry { target, reason } => {
+                open()?;
+                self.decide_void_entry(target, reason).map(one)
+            }
+        }
+    }
+}
+
+/// The date checks shared by the commands on an open case: nothing in the future, nothing
+/// before intake.
+pub(super) struct Dates {
+    pub(super) today: NaiveDate,
+    now: DateTime<Utc>,
+    intake: NaiveDate,
+}
+
+impl Dates {
+    /// The dates of a command on `case`, which must exist and be open.
+    fn of_open_case(case: &Case, now: DateTime<Utc>) -> Result<Self, CaseError> {
+        let opened = case.open_case()?;
+        Ok(Self {
+            today: now.date_naive(),
+            now,
+            intake: opened.intake_date,
+        })
+    }
+
+    pub(super) fn past(&self, field: &'static str, date: NaiveDate) -> Result<(), CaseError> {
+        if date > self.today {
+            return Err(CaseError::DateInFuture { field, date });
+        }
+        self.not_before_intake(field, date)
+    }
+
+    pub(super) fn past_instant(
+        &self,
+        field: &'static str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CaseError> {
+        if at > self.now + CLOCK_SKEW {
+            return Err(CaseError::DateInFuture {
+                field,
+                date: at.date_naive(),
+            });
+        }
+        self.past(field, at.date_naive().min(self.today))
+    }
+
+    /// A date that may lie ahead (an appointment, a target) but not before intake.
+    pub(super) fn not_before_intake(
+        &self,
+        field: &'static str,
+        date: NaiveDate,
+    ) -> Result<(), CaseError> {
+        if date < self.intake {
+            return Err(CaseError::DateBeforeIntake {
+                field,
+                date,
+                intake: self.intake,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A reason the command must carry for this transition.
+pub(super) fn required(reason: &Option<Text>, what: &'static str) -> Result<Text, CaseError> {
+    reason.clone().ok_or(CaseError::ReasonRequired(what))
+}

@@ -1,0 +1,34 @@
+//! `ScheduleAppointment`.
+
+use schemas::wire::*;
+use schemas::*;
+
+use super::Dates;
+use crate::case::*;
+
+impl Case {
+    /// Schedule an appointment on an accepted referral.
+    pub(super) fn decide_schedule_appointment(
+        &self,
+        dates: &Dates,
+        appointment_id: AppointmentId,
+        r: ScheduleAppointmentRequest,
+    ) -> Result<CaseEvent, CaseError> {
+        let referral = self
+            .referral(r.referral_id)
+            .ok_or(CaseError::ReferralNotFound)?;
+        let status = referral.base_status();
+        if status.is_terminal() {
+            return Err(CaseError::ReferralTerminal(status));
+        }
+        if status != ReferralStatus::Accepted {
+            return Err(CaseError::ReferralNotAccepted(status));
+        }
+        dates.not_before_intake("scheduled_for", r.scheduled_for.date_naive())?;
+        Ok(CaseEvent::AppointmentScheduled {
+            appointment_id,
+            referral_id: r.referral_id,
+            scheduled_for: r.scheduled_for,
+        })
+    }
+}

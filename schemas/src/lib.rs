@@ -6,11 +6,13 @@
 pub mod domain;
 pub mod enums;
 pub mod instruments;
+pub mod metadata;
 pub mod public;
 pub mod wire;
 
 pub use domain::*;
 pub use enums::*;
+pub use metadata::EventMetadata;
 
 /// Every way a value from outside can fail to parse into a domain type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -384,21 +384,19 @@ async fn billing_batch(
     let profile =
         services::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
     let store = startup::open_store(&config).await?;
-    let metadata = std::collections::HashMap::from([
-        ("actor_id".to_owned(), "cli".to_owned()),
-        ("actor_role".to_owned(), "admin".to_owned()),
-        (
-            "occurred_at".to_owned(),
-            services::Clock::from_config(config.clock)
-                .now()
-                .to_rfc3339(),
-        ),
-    ]);
+    // The command line acts as an administrator for the batch's agency.
+    let cli = aggregates::Actor {
+        id: schemas::ActorId::parse("cli").expect("static id"),
+        role: schemas::Role::Admin,
+        agency: schemas::AgencyId::parse(agency).context("--agency")?,
+    };
+    let metadata =
+        services::billing::batch::metadata(&cli, services::Clock::from_config(config.clock).now());
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("recording the next batch of {month} for {agency}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     let record =
-        services::billing::batch::create(&store, &profile, month, agency, metadata).await?;
+        services::billing::batch::create(&store, &profile, month, agency, &metadata).await?;
     bar.finish_and_clear();
     write_batch_file(&store, &record, format, out).await?;
     store.close().await;

@@ -112,7 +112,7 @@ impl BillingBench {
         let timed_batch = || async {
             let t0 = Instant::now();
             let record =
-                crate::billing::batch::create(store, profile, MONTH, "bench", Default::default())
+                crate::billing::batch::create(store, profile, MONTH, "bench", &Default::default())
                     .await
                     .map_err(bench_err)?;
             Ok::<_, BenchError>((record, t0.elapsed().as_secs_f64()))

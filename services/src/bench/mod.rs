@@ -273,11 +273,12 @@ pub(crate) async fn commit_actions(
         current_sequence: 0,
         current_snapshot: None,
     };
-    let metadata = [("command", "BenchSeed"), ("actor_id", "bench-admin")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    match store.commit(id, events, context, metadata).await? {
+    let metadata = schemas::EventMetadata {
+        command: Some("BenchSeed".into()),
+        actor_id: Some(actor().id),
+        ..Default::default()
+    };
+    match store.commit(id, events, context, &metadata).await? {
         Commit::Done(_) => Ok(()),
         Commit::Conflict => Err(BenchError::Refused("seed conflict".into())),
     }
@@ -414,6 +415,8 @@ impl AppendBench {
             location: Some(Location::Office),
         })
         .map_err(|e| BenchError::Refused(e.to_string()))?;
+        // The baseline's row carries metadata of the size a command's events carry (the same
+        // bytes as in every earlier run, so that figures stay comparable across runs).
         let metadata = json!({"command": "LogContact", "actor_id": "bench-admin", "actor_role": "admin",
             "actor_agency": "bench", "correlation_id": Uuid::now_v7().to_string(),
             "causation_id": Uuid::now_v7().to_string(), "occurred_at": Utc::now().to_rfc3339(),

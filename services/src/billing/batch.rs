@@ -4,11 +4,10 @@
 //! can be reproduced byte for byte: its rows are stored immutable, and their CSV rendering must
 //! hash to the recorded checksum before anything is served.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use futures::{Sink, SinkExt, StreamExt};
 use projections::billing::{Month, Profile};
+use schemas::EventMetadata;
 use sha2::{Digest, Sha256};
 
 use super::export::{csv_chunk, csv_row, ExportError, Format, CSV_HEADER};
@@ -35,13 +34,30 @@ pub fn csv_bytes(row: &BatchRow) -> Bytes {
     csv_chunk([cells])
 }
 
+/// The metadata of a batch recorded by `actor` at `now`: a command of its own, with ids.
+pub fn metadata(actor: &aggregates::Actor, now: chrono::DateTime<chrono::Utc>) -> EventMetadata {
+    let id = uuid::Uuid::now_v7();
+    EventMetadata {
+        command: Some("RecordBillingBatch".into()),
+        command_id: Some(id),
+        causation_id: Some(id),
+        correlation_id: Some(id.to_string()),
+        actor_id: Some(actor.id.clone()),
+        actor_role: Some(actor.role),
+        actor_agency: Some(actor.agency.clone()),
+        occurred_at: Some(now),
+        received_at: Some(now),
+        idempotency: None,
+    }
+}
+
 /// Records the next batch of `month` for `agency`.
 pub async fn create(
     store: &Store,
     profile: &Profile,
     month: Month,
     agency: &str,
-    metadata: HashMap<String, String>,
+    metadata: &EventMetadata,
 ) -> Result<BatchRecord, ExportError> {
     Ok(store
         .create_billing_batch(profile, month, agency, metadata, &csv_header(), csv_bytes)

@@ -14,7 +14,6 @@ use std::num::NonZeroUsize;
 
 use aggregates::CaseEvent;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use lru::LruCache;
 use projections::public::{subject, to_public, StoredFacts};
 use schemas::public::PublicMessage;
@@ -116,12 +115,7 @@ impl PublicReader {
             let agency = self.agencies.get(&e.case_id).cloned().ok_or_else(|| {
                 StoreError::Corrupt(format!("case {} has no CaseOpened event", e.case_id))
             })?;
-            let occurred_at = e
-                .event
-                .metadata
-                .get("occurred_at")
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+            let occurred_at = e.event.metadata.occurred_at;
             let facts = StoredFacts {
                 case_id: e.case_id,
                 agency: &agency,

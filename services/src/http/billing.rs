@@ -149,14 +149,9 @@ pub async fn create_batch(
     let request = body.value;
     let month = parse_month(&request.month)?;
     let agency = batch_agency(&actor, request.agency)?;
-    let metadata = std::collections::HashMap::from([
-        ("actor_id".to_owned(), actor.id.to_string()),
-        ("actor_role".to_owned(), actor.role.to_string()),
-        ("actor_agency".to_owned(), actor.agency.to_string()),
-        ("occurred_at".to_owned(), state.clock.now().to_rfc3339()),
-    ]);
+    let metadata = crate::billing::batch::metadata(&actor, state.clock.now());
     let record =
-        crate::billing::batch::create(&state.store, &state.billing, month, &agency, metadata)
+        crate::billing::batch::create(&state.store, &state.billing, month, &agency, &metadata)
             .await
             .map_err(|e| match e {
                 crate::billing::export::ExportError::Store(s) => ApiError::Store(s),

@@ -1,8 +1,6 @@
 //! Command routes. Every one runs through `execute`: idempotency check, load, role check,
 //! decide (the aggregate), commit with optimistic concurrency, bounded retry on conflict.
 
-use std::collections::HashMap;
-
 use aggregates::{Case, CaseAction, CaseCommand, CaseEvent, VoidTarget};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use schemas::metadata::Idempotency;
 use schemas::wire::*;
 use schemas::*;
 use serde_json::{json, Value};
@@ -95,30 +94,31 @@ pub async fn execute(
         }
         let events = sink.collect().await;
         let answer = answer_for(&events);
-        let mut metadata = HashMap::from([
-            ("command".to_owned(), command_name.to_owned()),
-            ("command_id".to_owned(), meta.command_id.to_string()),
-            ("causation_id".to_owned(), meta.command_id.to_string()),
-            ("correlation_id".to_owned(), meta.correlation_id.clone()),
-            ("actor_id".to_owned(), meta.actor.id.to_string()),
-            ("actor_role".to_owned(), meta.actor.role.to_string()),
-            ("actor_agency".to_owned(), meta.actor.agency.to_string()),
-            ("occurred_at".to_owned(), occurred_at.to_rfc3339()),
-            ("received_at".to_owned(), received_at.to_rfc3339()),
-        ]);
-        if let (Some(key), Some(scope)) = (&meta.idempotency_key, &scope) {
+        let metadata = EventMetadata {
+            command: Some(command_name.to_owned()),
+            command_id: Some(meta.command_id),
+            causation_id: Some(meta.command_id),
+            correlation_id: Some(meta.correlation_id.clone()),
+            actor_id: Some(meta.actor.id.clone()),
+            actor_role: Some(meta.actor.role),
+            actor_agency: Some(meta.actor.agency.clone()),
+            occurred_at: Some(occurred_at),
+            received_at: Some(received_at),
             // What a retry with the same key must get back, committed with the events.
-            metadata.extend([
-                ("idempotency_key".to_owned(), key.to_string()),
-                ("idempotency_scope".to_owned(), scope.clone()),
-                ("request_hash".to_owned(), request_hash.clone()),
-                ("reply_status".to_owned(), status.as_u16().to_string()),
-                ("reply".to_owned(), answer.to_string()),
-            ]);
-        }
+            idempotency: match (&meta.idempotency_key, &scope) {
+                (Some(key), Some(scope)) => Some(Idempotency {
+                    key: key.to_string(),
+                    scope: scope.clone(),
+                    request_hash: request_hash.clone(),
+                    reply_status: status.as_u16(),
+                    reply: answer.clone(),
+                }),
+                _ => None,
+            },
+        };
         match state
             .store
-            .commit(case_id, events, context, metadata)
+            .commit(case_id, events, context, &metadata)
             .await?
         {
             Commit::Done(committed) => {

@@ -136,7 +136,8 @@ pub struct EventsResponse {
 
 impl From<StoredEvent> for EventView {
     fn from(e: StoredEvent) -> Self {
-        let m = |k: &str| e.metadata.get(k).cloned();
+        let m = e.metadata;
+        let text = |s: Option<String>| s.unwrap_or_default();
         let payload = match e.payload {
             // Stored as {"EventType": {...}}: show the body; the type is beside it.
             Value::Object(mut o) if o.len() == 1 && o.contains_key(&e.event_type) => {
@@ -148,16 +149,16 @@ impl From<StoredEvent> for EventView {
             event_id: e.event_id,
             sequence: e.sequence,
             position: e.position,
-            occurred_at: m("occurred_at").and_then(|t| t.parse().ok()),
+            occurred_at: m.occurred_at,
             recorded_at: e.recorded_at,
             actor: ActorView {
-                id: m("actor_id").unwrap_or_default(),
-                role: m("actor_role").unwrap_or_default(),
-                agency: m("actor_agency").unwrap_or_default(),
+                id: text(m.actor_id.map(|a| a.to_string())),
+                role: text(m.actor_role.map(|r| r.to_string())),
+                agency: text(m.actor_agency.map(|a| a.to_string())),
             },
-            correlation_id: m("correlation_id"),
-            causation_id: m("causation_id"),
-            idempotency_key: m("idempotency_key"),
+            correlation_id: m.correlation_id,
+            causation_id: m.causation_id.map(|c| c.to_string()),
+            idempotency_key: m.idempotency.map(|i| i.key),
             event_type: e.event_type,
             event_version: e.event_version,
             payload,
@@ -231,18 +232,14 @@ pub fn history_inputs(events: Vec<StoredEvent>) -> Result<Vec<HistoryInput>, Api
                     e.event_id
                 )))
             })?;
-            let occurred_at = e
-                .metadata
-                .get("occurred_at")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(e.recorded_at);
+            let occurred_at = e.metadata.occurred_at.unwrap_or(e.recorded_at);
             Ok(HistoryInput {
                 event_id: e.event_id.to_string(),
                 sequence: e.sequence,
                 event_type: e.event_type,
                 occurred_at,
                 recorded_at: e.recorded_at,
-                actor: e.metadata.get("actor_id").cloned(),
+                actor: e.metadata.actor_id.map(|a| a.to_string()),
                 event,
             })
         })

@@ -7,7 +7,6 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use projections::billing::{
     adjustments, fingerprint, BillingCase, Exported, Line, LineKind, Month, Profile,
 };
-use schemas::ActorId;
 use sqlx::types::Json;
 use sqlx::Row;
 
@@ -78,8 +77,7 @@ impl Store {
                     let event: CaseEvent = serde_json::from_value(e.event.payload.clone()).map_err(|err| {
                         StoreError::Corrupt(format!("event {} does not read back: {err}", e.event.event_id))
                     })?;
-                    let actor = e.event.metadata.get("actor_id").and_then(|a| ActorId::parse(a.as_str()).ok());
-                    case.apply(e.event.event_id, actor, &event);
+                    case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
                 }
                 let Some(agency) = case.agency.clone() else {
                     continue;
@@ -253,7 +251,7 @@ impl Store {
         profile: &Profile,
         month: Month,
         agency: &str,
-        metadata: std::collections::HashMap<String, String>,
+        metadata: &schemas::EventMetadata,
         header: &[u8],
         render: impl Fn(&BatchRow) -> bytes::Bytes,
     ) -> Result<BatchRecord, StoreError> {
@@ -333,7 +331,8 @@ impl Store {
                 profile: profile.name.clone(),
                 lines: line_ids.len() as i64,
                 checksum: hex::encode(hasher.finalize()),
-                created_at: Utc::now(),
+                // When the batch was asked for, by the application's clock.
+                created_at: metadata.occurred_at.unwrap_or_else(Utc::now),
             };
             sqlx::query(&format!(
                 "INSERT INTO billing_batches ({BATCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -361,7 +360,7 @@ impl Store {
             )
             .bind(&record.batch_id)
             .bind(Json(&payload))
-            .bind(Json(&metadata))
+            .bind(Json(metadata.to_map()))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use schemas::{CaseId, EventId};
+use schemas::{CaseId, EventId, EventMetadata};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -142,7 +142,7 @@ where
     let sequence: i64 = row.try_get("sequence")?;
     let position: i64 = row.try_get("position")?;
     let Json(payload): Json<Value> = row.try_get("payload")?;
-    let Json(metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
+    let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
     Ok(LogEvent {
         at: LogPosition {
             txid: row.try_get("tx")?,
@@ -157,7 +157,9 @@ where
             event_version: row.try_get("event_version")?,
             recorded_at: row.try_get("recorded_at")?,
             payload,
-            metadata,
+            metadata: EventMetadata::from_map(&stored_metadata)
+                .map_err(|e| corrupt(e.to_string()))?,
+            stored_metadata,
         },
     })
 }

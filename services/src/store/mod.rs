@@ -15,7 +15,7 @@ use aggregates::{Case, CaseError, CaseEvent};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
-use schemas::{ActorId, AgencyId, CaseId, EventId, Role};
+use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, Role};
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
@@ -94,7 +94,11 @@ pub struct StoredEvent {
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
     pub payload: Value,
-    pub metadata: HashMap<String, String>,
+    /// The metadata, typed.
+    pub metadata: EventMetadata,
+    /// The metadata exactly as stored: what the audit chain hashes, so that a chain computed
+    /// when the event was written verifies byte for byte however the typed form evolves.
+    pub stored_metadata: HashMap<String, String>,
 }
 
 /// What an earlier request with the same idempotency key did.
@@ -225,11 +229,12 @@ impl Store {
         id: CaseId,
         events: Vec<CaseEvent>,
         mut context: CaseContext,
-        metadata: HashMap<String, String>,
+        metadata: &EventMetadata,
     ) -> Result<Commit, StoreError> {
         // Event-sourced mode never reads the aggregate on commit: take it instead of cloning.
         let after = std::mem::take(&mut context.aggregate);
-        match on_es!(self, es => es.commit(events, context, metadata).await) {
+        let metadata = metadata.to_map();
+        match on_es!(self, es => es.commit(events, context, metadata.clone()).await) {
             Ok(done) => {
                 if let Some(last) = done.last() {
                     self.cache.put(id, after, last.sequence);
@@ -263,7 +268,7 @@ impl Store {
                     let sequence: i64 = row.try_get("sequence")?;
                     let position: Option<i64> = row.try_get("position")?;
                     let Json(payload): Json<Value> = row.try_get("payload")?;
-                    let Json(metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
+                    let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
                     Ok(StoredEvent {
                         event_id: EventId::parse(&event_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         sequence: sequence as u64,
@@ -272,7 +277,8 @@ impl Store {
                         event_version: row.try_get("event_version")?,
                         recorded_at: row.try_get("recorded_at")?,
                         payload,
-                        metadata,
+                        metadata: EventMetadata::from_map(&stored_metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        stored_metadata,
                     })
                 })
                 .collect()
@@ -308,11 +314,14 @@ impl Store {
             };
             let sequence: i64 = row.try_get("sequence")?;
             let Json(meta): Json<HashMap<String, String>> = row.try_get("metadata")?;
-            let field = |k: &str| meta.get(k).cloned().ok_or_else(|| StoreError::Corrupt(format!("idempotent event lacks {k}")));
+            let idempotency = EventMetadata::from_map(&meta)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .idempotency
+                .ok_or_else(|| StoreError::Corrupt("an event found by its idempotency scope has none".into()))?;
             Ok(Some(IdempotentReply {
-                request_hash: field("request_hash")?,
-                status: field("reply_status")?.parse().map_err(|_| StoreError::Corrupt("reply_status".into()))?,
-                reply: serde_json::from_str(&field("reply")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                request_hash: idempotency.request_hash,
+                status: idempotency.reply_status,
+                reply: idempotency.reply,
                 version: sequence as u64,
             }))
         })

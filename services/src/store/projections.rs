@@ -54,7 +54,7 @@ pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
         event_version: &e.event_version,
         recorded_at: e.recorded_at,
         payload: &e.payload,
-        metadata: &e.metadata,
+        metadata: &e.stored_metadata,
     });
     (event_id, bytes)
 }
@@ -182,17 +182,18 @@ impl Store {
                 let prev = heads.get(&case_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
                 let hash = chain(&prev, &bytes);
                 let m = &e.event.metadata;
+                let occurred_at = m.occurred_at.map(|t| t.to_rfc3339());
                 entries.push(serde_json::json!({
                     "case_id": case_id,
                     "sequence": e.event.sequence,
                     "event_id": event_id,
                     "event_type": e.event.event_type,
                     "event_version": e.event.event_version,
-                    "actor_id": m.get("actor_id"),
-                    "actor_role": m.get("actor_role"),
-                    "occurred_at": m.get("occurred_at"),
+                    "actor_id": m.actor_id,
+                    "actor_role": m.actor_role,
+                    "occurred_at": occurred_at,
                     "recorded_at": e.event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "correlation_id": m.get("correlation_id"),
+                    "correlation_id": m.correlation_id,
                     "summary": summary(&e.event.event_type, &e.event.payload),
                     "prev_hash": prev,
                     "hash": hash,

@@ -4,7 +4,7 @@
 #
 # The relay benchmark also needs NATS: NATS_URL, or a throwaway nats-server started here.
 #
-# Usage: ops/bench.sh [append|projections|relay|billing] [options of `linkage bench NAME`]
+# Usage: ops/bench.sh [append|projections|relay|billing] [options of `linkage-bench NAME`]
 #   ops/bench.sh append --seconds 10
 #   ops/bench.sh projections --events 1000000
 #   ops/bench.sh relay --events 1000000
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=append
 case "${1:-}" in append|projections|relay|billing) bench=$1; shift ;; esac
-cargo build --release --locked --bin linkage
+cargo build --release --locked --bin linkage-bench
 if [ -z "${DATABASE_URL:-}" ]; then
   pg_dir=$(mktemp -d /tmp/linkage-pg.XXXXXX)
   trap 'ops/pg-stop.sh "$pg_dir"' EXIT
@@ -25,4 +25,4 @@ if [ "$bench" = relay ] && [ -z "${NATS_URL:-}" ]; then
   NATS_URL=$(LINKAGE_NATS_DIR="$nats_dir" ops/nats-start.sh)
   export NATS_URL
 fi
-target/release/linkage bench "$bench" --database-url "$DATABASE_URL" "$@"
+target/release/linkage-bench "$bench" --database-url "$DATABASE_URL" "$@"

@@ -48,11 +48,6 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
-    /// Print benchmark figures beside their baselines
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
     /// Inspect and rebuild projections
     Projections {
         #[command(subcommand)]
@@ -221,20 +216,6 @@ pub enum AuditCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-}
-
-/// Each benchmark prints its figures beside a baseline measured in the same run; its options
-/// are the fields of its struct in `bench`.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Rebuild of every projection beside a plain scan of the events table; projection lag
-    Projections(crate::bench::ProjectionBench),
-    /// Relay catch-up beside a plain async-nats pipelined publish loop; commit-to-ack latency
-    Relay(crate::bench::RelayBench),
-    /// A month's billing export beside a plain COPY (SELECT ...) TO STDOUT of the same rows
-    Billing(crate::bench::BillingBench),
-    /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
-    Append(crate::bench::AppendBench),
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

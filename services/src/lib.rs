@@ -2,11 +2,11 @@
 //! Everything with a socket, a pool or a file lives here; the domain stays in the crates below.
 
 pub mod auth;
-pub mod bench;
 pub mod billing;
 pub mod bus;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod error;
 pub mod http;

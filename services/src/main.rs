@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 use schemas::{ActorId, AgencyId};
 use services::cli::{
-    AuditCommand, BenchCommand, BillingCommand, CaseCommand, Cli, Command, ProjectionsCommand,
-    RelayCommand, TokenCommand,
+    AuditCommand, BillingCommand, CaseCommand, Cli, Command, ProjectionsCommand, RelayCommand,
+    TokenCommand,
 };
 use services::config::{Config, LogFormat, Overrides};
 use services::store::TokenRecord;
@@ -41,16 +41,6 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await?;
             tracing::info!("stopped");
-        }
-        Command::Bench { command } => {
-            telemetry::init(LogFormat::Pretty);
-            let out = &mut std::io::stdout().lock();
-            match command {
-                BenchCommand::Append(bench) => bench.run(out).await?,
-                BenchCommand::Projections(bench) => bench.run(out).await?,
-                BenchCommand::Relay(bench) => bench.run(out).await?,
-                BenchCommand::Billing(bench) => bench.run(out).await?,
-            }
         }
         Command::Projections { command } => {
             telemetry::init(LogFormat::Pretty);

@@ -5,13 +5,12 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use aggregates::Actor;
 use schemas::IdempotencyKey;
 
 use crate::auth::Caller;
+use crate::command::CommandMeta;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -62,35 +61,6 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             Category::Data => ApiError::invalid("invalid_value", message),
         }
     })
-}
-
-/// Everything about a command request that is not its body: who sends it, with which
-/// idempotency key and correlation id, to which route.
-pub struct CommandMeta {
-    pub actor: Actor,
-    pub idempotency_key: Option<IdempotencyKey>,
-    pub correlation_id: String,
-    /// The id of this command: the causation id of the events it produces.
-    pub command_id: Uuid,
-    pub route: String,
-}
-
-impl CommandMeta {
-    /// Fingerprint of the request: route and exact body bytes.
-    pub fn request_hash(&self, body: &[u8]) -> String {
-        let mut h = Sha256::new();
-        h.update(self.route.as_bytes());
-        h.update([0u8]);
-        h.update(body);
-        hex::encode(h.finalize())
-    }
-
-    /// Idempotency keys are scoped to the actor who sent them.
-    pub fn idempotency_scope(&self) -> Option<String> {
-        self.idempotency_key
-            .as_ref()
-            .map(|k| format!("{}\u{1f}{}", self.actor.id, k))
-    }
 }
 
 impl FromRequestParts<AppState> for CommandMeta {

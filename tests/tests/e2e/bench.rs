@@ -1,7 +1,7 @@
 //! The benchmark command runs end to end on a real PostgreSQL and prints every row it promises.
 //! Figures are not asserted here (machines are noisy); `ops/bench.sh` is where they are read.
 
-use services::bench::AppendBench;
+use linkage_bench::AppendBench;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_append_prints_every_row_beside_its_baseline() {
@@ -46,7 +46,7 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
     let Some(url) = linkage_tests::postgres_admin_url() else {
         return;
     };
-    let bench = services::bench::ProjectionBench {
+    let bench = linkage_bench::ProjectionBench {
         database_url: url,
         events: 3_000,
         stream_len: 100,
@@ -90,7 +90,7 @@ async fn bench_relay_prints_catch_up_beside_the_plain_loop_and_latency() {
     let Some(bus) = linkage_tests::nats::Bus::shared() else {
         return;
     };
-    let bench = services::bench::RelayBench {
+    let bench = linkage_bench::RelayBench {
         database_url: url,
         nats_url: bus.url.clone(),
         events: 2_000,
@@ -129,7 +129,7 @@ async fn bench_billing_prints_the_export_beside_copy() {
     let Some(url) = linkage_tests::postgres_admin_url() else {
         return;
     };
-    let bench = services::bench::BillingBench {
+    let bench = linkage_bench::BillingBench {
         database_url: url,
         // Enough lines that recording a batch writes several statements' worth.
         lines: 3_000,

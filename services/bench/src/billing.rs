@@ -1,4 +1,4 @@
-//! `linkage bench billing`: exporting a month of the TCM billing log (evaluated with the default
+//! `linkage-bench billing`: exporting a month of the TCM billing log (evaluated with the default
 //! rules profile, rendered as CSV) beside a plain `COPY (SELECT …) TO STDOUT` of the same rows
 //! (one per contact of the month, from the same tables), in the same run on the same database,
 //! with the export's resident memory sampled as it goes; then recording that month's export
@@ -17,8 +17,8 @@ use schemas::*;
 use sqlx::postgres::PgPoolCopyExt;
 
 use super::{bench_err, case_services, memory_mib, open_case, seed_cases, BenchError, Scratch};
-use crate::billing::export::{export_month, Format};
-use crate::store::{Store, BILLING};
+use services::billing::export::{export_month, Format};
+use services::store::{Store, BILLING};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BillingBench {
@@ -111,10 +111,15 @@ impl BillingBench {
 
         let timed_batch = || async {
             let t0 = Instant::now();
-            let record =
-                crate::billing::batch::create(store, profile, MONTH, "bench", &Default::default())
-                    .await
-                    .map_err(bench_err)?;
+            let record = services::billing::batch::create(
+                store,
+                profile,
+                MONTH,
+                "bench",
+                &Default::default(),
+            )
+            .await
+            .map_err(bench_err)?;
             Ok::<_, BenchError>((record, t0.elapsed().as_secs_f64()))
         };
         let hwm_before = memory_mib("VmHWM:");
@@ -123,7 +128,7 @@ impl BillingBench {
         let (second, second_secs) = timed_batch().await?;
         let mut sink = counting_sink();
         let t0 = Instant::now();
-        crate::billing::batch::write(store, &first, Format::Csv, &mut sink)
+        services::billing::batch::write(store, &first, Format::Csv, &mut sink)
             .await
             .map_err(bench_err)?;
         let reproduce_secs = t0.elapsed().as_secs_f64();
@@ -187,11 +192,11 @@ impl BillingBench {
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
         let services = case_services()?;
-        let profile =
-            crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?;
+        let profile = services::billing::select(services::billing::DEFAULT_PROFILE, None)
+            .map_err(bench_err)?;
         writeln!(
             out,
-            "linkage bench billing: PostgreSQL {version}, {} CPUs, profile {}",
+            "linkage-bench billing: PostgreSQL {version}, {} CPUs, profile {}",
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -209,7 +214,7 @@ impl BillingBench {
         let pool = sqlx::PgPool::connect(url).await?;
         super::settle(&pool).await;
         let t0 = Instant::now();
-        let projected = crate::projector::catch_up(&store, BILLING, |_| {})
+        let projected = services::projector::catch_up(&store, BILLING, |_| {})
             .await
             .map_err(bench_err)?;
         writeln!(

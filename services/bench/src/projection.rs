@@ -1,4 +1,4 @@
-//! `linkage bench projections`: rebuild of every projection from a large synthetic log, beside a
+//! `linkage-bench projections`: rebuild of every projection from a large synthetic log, beside a
 //! plain scan of the same events table in the same run, with resident memory sampled as the
 //! rebuild progresses; then projection lag while commands arrive at a fixed rate.
 
@@ -15,9 +15,9 @@ use super::{
     bench_state, case_services, commands_at_rate, contact, contact_stream, memory_mib, seed_case,
     seed_cases, settle, BenchError, Scratch,
 };
-use crate::projector;
-use crate::store::projections::PROJECTIONS;
-use crate::store::Store;
+use services::projector;
+use services::store::projections::PROJECTIONS;
+use services::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectionBench {
@@ -57,7 +57,7 @@ impl ProjectionBench {
         let pool = sqlx::PgPool::connect(url).await?;
         writeln!(
             out,
-            "linkage bench projections: PostgreSQL {version}, {} CPUs",
+            "linkage-bench projections: PostgreSQL {version}, {} CPUs",
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)

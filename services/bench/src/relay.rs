@@ -1,4 +1,4 @@
-//! `linkage bench relay`: the relay's catch-up over a large log, beside a plain async-nats publish
+//! `linkage-bench relay`: the relay's catch-up over a large log, beside a plain async-nats publish
 //! loop with the same pipelining (same batch, same message sizes and subjects, a Nats-Msg-Id on
 //! every message) to an identically configured stream, in the same run on the same server; then
 //! commit-to-ack latency while commands arrive at a fixed rate.
@@ -20,9 +20,9 @@ use super::{
     seed_cases, BenchError, Scratch,
 };
 
-use crate::bus::relay::{self, Relay};
-use crate::bus::{BusConfig, PublicReader};
-use crate::store::{LogPosition, Store};
+use services::bus::relay::{self, Relay};
+use services::bus::{BusConfig, PublicReader};
+use services::store::{LogPosition, Store};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayBench {
@@ -36,7 +36,7 @@ pub struct RelayBench {
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
     /// Messages per pipelined batch, for the relay and the baseline alike
-    #[arg(long, default_value_t = crate::bus::BusConfig::default().batch)]
+    #[arg(long, default_value_t = services::bus::BusConfig::default().batch)]
     pub batch: u32,
     /// Commands per second while latency is measured
     #[arg(long, default_value_t = 1000)]
@@ -151,13 +151,13 @@ impl RelayBench {
     ) -> Result<(), BenchError> {
         let store = Arc::new(Store::postgres(url).await?);
         let services = case_services()?;
-        let client = crate::bus::relay::connect(&self.nats_url, "linkage-bench")
+        let client = services::bus::relay::connect(&self.nats_url, "linkage-bench")
             .await
             .map_err(bench_err)?;
         let server = client.server_info();
         writeln!(
             out,
-            "linkage bench relay: PostgreSQL {version}, nats-server {}, {} CPUs, batch {}",
+            "linkage-bench relay: PostgreSQL {version}, nats-server {}, {} CPUs, batch {}",
             server.version,
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -206,7 +206,7 @@ impl RelayBench {
             .max_ack_inflight(self.batch as usize * 2)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        crate::bus::relay::ensure_stream(&js, &base_config)
+        services::bus::relay::ensure_stream(&js, &base_config)
             .await
             .map_err(bench_err)?;
         let mut reader = PublicReader::new(&base_config.subject_prefix);

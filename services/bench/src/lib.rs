@@ -1,4 +1,4 @@
-//! `linkage bench append`: the command path's throughput and latency on PostgreSQL, printed
+//! `linkage-bench append`: the command path's throughput and latency on PostgreSQL, printed
 //! beside a raw single-row INSERT into the same events table, measured in the same run on the
 //! same database, at 1 and 16 concurrent clients, on short (2-event) and long (500-event)
 //! streams. It creates a scratch database, and drops it at the end.
@@ -19,18 +19,17 @@ use serde_json::json;
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::error::StoreError;
-use crate::http::commands::{execute, Target};
-use crate::http::extract::CommandMeta;
-use crate::startup::AppState;
-use crate::store::{Commit, Store};
+use services::command::{execute, CommandMeta, Target};
+use services::config::Config;
+use services::error::StoreError;
+use services::startup::AppState;
+use services::store::{Commit, Store};
 
 mod billing;
-mod projections;
+mod projection;
 mod relay;
 pub use billing::BillingBench;
-pub use projections::ProjectionBench;
+pub use projection::ProjectionBench;
 pub use relay::RelayBench;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -193,7 +192,7 @@ pub(crate) async fn commands_at_rate(
                 meta,
                 b"{}",
                 id,
-                Target::Existing(crate::auth::Access::Command),
+                Target::Existing(services::auth::Access::Command),
                 axum::http::StatusCode::CREATED,
                 |_| Ok(action(n)),
             )
@@ -221,9 +220,10 @@ pub(crate) fn bench_state(
         case_services: Arc::new(services.clone()),
         config: Arc::new(Config::default()),
         relay: None,
-        clock: crate::clock::Clock::system(),
+        clock: services::clock::Clock::system(),
         billing: Arc::new(
-            crate::billing::select(crate::billing::DEFAULT_PROFILE, None).map_err(bench_err)?,
+            services::billing::select(services::billing::DEFAULT_PROFILE, None)
+                .map_err(bench_err)?,
         ),
     })
 }
@@ -267,7 +267,7 @@ pub(crate) async fn commit_actions(
             .map_err(|e| BenchError::Refused(e.to_string()))?;
     }
     let events: Vec<CaseEvent> = sink.collect().await;
-    let context = crate::store::CaseContext {
+    let context = services::store::CaseContext {
         aggregate_id: id.to_string(),
         aggregate: case,
         current_sequence: 0,
@@ -371,7 +371,7 @@ impl AppendBench {
         let max_clients = self.clients.iter().copied().max().unwrap_or(1);
         writeln!(
             out,
-            "linkage bench append: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs",
+            "linkage-bench append: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs",
             self.seconds,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         )?;
@@ -485,7 +485,7 @@ impl AppendBench {
                             meta,
                             &body,
                             id,
-                            Target::Existing(crate::auth::Access::Command),
+                            Target::Existing(services::auth::Access::Command),
                             axum::http::StatusCode::CREATED,
                             |_| {
                                 Ok(CaseAction::LogContact {

@@ -1,0 +1,48 @@
+//! `linkage-bench`: prints each benchmark's figures beside a baseline measured in the same run, on
+//! the same database (and NATS server). `ops/bench.sh` builds it in release mode and runs it.
+
+use clap::{Parser, Subcommand};
+use linkage_bench::{AppendBench, BillingBench, ProjectionBench, RelayBench};
+use services::config::LogFormat;
+
+/// The same allocator as the `linkage` server, so that the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "linkage-bench",
+    version,
+    about = "Linkage's benchmarks, each beside its baseline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+/// Each benchmark's options are the fields of its struct in the library.
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Command throughput and latency on PostgreSQL beside a raw INSERT into the same table
+    Append(AppendBench),
+    /// Rebuild of every projection beside a plain scan of the events table; projection lag
+    Projections(ProjectionBench),
+    /// Relay catch-up beside a plain async-nats pipelined publish loop; commit-to-ack latency
+    Relay(RelayBench),
+    /// A month's billing export beside a plain COPY (SELECT ...) TO STDOUT of the same rows
+    Billing(BillingBench),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    services::telemetry::init(LogFormat::Pretty);
+    let out = &mut std::io::stdout().lock();
+    match cli.bench {
+        Bench::Append(bench) => bench.run(out).await?,
+        Bench::Projections(bench) => bench.run(out).await?,
+        Bench::Relay(bench) => bench.run(out).await?,
+        Bench::Billing(bench) => bench.run(out).await?,
+    }
+    Ok(())
+}

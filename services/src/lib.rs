@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod billing;
 pub mod bus;
-pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;

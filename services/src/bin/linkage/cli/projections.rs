@@ -1,0 +1,72 @@
+//! `linkage projections status|rebuild`.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use services::config::LogFormat;
+use services::{projector, telemetry};
+
+use super::{progress_bar, StoreArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, events applied, lag and error of every projection
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Drop a projection and project the whole log again (stop `serve` first)
+    Rebuild {
+        /// The projection's name (see `status`)
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Pretty);
+    match command {
+        ProjectionsCommand::Status { store } => {
+            let (_, store) = store.open().await?;
+            let status = projector::status(&store).await?;
+            store.close().await;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<16} {:>12} {:>10} {:>10} {:>8}  error",
+                "projection", "txid", "position", "applied", "lag"
+            )?;
+            for p in status {
+                writeln!(
+                    out,
+                    "{:<16} {:>12} {:>10} {:>10} {:>8}  {}",
+                    p.name,
+                    p.txid,
+                    p.position,
+                    p.events_applied,
+                    p.lag,
+                    p.error.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        ProjectionsCommand::Rebuild { name, store } => {
+            let (_, store) = store.open().await?;
+            projector::known(&name)?;
+            let total = store.events_after(Default::default()).await?.max(0) as u64;
+            let bar = progress_bar(total, "events")?;
+            bar.set_message(format!("rebuilding {name}"));
+            let started = std::time::Instant::now();
+            let n = projector::rebuild(&store, &name, |done| bar.set_position(done)).await?;
+            bar.finish();
+            store.close().await;
+            let secs = started.elapsed().as_secs_f64();
+            writeln!(
+                std::io::stdout(),
+                "rebuilt {name}: {n} events in {secs:.2} s ({:.0} events/s)",
+                n as f64 / secs.max(1e-9)
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -91,8 +91,7 @@ pub struct Documentation {
 }
 
 /// A documentation field a billable line needs (441.18(a)(7)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DocField {
     /// The nature and content of the service.
     Note,
@@ -103,12 +102,42 @@ pub enum DocField {
 }
 
 impl DocField {
+    pub const ALL: [DocField; 3] = [
+        DocField::Note,
+        DocField::RenderingProvider,
+        DocField::Location,
+    ];
+
+    /// Its one name, in rules files, reasons and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             DocField::Note => "note",
             DocField::RenderingProvider => "rendering_provider",
             DocField::Location => "location",
         }
+    }
+}
+
+impl std::str::FromStr for DocField {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DocField::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown documentation field `{s}`"))
+    }
+}
+
+impl Serialize for DocField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DocField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -209,9 +238,28 @@ pub enum Reason {
     MonthlyCapReached,
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = match self {
+impl Reason {
+    /// The reasons that carry nothing; with one `MissingDocumentation` per field, every reason.
+    const SIMPLE: [Reason; 13] = [
+        Reason::Voided,
+        Reason::NoMedicaidId,
+        Reason::NotEnrolledOnDate,
+        Reason::CaseClosed,
+        Reason::ComponentNotBillable,
+        Reason::ContactTypeNotBillable,
+        Reason::CollateralNotAboutChild,
+        Reason::InstitutionOutsideWindow,
+        Reason::BelowMinimumMinutes,
+        Reason::DuplicateEncounter,
+        Reason::CaseRateAlreadyBilled,
+        Reason::DailyCapReached,
+        Reason::MonthlyCapReached,
+    ];
+
+    /// The one table of reason codes: `Display`, `FromStr` and serde all read it. A missing
+    /// documentation field is shown as `missing_documentation:<field>`.
+    fn code(self) -> &'static str {
+        match self {
             Reason::Voided => "voided",
             Reason::NoMedicaidId => "no_medicaid_id",
             Reason::NotEnrolledOnDate => "not_enrolled_on_date",
@@ -221,15 +269,21 @@ impl fmt::Display for Reason {
             Reason::CollateralNotAboutChild => "collateral_not_about_child",
             Reason::InstitutionOutsideWindow => "institution_outside_window",
             Reason::BelowMinimumMinutes => "below_minimum_minutes",
-            Reason::MissingDocumentation(field) => {
-                return write!(f, "missing_documentation:{}", field.as_str())
-            }
+            Reason::MissingDocumentation(_) => "missing_documentation",
             Reason::DuplicateEncounter => "duplicate_encounter",
             Reason::CaseRateAlreadyBilled => "case_rate_already_billed",
             Reason::DailyCapReached => "daily_cap_reached",
             Reason::MonthlyCapReached => "monthly_cap_reached",
-        };
-        f.write_str(code)
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::MissingDocumentation(field) => write!(f, "{}:{}", self.code(), field.as_str()),
+            _ => f.write_str(self.code()),
+        }
     }
 }
 
@@ -242,27 +296,19 @@ impl Serialize for Reason {
 impl std::str::FromStr for Reason {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "voided" => Reason::Voided,
-            "no_medicaid_id" => Reason::NoMedicaidId,
-            "not_enrolled_on_date" => Reason::NotEnrolledOnDate,
-            "case_closed" => Reason::CaseClosed,
-            "component_not_billable" => Reason::ComponentNotBillable,
-            "contact_type_not_billable" => Reason::ContactTypeNotBillable,
-            "collateral_not_about_child" => Reason::CollateralNotAboutChild,
-            "institution_outside_window" => Reason::InstitutionOutsideWindow,
-            "below_minimum_minutes" => Reason::BelowMinimumMinutes,
-            "duplicate_encounter" => Reason::DuplicateEncounter,
-            "case_rate_already_billed" => Reason::CaseRateAlreadyBilled,
-            "daily_cap_reached" => Reason::DailyCapReached,
-            "monthly_cap_reached" => Reason::MonthlyCapReached,
-            "missing_documentation:note" => Reason::MissingDocumentation(DocField::Note),
-            "missing_documentation:rendering_provider" => {
-                Reason::MissingDocumentation(DocField::RenderingProvider)
+        let unknown = || format!("unknown billing reason `{s}`");
+        match s.split_once(':') {
+            Some((code, field)) if code == Reason::MissingDocumentation(DocField::Note).code() => {
+                Ok(Reason::MissingDocumentation(
+                    field.parse().map_err(|_| unknown())?,
+                ))
             }
-            "missing_documentation:location" => Reason::MissingDocumentation(DocField::Location),
-            other => return Err(format!("unknown billing reason `{other}`")),
-        })
+            Some(_) => Err(unknown()),
+            None => Reason::SIMPLE
+                .into_iter()
+                .find(|r| r.code() == s)
+                .ok_or_else(unknown),
+        }
     }
 }
 
@@ -792,4 +838,47 @@ pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_one_code() {
+        let all: Vec<Reason> = Reason::SIMPLE
+            .into_iter()
+            .chain(DocField::ALL.map(Reason::MissingDocumentation))
+            .collect();
+        // 13 reasons that carry nothing and one per documentation field: a new variant must be
+        // listed in `Reason::SIMPLE` (or carry a field) to be read back.
+        assert_eq!(all.len(), 13 + DocField::ALL.len());
+        for r in &all {
+            let code = r.to_string();
+            assert_eq!(code.parse::<Reason>(), Ok(*r), "{code}");
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(json, format!("\"{code}\""));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), *r);
+        }
+        assert_eq!(
+            Reason::MissingDocumentation(DocField::RenderingProvider).to_string(),
+            "missing_documentation:rendering_provider"
+        );
+        for bad in [
+            "",
+            "voided:",
+            "missing_documentation",
+            "missing_documentation:shoe",
+            "x",
+        ] {
+            assert!(bad.parse::<Reason>().is_err(), "{bad}");
+        }
+        for f in DocField::ALL {
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.as_str())
+            );
+            assert_eq!(f.as_str().parse::<DocField>(), Ok(f));
+        }
+    }
 }

@@ -4,12 +4,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 macro_rules! contract_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:tt),+ $(,)? }) => {
         $(#[$doc])*
+        // The literal beside each variant is its one wire name: serde (and through it the
+        // OpenAPI document and the JSON Schemas), `as_str`, `Display` and `FromStr` all read it.
+        // It is matched as `tt`, not `literal`: utoipa does not see through the invisible group a
+        // `literal` fragment is passed in, and would name the variants in Rust's case instead.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
-        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($variant),+
+            $(#[serde(rename = $wire)] $variant),+
         }
 
         impl $name {

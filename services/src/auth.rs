@@ -1,21 +1,16 @@
 //! Tokens and the role model.
 //!
 //! A token is 32 random bytes, shown once; the store keeps only its SHA-256 (a token has full
-//! entropy, so a slow password hash adds nothing). Who may do what:
+//! entropy, so a slow password hash adds nothing).
 //!
-//! | role | commands | reads of a case |
-//! |---|---|---|
-//! | admin | all, any agency | all |
-//! | supervisor | all on cases of their agency | cases of their agency and their history |
-//! | case_manager | cases assigned to them; may open a case only for themselves | cases assigned to them |
-//! | service | referral status and appointment outcomes on cases of their agency (a receiving system) | none |
-//! | auditor | none | cases of their agency, their audit trail and history |
-//! | billing | none | none (billing reads the TCM log, issue 5) |
+//! Who may do what is one table, `reach(role, access)`: every check (`check` on a case, `permit`
+//! on a target, `agency_scope` for views across an agency) is derived from it, and
+//! `schemas/CONTRACT.md` shows it to readers.
 
 use aggregates::{Actor, Case};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use schemas::Role;
+use schemas::{ActorId, AgencyId, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, StoreError};
@@ -74,59 +69,166 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// What a route does to a case, for the role check.
+/// Everything a caller may ask for: something done to or read of one case, or a view across an
+/// agency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Read a case, its events.
     Read,
-    /// Any clinical or case-management command.
+    /// Any command on a case (screening, care plan, referral, contact, transition, correction).
     Command,
-    /// Reassigning the case manager.
+    /// Reassign a case's case manager.
     Assign,
-    /// What a receiving provider reports: referral status, appointment outcomes.
+    /// Report what became of a referral or an appointment (the receiving side's report).
     RecipientReport,
-    /// The audit trail: auditors and admins only.
+    /// A case's audit trail and its read log.
     Audit,
-    /// A case as of a past time: auditors, supervisors and admins.
+    /// A case as known at a time.
     History,
+    /// Open a case (the target is the new case: the caller's agency, its assignee).
+    OpenCase,
+    /// A worker's caseload.
+    Caseload,
+    /// The team's caseloads.
+    TeamView,
+    /// Referral and engagement measures.
+    Measures,
+    /// The billing log and recorded export batches.
+    BillingLog,
+    /// Recording an export batch.
+    BillingBatch,
+    /// The public event stream.
+    EventStream,
 }
 
-/// May `actor` do `access` to `case`? Refuses with 403 and says why.
-pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError> {
-    let same_agency = case.agency() == Some(&actor.agency);
-    let assigned = case.assigned_to.as_ref() == Some(&actor.id);
-    let allowed = match (actor.role, access) {
-        (Role::Admin, _) => true,
-        (Role::Auditor, Access::Audit | Access::History) => same_agency,
-        (_, Access::Audit) => false,
-        (Role::CaseManager, Access::History) => false,
-        (Role::Supervisor, _) => same_agency,
-        (Role::CaseManager, Access::Assign) => false,
-        (Role::CaseManager, _) => same_agency && assigned,
-        (Role::Auditor, Access::Read) => same_agency,
-        (Role::Service, Access::RecipientReport) => same_agency,
-        (Role::Auditor | Role::Billing | Role::Service, _) => false,
-    };
-    if allowed {
-        return Ok(());
+/// How far a role's permission for one `Access` reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Not at all: the role may never do this.
+    None,
+    /// The caller's own, in their agency: cases assigned to them (opening one: assigned to
+    /// themselves), their own caseload.
+    Own,
+    /// Everything of the caller's agency.
+    Agency,
+    /// Every agency.
+    All,
+}
+
+/// The role model: the one table every permission check is derived from.
+pub const fn reach(role: Role, access: Access) -> Reach {
+    use Access::*;
+    match (role, access) {
+        (Role::Admin, _) => Reach::All,
+        (Role::Supervisor, Audit | BillingLog | BillingBatch) => Reach::None,
+        (Role::Supervisor, _) => Reach::Agency,
+        (Role::CaseManager, Read | Command | RecipientReport | OpenCase | Caseload) => Reach::Own,
+        (Role::CaseManager, EventStream) => Reach::Agency,
+        (Role::CaseManager, _) => Reach::None,
+        (Role::Auditor, Read | Audit | History | Measures | BillingLog | EventStream) => {
+            Reach::Agency
+        }
+        (Role::Auditor, _) => Reach::None,
+        (Role::Billing, BillingLog | BillingBatch) => Reach::Agency,
+        (Role::Billing, _) => Reach::None,
+        (Role::Service, RecipientReport | EventStream) => Reach::Agency,
+        (Role::Service, _) => Reach::None,
     }
-    let role_can_ever = match (actor.role, access) {
-        (Role::Billing, _) => false,
-        (Role::Auditor, a) => matches!(a, Access::Read | Access::Audit | Access::History),
-        (_, Access::Audit) => false,
-        (Role::Service, a) => a == Access::RecipientReport,
-        (Role::CaseManager, a) => !matches!(a, Access::Assign | Access::History),
-        _ => true,
-    };
-    Err(if role_can_ever {
-        ApiError::forbidden(
-            "case_not_allowed",
-            "this case is not assigned to you or is outside your agency",
-        )
-    } else {
+}
+
+impl Access {
+    /// What it is, for a refusal: "the billing role may not <this>".
+    fn what(self) -> &'static str {
+        match self {
+            Access::Read => "read cases",
+            Access::Command => "act on cases",
+            Access::Assign => "reassign cases",
+            Access::RecipientReport => "report referral and appointment outcomes",
+            Access::Audit => "see audit trails",
+            Access::History => "see case histories",
+            Access::OpenCase => "open cases",
+            Access::Caseload => "see caseloads",
+            Access::TeamView => "see the team view",
+            Access::Measures => "see measures",
+            Access::BillingLog => "see the billing log",
+            Access::BillingBatch => "record export batches",
+            Access::EventStream => "receive referral events",
+        }
+    }
+
+    /// The refusal for a role that may never do this.
+    fn role_refusal(self, role: Role) -> ApiError {
         ApiError::forbidden(
             "role_not_allowed",
-            format!("the {} role may not do this", actor.role),
+            format!("the {role} role may not {}", self.what()),
         )
-    })
+    }
+
+    /// The refusal for a role that may do this, but not to this target.
+    fn reach_refusal(self) -> ApiError {
+        match self {
+            Access::Caseload => ApiError::forbidden(
+                "caseload_not_allowed",
+                "a case manager sees only their own caseload",
+            ),
+            Access::OpenCase => ApiError::forbidden(
+                "case_not_allowed",
+                "a case manager opens cases assigned to themselves; a supervisor assigns others",
+            ),
+            _ => ApiError::forbidden(
+                "case_not_allowed",
+                "this case is not assigned to you or is outside your agency",
+            ),
+        }
+    }
+}
+
+/// Whether `actor` may do `access` to `case` (an existing case).
+pub fn check(actor: &Actor, case: &Case, access: Access) -> Result<(), ApiError> {
+    permit(
+        actor,
+        access,
+        case.agency(),
+        case.assigned_to.as_ref().map(ActorId::as_str),
+    )
+}
+
+/// Whether `actor` may do `access` to a target of `agency` owned by `owner` (a case's assignee,
+/// a caseload's worker).
+pub fn permit(
+    actor: &Actor,
+    access: Access,
+    agency: Option<&AgencyId>,
+    owner: Option<&str>,
+) -> Result<(), ApiError> {
+    let same_agency = agency == Some(&actor.agency);
+    let allowed = match reach(actor.role, access) {
+        Reach::None => return Err(access.role_refusal(actor.role)),
+        Reach::All => true,
+        Reach::Agency => same_agency,
+        Reach::Own => same_agency && owner == Some(actor.id.as_str()),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(access.reach_refusal())
+    }
+}
+
+/// For a view across agencies: the agency whose data `actor` sees (None: every agency), or the
+/// refusal. Where the role reaches only its own, `owner` must be the caller.
+pub fn agency_scope(
+    actor: &Actor,
+    access: Access,
+    owner: Option<&str>,
+) -> Result<Option<AgencyId>, ApiError> {
+    match reach(actor.role, access) {
+        Reach::None => Err(access.role_refusal(actor.role)),
+        Reach::All => Ok(None),
+        Reach::Agency => Ok(Some(actor.agency.clone())),
+        Reach::Own if owner == Some(actor.id.as_str()) => Ok(Some(actor.agency.clone())),
+        Reach::Own => Err(access.reach_refusal()),
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +244,44 @@ mod tests {
         assert_eq!(hash_token(&a).len(), 64);
         assert_ne!(hash_token(&a), a);
         assert_eq!(hash_token(&a), hash_token(&a));
+    }
+
+    /// The whole table, so that a change to who may do what is a deliberate, visible one.
+    #[test]
+    fn the_role_table() {
+        use Access::*;
+        let accesses = [
+            Read,
+            Command,
+            Assign,
+            RecipientReport,
+            Audit,
+            History,
+            OpenCase,
+            Caseload,
+            TeamView,
+            Measures,
+            BillingLog,
+            BillingBatch,
+            EventStream,
+        ];
+        let row = |role: Role| -> String {
+            accesses
+                .iter()
+                .map(|a| match reach(role, *a) {
+                    Reach::None => '-',
+                    Reach::Own => 'o',
+                    Reach::Agency => 'a',
+                    Reach::All => '*',
+                })
+                .collect()
+        };
+        //                                       RCAPAHOCTMBBE
+        assert_eq!(row(Role::Admin), /*       */ "*************");
+        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--a");
+        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----a");
+        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-a");
+        assert_eq!(row(Role::Billing), /*     */ "----------aa-");
+        assert_eq!(row(Role::Service), /*     */ "---a--------a");
     }
 }

@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use projections::billing::Month;
-use schemas::Role;
 use serde::Deserialize;
 
-use crate::auth::Caller;
+use crate::auth::{agency_scope, Access, Caller};
 use crate::billing::export::{export_month, Format};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -36,11 +35,9 @@ pub async fn get_tcm(
     caller: Caller,
     Query(query): Query<TcmQuery>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.0;
-    reader_role(&actor)?;
+    let agency = log_scope(&caller.0)?;
     let month = parse_month(&query.month)?;
     let format = parse_format(query.format.as_deref(), Format::Json)?;
-    let agency = (actor.role != Role::Admin).then(|| actor.agency.to_string());
     tracing::info!(%month, ?agency, "billing log pulled");
     // A task renders the month into a bounded channel that is the response body: the client's
     // pace sets the export's, and nothing is held beyond a few cases' lines.
@@ -111,23 +108,19 @@ fn parse_format(asked: Option<&str>, default: Format) -> Result<Format, ApiError
     }
 }
 
-/// The agency a caller's batch request is for.
+/// The agency a caller's batch request is for: an admin names it; billing records its own.
 fn batch_agency(actor: &aggregates::Actor, asked: Option<String>) -> Result<String, ApiError> {
-    match (actor.role, asked) {
-        (Role::Admin, Some(a)) => Ok(a),
-        (Role::Admin, None) => Err(ApiError::invalid(
+    match (agency_scope(actor, Access::BillingBatch, None)?, asked) {
+        (None, Some(a)) => Ok(a),
+        (None, None) => Err(ApiError::invalid(
             "agency_required",
             "an admin must name the agency whose lines are exported",
         )),
-        (Role::Billing, None) => Ok(actor.agency.to_string()),
-        (Role::Billing, Some(a)) if a == actor.agency.as_str() => Ok(a),
-        (Role::Billing, Some(_)) => Err(ApiError::forbidden(
+        (Some(own), None) => Ok(own.to_string()),
+        (Some(own), Some(a)) if a == own.as_str() => Ok(a),
+        (Some(_), Some(_)) => Err(ApiError::forbidden(
             "other_agency",
             "billing exports its own agency's lines only",
-        )),
-        _ => Err(ApiError::forbidden(
-            "role_not_allowed",
-            "export batches are made by billing and admin roles",
         )),
     }
 }
@@ -171,10 +164,8 @@ pub async fn list_batches(
     caller: Caller,
     Query(query): Query<BatchesQuery>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.0;
-    reader_role(&actor)?;
+    let agency = log_scope(&caller.0)?;
     let month = parse_month(&query.month)?;
-    let agency = (actor.role != Role::Admin).then(|| actor.agency.to_string());
     let batches = state
         .store
         .billing_batches(month, agency.as_deref())
@@ -182,15 +173,9 @@ pub async fn list_batches(
     Ok(axum::Json(serde_json::json!({"batches": batches})).into_response())
 }
 
-fn reader_role(actor: &aggregates::Actor) -> Result<(), ApiError> {
-    if matches!(actor.role, Role::Billing | Role::Auditor | Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "role_not_allowed",
-            "the billing log is for billing, auditor and admin roles",
-        ))
-    }
+/// The agency whose billing log the caller reads (None: every agency), or the refusal.
+fn log_scope(actor: &aggregates::Actor) -> Result<Option<String>, ApiError> {
+    Ok(agency_scope(actor, Access::BillingLog, None)?.map(|a| a.to_string()))
 }
 
 /// A recorded batch, exactly as it was exported (its checksum is checked first).
@@ -205,8 +190,7 @@ pub async fn get_batch(
     axum::extract::Path(batch_id): axum::extract::Path<String>,
     Query(query): Query<BatchQuery>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.0;
-    reader_role(&actor)?;
+    let agency = log_scope(&caller.0)?;
     let format = parse_format(query.format.as_deref(), Format::Csv)?;
     let not_found =
         || ApiError::not_found("batch_not_found", format!("no billing batch {batch_id}"));
@@ -215,7 +199,7 @@ pub async fn get_batch(
         .billing_batch(&batch_id)
         .await?
         .ok_or_else(not_found)?;
-    if actor.role != Role::Admin && record.agency != actor.agency.as_str() {
+    if agency.is_some_and(|a| a != record.agency) {
         return Err(not_found());
     }
     crate::billing::batch::verify(&state.store, &record)

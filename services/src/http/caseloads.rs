@@ -5,33 +5,23 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use projections::caseload::{caseload, Caseload};
-use schemas::Role;
 use serde::Serialize;
 use tracing::instrument;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{agency_scope, Access, Caller};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 const WORKER_ROUTE: &str = "GET /v1/caseloads/{worker_id}";
 
 /// Which agency's cases a caller may see in caseload views: None means every agency (admin).
-fn scope(caller: &Caller, worker_id: Option<&str>) -> Result<Option<String>, ApiError> {
-    let a = &caller.0;
-    match a.role {
-        Role::Admin => Ok(None),
-        Role::Supervisor => Ok(Some(a.agency.to_string())),
-        Role::CaseManager if worker_id == Some(a.id.as_str()) => Ok(Some(a.agency.to_string())),
-        Role::CaseManager => Err(ApiError::forbidden(
-            "caseload_not_allowed",
-            "a case manager sees only their own caseload",
-        )),
-        role => Err(ApiError::forbidden(
-            "role_not_allowed",
-            format!("the {role} role does not see caseloads"),
-        )),
-    }
+fn scope(
+    caller: &Caller,
+    access: Access,
+    worker_id: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    Ok(agency_scope(&caller.0, access, worker_id)?.map(|a| a.to_string()))
 }
 
 #[utoipa::path(get, path = "/v1/caseloads/{worker_id}", tag = "caseloads",
@@ -44,7 +34,7 @@ pub async fn get_caseload(
     caller: Caller,
     Path(worker_id): Path<String>,
 ) -> Result<Json<Caseload>, ApiError> {
-    let agency = scope(&caller, Some(&worker_id))?;
+    let agency = scope(&caller, Access::Caseload, Some(&worker_id))?;
     let cases = state
         .store
         .open_caseload(Some(&worker_id), agency.as_deref())
@@ -92,13 +82,7 @@ pub async fn get_team(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<TeamView>, ApiError> {
-    if !matches!(caller.0.role, Role::Admin | Role::Supervisor) {
-        return Err(ApiError::forbidden(
-            "role_not_allowed",
-            "the team view is for supervisors and admins",
-        ));
-    }
-    let agency = scope(&caller, None)?;
+    let agency = scope(&caller, Access::TeamView, None)?;
     let cases = state.store.open_caseload(None, agency.as_deref()).await?;
     let mut by_worker: BTreeMap<String, Vec<aggregates::Case>> = BTreeMap::new();
     for case in cases {

@@ -10,7 +10,7 @@ use schemas::*;
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::auth::Access;
+use crate::auth::{permit, Access};
 use crate::command::{execute, CommandMeta, Target};
 use crate::error::ApiError;
 use crate::http::extract::JsonBody;
@@ -36,22 +36,13 @@ pub async fn open_case(
     body: JsonBody<OpenCaseRequest>,
 ) -> Result<Response, ApiError> {
     let actor = meta.actor.clone();
-    match actor.role {
-        Role::Admin | Role::Supervisor => {}
-        Role::CaseManager if body.value.assigned_to == actor.id => {}
-        Role::CaseManager => {
-            return Err(ApiError::forbidden(
-                "case_not_allowed",
-                "a case manager opens cases assigned to themselves; a supervisor assigns others",
-            ))
-        }
-        role => {
-            return Err(ApiError::forbidden(
-                "role_not_allowed",
-                format!("the {role} role may not open cases"),
-            ))
-        }
-    }
+    // The new case is of the caller's agency, owned by its assignee.
+    permit(
+        &actor,
+        Access::OpenCase,
+        Some(&actor.agency),
+        Some(body.value.assigned_to.as_str()),
+    )?;
     let case_id = match meta.idempotency_scope() {
         Some(scope) => CaseId::from_uuid(Uuid::new_v5(&CASE_ID_NAMESPACE, scope.as_bytes())),
         None => CaseId::generate(),

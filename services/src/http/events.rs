@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use schemas::{AgencyId, Role};
+use schemas::AgencyId;
 use serde::Deserialize;
 
 use crate::auth::Caller;
@@ -45,12 +45,8 @@ pub async fn stream(
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let actor = caller.0;
-    if actor.role == Role::Billing {
-        return Err(ApiError::forbidden(
-            "role_not_allowed",
-            "billing does not receive referral events",
-        ));
-    }
+    // Callers see their own agency's events (admins: all); billing has no business with them.
+    let agency = crate::auth::agency_scope(&actor, crate::auth::Access::EventStream, None)?;
     let resume = headers
         .get("last-event-id")
         .map(|v| {
@@ -73,7 +69,6 @@ pub async fn stream(
             ))
         }
     };
-    let agency = (actor.role != Role::Admin).then_some(actor.agency);
     tracing::info!(?start, "event stream opened");
     let tail = Tail {
         store: state.store.clone(),

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{Duration, NaiveDate};
 use projections::measures::{compute, Measures};
-use schemas::{Program, Role};
+use schemas::Program;
 use tracing::instrument;
 
 use crate::auth::Caller;
@@ -42,16 +42,8 @@ pub async fn get_measures(
     caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Measures>, ApiError> {
-    let agency = match caller.0.role {
-        Role::Admin => None,
-        Role::Supervisor | Role::Auditor => Some(caller.0.agency.to_string()),
-        role => {
-            return Err(ApiError::forbidden(
-                "role_not_allowed",
-                format!("the {role} role does not see measures"),
-            ))
-        }
-    };
+    let agency = crate::auth::agency_scope(&caller.0, crate::auth::Access::Measures, None)?
+        .map(|a| a.to_string());
     if let Some(unknown) = query
         .keys()
         .find(|k| !matches!(k.as_str(), "from" | "to" | "program"))

@@ -7,8 +7,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::log::{LogEvent, StoredEvent};
 
 /// The `prev_hash` of a case's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -50,6 +53,77 @@ pub fn chain(prev_hash: &str, canonical: &[u8]) -> String {
     h.update([0u8]);
     h.update(canonical);
     hex::encode(h.finalize())
+}
+
+/// The chain input of a stored event: its id, and the canonical bytes the chain covers.
+pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
+    let event_id = e.event_id.to_string();
+    let bytes = canonical_bytes(&ChainInput {
+        case_id,
+        sequence: e.sequence,
+        event_id: &event_id,
+        event_type: &e.event_type,
+        event_version: &e.event_version,
+        recorded_at: e.recorded_at,
+        payload: &e.payload,
+        metadata: &e.stored_metadata,
+    });
+    (event_id, bytes)
+}
+
+/// One entry of the trail, as the audit projection stores it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    pub case_id: String,
+    pub sequence: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_version: String,
+    pub actor_id: Option<String>,
+    pub actor_role: Option<&'static str>,
+    pub occurred_at: Option<String>,
+    /// At microsecond precision, as the chain covers it.
+    pub recorded_at: String,
+    pub correlation_id: Option<String>,
+    pub summary: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The audit projection's fold: chains each event of a batch onto its case's trail. `heads`
+/// holds the newest hash of each case's trail (absent: none yet) and is moved along.
+pub fn entries(batch: &[LogEvent], heads: &mut HashMap<String, String>) -> Vec<AuditRow> {
+    let mut rows = Vec::with_capacity(batch.len());
+    for e in batch {
+        let case_id = e.case_id.to_string();
+        let (event_id, bytes) = chain_input(&e.event, &case_id);
+        let prev = heads
+            .get(&case_id)
+            .cloned()
+            .unwrap_or_else(|| GENESIS.to_owned());
+        let hash = chain(&prev, &bytes);
+        let m = &e.event.metadata;
+        heads.insert(case_id.clone(), hash.clone());
+        rows.push(AuditRow {
+            case_id,
+            sequence: e.event.sequence,
+            event_id,
+            event_type: e.event.event_type.clone(),
+            event_version: e.event.event_version.clone(),
+            actor_id: m.actor_id.as_ref().map(ToString::to_string),
+            actor_role: m.actor_role.map(|r| r.as_str()),
+            occurred_at: m.occurred_at.map(|t| t.to_rfc3339()),
+            recorded_at: e
+                .event
+                .recorded_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            correlation_id: m.correlation_id.clone(),
+            summary: summary(&e.event.event_type, &e.event.payload),
+            prev_hash: prev,
+            hash,
+        });
+    }
+    rows
 }
 
 /// A one-line, PHI-free description of an event for the trail.

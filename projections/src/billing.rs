@@ -27,6 +27,8 @@ use schemas::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::log::{ApplyError, LogEvent};
+
 /// One payer's or state's TCM rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -596,6 +598,16 @@ pub struct StoredContact {
     pub event_id: schemas::EventId,
     #[serde(flatten)]
     pub contact: Contact,
+}
+
+/// The billing projection's fold: a case's events of one batch, in log order, onto its billing
+/// state (the person who logged a contact is its rendering provider).
+pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<(), ApplyError> {
+    for e in events {
+        let event = e.event.case_event()?;
+        case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
+    }
+    Ok(())
 }
 
 /// What billing keeps of one case: the recipient's facts and every contact, folded from the

@@ -12,6 +12,8 @@ use schemas::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::log::{ApplyError, LogEvent};
+
 /// Limits and thresholds, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -83,6 +85,14 @@ fn billable(c: &aggregates::case::Contact) -> bool {
 fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
     let m = |d: NaiveDate| d.year() * 12 + d.month0() as i32;
     (m(to) - m(from)).max(0) as u32
+}
+
+/// The caseload projection's fold: a case's events of one batch, in log order, onto its state.
+pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<(), ApplyError> {
+    for e in events {
+        case.apply_at(e.event.sequence, e.event.case_event()?);
+    }
+    Ok(())
 }
 
 /// The caseload line of an open case, as of `today`. None for a closed or unopened case.

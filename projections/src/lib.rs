@@ -6,6 +6,7 @@ pub mod billing;
 pub mod case_view;
 pub mod caseload;
 pub mod history;
+pub mod log;
 pub mod measures;
 pub mod public;
 

@@ -23,6 +23,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data does not read back: {0}")]
     Corrupt(String),
+    /// An event a projection cannot apply: the projection stops there, visibly.
+    #[error(transparent)]
+    CannotApply(#[from] projections::log::ApplyError),
     #[error("unexpected store error: {0}")]
     Unexpected(String),
 }

@@ -7,20 +7,98 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::audit::{chain, GENESIS};
+use futures::future::BoxFuture;
+use projections::audit::{chain, chain_input, GENESIS};
+use projections::log::LogEvent;
 use schemas::CaseId;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::store::projections::{chain_input, AUDIT_TRAIL, CASELOADS, PROJECTIONS};
 use crate::store::Store;
 
 const BATCH: u32 = 500;
 
+/// A read model that follows the global log. The engine reads a batch after its checkpoint and
+/// hands it to `apply`, which folds it (pure code in the projections crate) and writes the rows
+/// and the checkpoint past the batch in one transaction. `reset` drops the rows and the
+/// checkpoint for a rebuild.
+pub trait Projection: Sync {
+    /// Its name: the checkpoint's key, and what `linkage projections` and /readyz call it.
+    fn name(&self) -> &'static str;
+    /// Applies `batch` and moves the checkpoint past it, atomically. An event the fold cannot
+    /// apply is `StoreError::CannotApply`.
+    fn apply<'a>(
+        &'a self,
+        store: &'a Store,
+        batch: &'a [LogEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Drops the rows and the checkpoint, in one transaction.
+    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The hash-chained audit trail of every case (`projections::audit`).
+pub struct AuditTrail;
+/// Each case's folded state for caseload views (`projections::caseload`).
+pub struct Caseloads;
+/// Each case's billing state and months (`projections::billing`).
+pub struct Billing;
+
+impl Projection for AuditTrail {
+    fn name(&self) -> &'static str {
+        "audit_trail"
+    }
+    fn apply<'a>(
+        &'a self,
+        store: &'a Store,
+        batch: &'a [LogEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.project_audit(self.name(), batch))
+    }
+    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.reset_projection(self.name(), &["audit_entries"]))
+    }
+}
+
+impl Projection for Caseloads {
+    fn name(&self) -> &'static str {
+        "caseloads"
+    }
+    fn apply<'a>(
+        &'a self,
+        store: &'a Store,
+        batch: &'a [LogEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.project_caseloads(self.name(), batch))
+    }
+    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.reset_projection(self.name(), &["caseload_cases"]))
+    }
+}
+
+impl Projection for Billing {
+    fn name(&self) -> &'static str {
+        "billing"
+    }
+    fn apply<'a>(
+        &'a self,
+        store: &'a Store,
+        batch: &'a [LogEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.project_billing(self.name(), batch))
+    }
+    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(store.reset_projection(self.name(), &["billing_case_months", "billing_cases"]))
+    }
+}
+
+/// Every projection this server runs: the engine, `linkage projections status|rebuild` and
+/// /readyz all read this list.
+pub static PROJECTIONS: &[&dyn Projection] = &[&AuditTrail, &Caseloads, &Billing];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error("unknown projection `{0}`; known: {known}", known = PROJECTIONS.join(", "))]
+    #[error("unknown projection `{0}`; known: {known}", known = names().join(", "))]
     Unknown(String),
     #[error("projection {name} is stopped: {error}")]
     Stopped { name: String, error: String },
@@ -28,16 +106,23 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
 }
 
-pub fn known(name: &str) -> Result<&'static str, ProjectionError> {
+/// The registered projections' names.
+pub fn names() -> Vec<&'static str> {
+    PROJECTIONS.iter().map(|p| p.name()).collect()
+}
+
+/// The registered projection called `name`.
+pub fn known(name: &str) -> Result<&'static dyn Projection, ProjectionError> {
     PROJECTIONS
         .iter()
         .copied()
-        .find(|p| *p == name)
+        .find(|p| p.name() == name)
         .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
 }
 
 /// Applies the next batch after the checkpoint; returns how many events it applied.
-pub async fn step(store: &Store, name: &'static str) -> Result<usize, ProjectionError> {
+pub async fn step(store: &Store, projection: &dyn Projection) -> Result<usize, ProjectionError> {
+    let name = projection.name();
     let checkpoint = store.checkpoint(name).await?;
     if let Some(error) = checkpoint.error {
         return Err(ProjectionError::Stopped {
@@ -46,16 +131,11 @@ pub async fn step(store: &Store, name: &'static str) -> Result<usize, Projection
         });
     }
     let batch = store.read_log(checkpoint.at, BATCH).await?;
-    let applied = match name {
-        AUDIT_TRAIL => store.project_audit(&batch).await,
-        CASELOADS => store.project_caseloads(&batch).await,
-        crate::store::BILLING => store.project_billing(&batch).await,
-        other => return Err(ProjectionError::Unknown(other.to_owned())),
-    };
-    match applied {
+    match projection.apply(store, &batch).await {
         Ok(()) => Ok(batch.len()),
         // An event it cannot apply stops the projection there, visibly; it is never skipped.
-        Err(StoreError::Corrupt(error)) => {
+        Err(StoreError::CannotApply(e)) => {
+            let error = e.to_string();
             store.mark_projection_failed(name, &error).await?;
             Err(ProjectionError::Stopped {
                 name: name.to_owned(),
@@ -70,12 +150,12 @@ pub async fn step(store: &Store, name: &'static str) -> Result<usize, Projection
 /// total after each batch.
 pub async fn catch_up(
     store: &Store,
-    name: &'static str,
+    projection: &dyn Projection,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
     let mut total = 0u64;
     loop {
-        let n = step(store, name).await?;
+        let n = step(store, projection).await?;
         if n == 0 {
             return Ok(total);
         }
@@ -89,11 +169,12 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
     let mut stopped: Vec<&str> = Vec::new();
     loop {
         let mut applied = 0;
-        for name in PROJECTIONS.iter().copied() {
+        for projection in PROJECTIONS.iter().copied() {
+            let name = projection.name();
             if stopped.contains(&name) {
                 continue;
             }
-            match step(&store, name).await {
+            match step(&store, projection).await {
                 Ok(n) => applied += n,
                 Err(ProjectionError::Store(e)) => {
                     // The store may be briefly unreachable: try again, skipping nothing.
@@ -118,8 +199,10 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
     }
 }
 
+/// Where a follower of the log stands: a projection, or the relay (which applies events to the
+/// bus). One type for both, in `linkage projections status`, `linkage relay status` and /readyz.
 #[derive(Debug, Clone, Serialize)]
-pub struct ProjectionStatus {
+pub struct FollowerStatus {
     pub name: &'static str,
     pub txid: i64,
     pub position: i64,
@@ -129,18 +212,25 @@ pub struct ProjectionStatus {
     pub error: Option<String>,
 }
 
-pub async fn status(store: &Store) -> Result<Vec<ProjectionStatus>, ProjectionError> {
-    let mut out = Vec::new();
-    for name in PROJECTIONS.iter().copied() {
+impl FollowerStatus {
+    /// The status of the follower whose checkpoint is called `name`.
+    pub async fn of(store: &Store, name: &'static str) -> Result<Self, StoreError> {
         let c = store.checkpoint(name).await?;
-        out.push(ProjectionStatus {
+        Ok(Self {
             name,
             txid: c.at.txid,
             position: c.at.position,
             events_applied: c.events,
             lag: store.events_after(c.at).await?,
             error: c.error,
-        });
+        })
+    }
+}
+
+pub async fn status(store: &Store) -> Result<Vec<FollowerStatus>, ProjectionError> {
+    let mut out = Vec::with_capacity(PROJECTIONS.len());
+    for projection in PROJECTIONS {
+        out.push(FollowerStatus::of(store, projection.name()).await?);
     }
     Ok(out)
 }
@@ -151,9 +241,9 @@ pub async fn rebuild(
     name: &str,
     progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
-    let name = known(name)?;
-    store.reset_projection(name).await?;
-    catch_up(store, name, progress).await
+    let projection = known(name)?;
+    projection.reset(store).await?;
+    catch_up(store, projection, progress).await
 }
 
 /// The first link of a case's audit chain that does not match its stored event.

@@ -18,7 +18,7 @@ use sqlx::postgres::PgPoolCopyExt;
 
 use super::{bench_err, case_services, memory_mib, open_case, seed_cases, BenchError, Scratch};
 use services::billing::export::{export_month, Format};
-use services::store::{Store, BILLING};
+use services::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BillingBench {
@@ -214,9 +214,10 @@ impl BillingBench {
         let pool = sqlx::PgPool::connect(url).await?;
         super::settle(&pool).await;
         let t0 = Instant::now();
-        let projected = services::projector::catch_up(&store, BILLING, |_| {})
-            .await
-            .map_err(bench_err)?;
+        let projected =
+            services::projector::catch_up(&store, &services::projector::Billing, |_| {})
+                .await
+                .map_err(bench_err)?;
         writeln!(
             out,
             "seeded {} contacts in {cases} cases in {seeded:.1} s; billing projection applied {projected} events in {:.1} s",

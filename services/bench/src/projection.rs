@@ -16,7 +16,7 @@ use super::{
     seed_cases, settle, BenchError, Scratch,
 };
 use services::projector;
-use services::store::projections::PROJECTIONS;
+use services::projector::PROJECTIONS;
 use services::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -113,7 +113,7 @@ impl ProjectionBench {
             "plain scan of events (baseline)", scanned, scan_secs, scan_rate, 100.0
         )?;
         let mut all_secs = 0.0;
-        for name in PROJECTIONS.iter().copied() {
+        for name in projector::names() {
             let mut marks = Vec::new();
             let t0 = Instant::now();
             let n = projector::rebuild(&store, name, |done| {
@@ -174,8 +174,8 @@ impl ProjectionBench {
             targets.push(id);
         }
         // Let the projections catch up with the seeding before measuring.
-        for name in PROJECTIONS.iter().copied() {
-            projector::catch_up(store, name, |_| {})
+        for projection in PROJECTIONS.iter().copied() {
+            projector::catch_up(store, projection, |_| {})
                 .await
                 .map_err(|e| BenchError::Refused(e.to_string()))?;
         }
@@ -196,13 +196,13 @@ impl ProjectionBench {
                 let mut tick = tokio::time::interval(Duration::from_millis(10));
                 loop {
                     tokio::select! { _ = stop.changed() => break, _ = tick.tick() => {} }
-                    for (i, name) in PROJECTIONS.iter().enumerate() {
+                    for (i, name) in projector::names().into_iter().enumerate() {
                         let ms: Option<f64> = sqlx::query_scalar(
                             "SELECT (EXTRACT(EPOCH FROM clock_timestamp() - MIN(e.recorded_at)) * 1000)::float8 \
                              FROM events e, projection_checkpoints c WHERE c.name = $1 \
                              AND (e.txid, e.position) > (c.txid::text::xid8, c.position)",
                         )
-                        .bind(*name)
+                        .bind(name)
                         .fetch_one(&pool)
                         .await
                         .unwrap_or(None);
@@ -236,7 +236,7 @@ impl ProjectionBench {
             "projection lag with commands at {achieved:.0}/s for {} s (target p99 < 250 ms):",
             self.lag_seconds
         )?;
-        for (name, h) in PROJECTIONS.iter().zip(hists) {
+        for (name, h) in projector::names().into_iter().zip(hists) {
             writeln!(
                 out,
                 "  {name:<14} p50 {:>5} ms   p99 {:>5} ms   max {:>5} ms   ({} samples)",

@@ -525,26 +525,10 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     *stop.borrow()
 }
 
-/// The relay's durable position and backlog, for `linkage relay status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RelayCheckpoint {
-    pub txid: i64,
-    pub position: i64,
-    pub events_relayed: i64,
-    /// Events in the log the relay has not published yet.
-    pub lag: i64,
-    pub error: Option<String>,
-}
-
-pub async fn checkpoint(store: &Store) -> Result<RelayCheckpoint, StoreError> {
-    let c = store.checkpoint(RELAY).await?;
-    Ok(RelayCheckpoint {
-        txid: c.at.txid,
-        position: c.at.position,
-        events_relayed: c.events,
-        lag: store.events_after(c.at).await?,
-        error: c.error,
-    })
+/// The relay's durable position and backlog (events it has not published yet), for `linkage
+/// relay status` and /readyz: the same status a projection reports.
+pub async fn checkpoint(store: &Store) -> Result<crate::projector::FollowerStatus, StoreError> {
+    crate::projector::FollowerStatus::of(store, RELAY).await
 }
 
 /// What the stream holds, for `linkage relay status`.

@@ -397,7 +397,7 @@ async fn relay_report(state: &AppState) -> serde_json::Value {
     let mut report = serde_json::to_value(current).unwrap_or_default();
     if let (Some(obj), Some(c)) = (report.as_object_mut(), checkpoint) {
         obj.insert("lag".into(), json!(c.lag));
-        obj.insert("events_relayed".into(), json!(c.events_relayed));
+        obj.insert("events_relayed".into(), json!(c.events_applied));
     }
     report
 }

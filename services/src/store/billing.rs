@@ -1,7 +1,6 @@
 //! Storage of the billing projection: one folded `BillingCase` per case and the months each case
 //! has contacts in; a batch and the checkpoint after it commit together.
 
-use aggregates::CaseEvent;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
 use projections::billing::{
@@ -10,12 +9,10 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::{group_by_case, UPSERT_CHECKPOINT};
+use super::projections::UPSERT_CHECKPOINT;
 use super::{Backend, LogEvent, Store};
 use crate::error::StoreError;
-
-/// The name of the billing projection.
-pub const BILLING: &str = "billing";
+use projections::log::group_by_case;
 
 const PG_LOAD_CASES: &str = "\
 SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT jsonb_array_elements_text($1))";
@@ -47,7 +44,7 @@ ON CONFLICT (month, case_id) DO NOTHING";
 impl Store {
     /// Folds a batch into each touched case's billing state and moves the checkpoint past it,
     /// atomically.
-    pub async fn project_billing(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
+    pub async fn project_billing(&self, name: &str, batch: &[LogEvent]) -> Result<(), StoreError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -73,12 +70,7 @@ impl Store {
             let mut months = Vec::new();
             for ((_, events), id) in by_case.iter().zip(&ids) {
                 let mut case = states.remove(id).unwrap_or_default();
-                for e in events {
-                    let event: CaseEvent = serde_json::from_value(e.event.payload.clone()).map_err(|err| {
-                        StoreError::Corrupt(format!("event {} does not read back: {err}", e.event.event_id))
-                    })?;
-                    case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
-                }
+                projections::billing::fold(&mut case, events)?;
                 let Some(agency) = case.agency.clone() else {
                     continue;
                 };
@@ -89,7 +81,7 @@ impl Store {
             }
             sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
             sqlx::query(months_sql).bind(Json(&months)).execute(&mut *tx).await?;
-            commit_with_checkpoint!(tx, BILLING, last, batch.len())
+            commit_with_checkpoint!(tx, name, last, batch.len())
         })
     }
 

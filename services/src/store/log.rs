@@ -20,29 +20,7 @@ use sqlx::Row;
 use super::{Backend, Store, StoredEvent};
 use crate::error::StoreError;
 
-/// Where a reader is in the global log. Ordered: (txid, position).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LogPosition {
-    /// The writing transaction's id (PostgreSQL `xid8`); 0 on SQLite.
-    pub txid: i64,
-    pub position: i64,
-}
-
-impl LogPosition {
-    /// Before the first event.
-    pub const START: LogPosition = LogPosition {
-        txid: 0,
-        position: 0,
-    };
-}
-
-/// One event as the global log delivers it: where it is in the log, whose it is, and the event.
-#[derive(Debug, Clone)]
-pub struct LogEvent {
-    pub at: LogPosition,
-    pub case_id: CaseId,
-    pub event: StoredEvent,
-}
+pub use projections::log::{LogEvent, LogPosition};
 
 /// Ordered by the `events` columns themselves (not the output alias `tx`), so the
 /// `events_log_order` index serves it; the limit is spliced in as a literal because a generic

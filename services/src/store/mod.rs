@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aggregates::{Case, CaseError, CaseEvent};
-use chrono::{DateTime, Utc};
+
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, Role};
@@ -54,7 +54,7 @@ pub mod projections;
 mod billing;
 pub mod reads;
 
-pub use billing::{BatchRecord, BatchRow, BILLING};
+pub use billing::{BatchRecord, BatchRow};
 pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};
@@ -84,22 +84,7 @@ pub struct Store {
     commits: tokio::sync::watch::Sender<u64>,
 }
 
-/// One stored event with its envelope, as `GET /v1/cases/{id}/events` shows it.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub event_id: EventId,
-    pub sequence: u64,
-    pub position: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub recorded_at: DateTime<Utc>,
-    pub payload: Value,
-    /// The metadata, typed.
-    pub metadata: EventMetadata,
-    /// The metadata exactly as stored: what the audit chain hashes, so that a chain computed
-    /// when the event was written verifies byte for byte however the typed form evolves.
-    pub stored_metadata: HashMap<String, String>,
-}
+pub use ::projections::log::StoredEvent;
 
 /// What an earlier request with the same idempotency key did.
 #[derive(Debug, Clone)]

@@ -1,24 +1,19 @@
-//! Storage of projections: checkpoints, and the audit trail's rows. A batch of events and the
+//! Storage of projections: checkpoints, the audit trail's rows and the caseload rows. The folds
+//! are the projections crate's; this module holds only their SQL. A batch of events and the
 //! checkpoint after it are written in one transaction: a crash leaves both or neither.
 
 use std::collections::HashMap;
 
-use aggregates::{Case, CaseEvent};
+use aggregates::Case;
 use chrono::{DateTime, Utc};
-use projections::audit::{canonical_bytes, chain, summary, ChainInput, GENESIS};
 use schemas::CaseId;
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::{Backend, LogEvent, LogPosition, Store, StoredEvent};
-use crate::error::StoreError;
+use projections::log::group_by_case;
 
-/// The name of the audit-trail projection.
-pub const AUDIT_TRAIL: &str = "audit_trail";
-/// The name of the caseload projection.
-pub const CASELOADS: &str = "caseloads";
-/// Every projection this server runs.
-pub const PROJECTIONS: &[&str] = &[AUDIT_TRAIL, CASELOADS, super::BILLING];
+use super::{Backend, LogEvent, LogPosition, Store};
+use crate::error::StoreError;
 
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
@@ -41,22 +36,6 @@ pub struct AuditEntry {
     pub summary: String,
     pub prev_hash: String,
     pub hash: String,
-}
-
-/// The chain input of a stored event.
-pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
-    let event_id = e.event_id.to_string();
-    let bytes = canonical_bytes(&ChainInput {
-        case_id,
-        sequence: e.sequence,
-        event_id: &event_id,
-        event_type: &e.event_type,
-        event_version: &e.event_version,
-        recorded_at: e.recorded_at,
-        payload: &e.payload,
-        metadata: &e.stored_metadata,
-    });
-    (event_id, bytes)
 }
 
 /// Moves a projection's checkpoint past `last` (counting `n` events) inside the batch's
@@ -122,18 +101,6 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
        value ->> 'summary', value ->> 'prev_hash', value ->> 'hash'
   FROM json_each($1)";
 
-/// A batch's events by case, cases in order of first appearance, events in log order.
-pub(super) fn group_by_case(batch: &[LogEvent]) -> Vec<(CaseId, Vec<&LogEvent>)> {
-    let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
-    for e in batch {
-        match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
-            Some((_, events)) => events.push(e),
-            None => by_case.push((e.case_id, vec![e])),
-        }
-    }
-    by_case
-}
-
 impl Store {
     pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
         let sql =
@@ -152,7 +119,7 @@ impl Store {
 
     /// Applies a batch to the audit trail and moves its checkpoint past it, atomically: one
     /// statement finds the chain heads of the batch's cases, one inserts every entry.
-    pub async fn project_audit(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
+    pub async fn project_audit(&self, name: &str, batch: &[LogEvent]) -> Result<(), StoreError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -175,40 +142,20 @@ impl Store {
                     heads.insert(r.try_get("case_id")?, hash);
                 }
             }
-            let mut entries = Vec::with_capacity(batch.len());
-            for e in batch {
-                let case_id = e.case_id.to_string();
-                let (event_id, bytes) = chain_input(&e.event, &case_id);
-                let prev = heads.get(&case_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
-                let hash = chain(&prev, &bytes);
-                let m = &e.event.metadata;
-                let occurred_at = m.occurred_at.map(|t| t.to_rfc3339());
-                entries.push(serde_json::json!({
-                    "case_id": case_id,
-                    "sequence": e.event.sequence,
-                    "event_id": event_id,
-                    "event_type": e.event.event_type,
-                    "event_version": e.event.event_version,
-                    "actor_id": m.actor_id,
-                    "actor_role": m.actor_role,
-                    "occurred_at": occurred_at,
-                    "recorded_at": e.event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "correlation_id": m.correlation_id,
-                    "summary": summary(&e.event.event_type, &e.event.payload),
-                    "prev_hash": prev,
-                    "hash": hash,
-                }));
-                heads.insert(case_id, hash);
-            }
+            let entries = ::projections::audit::entries(batch, &mut heads);
             sqlx::query(insert_sql).bind(Json(&entries)).execute(&mut *tx).await?;
-            commit_with_checkpoint!(tx, AUDIT_TRAIL, last, batch.len())
+            commit_with_checkpoint!(tx, name, last, batch.len())
         })
     }
 
     /// Folds a batch into each case's caseload row and moves the checkpoint past it, atomically.
     /// An event that does not read back as a `CaseEvent` fails the batch (the engine stops the
     /// projection there rather than skip it).
-    pub async fn project_caseloads(&self, batch: &[LogEvent]) -> Result<(), StoreError> {
+    pub async fn project_caseloads(
+        &self,
+        name: &str,
+        batch: &[LogEvent],
+    ) -> Result<(), StoreError> {
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -222,12 +169,7 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let mut case = stored.map(|Json(c)| c).unwrap_or_default();
-                for e in events {
-                    let event: CaseEvent = serde_json::from_value(e.event.payload.clone()).map_err(|err| {
-                        StoreError::Corrupt(format!("event {} does not read back: {err}", e.event.event_id))
-                    })?;
-                    case.apply_at(e.event.sequence, event);
-                }
+                ::projections::caseload::fold(&mut case, events)?;
                 let Some(agency) = case.agency().cloned() else {
                     continue;
                 };
@@ -241,7 +183,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            commit_with_checkpoint!(tx, CASELOADS, last, batch.len())
+            commit_with_checkpoint!(tx, name, last, batch.len())
         })
     }
 
@@ -284,22 +226,13 @@ impl Store {
         Ok(())
     }
 
-    /// Drops a projection's rows and checkpoint, in one transaction, for a rebuild from zero.
-    pub async fn reset_projection(&self, name: &str) -> Result<(), StoreError> {
+    /// Drops a projection's rows (every row of `tables`, in order) and its checkpoint, in one
+    /// transaction, for a rebuild from zero.
+    pub async fn reset_projection(&self, name: &str, tables: &[&str]) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            match name {
-                AUDIT_TRAIL => {
-                    sqlx::query("DELETE FROM audit_entries").execute(&mut *tx).await?;
-                }
-                CASELOADS => {
-                    sqlx::query("DELETE FROM caseload_cases").execute(&mut *tx).await?;
-                }
-                super::BILLING => {
-                    sqlx::query("DELETE FROM billing_case_months").execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM billing_cases").execute(&mut *tx).await?;
-                }
-                _ => {}
+            for table in tables {
+                sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
             }
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                 .bind(name)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use services::config::{Config, Overrides};
+use services::projector::Projection;
 use services::telemetry;
 
 use super::{progress_bar, StoreArgs};
@@ -138,7 +139,7 @@ async fn billing_export(
     let lag = services::projector::status(&store)
         .await?
         .into_iter()
-        .find(|p| p.name == services::store::BILLING)
+        .find(|p| p.name == services::projector::Billing.name())
         .map_or(0, |p| p.lag);
     if lag > 0 {
         tracing::warn!(

@@ -1,0 +1,84 @@
+//! The global log as projections read it: stored events with their envelopes and their place in
+//! the log. Reading the log is the store's job (`services::store::log`); folding it is this
+//! crate's.
+
+use std::collections::HashMap;
+
+use aggregates::CaseEvent;
+use chrono::{DateTime, Utc};
+use schemas::{CaseId, EventId, EventMetadata};
+use serde_json::Value;
+
+/// Where a reader is in the global log. Ordered: (txid, position).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The writing transaction's id (PostgreSQL `xid8`); 0 on SQLite.
+    pub txid: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    /// Before the first event.
+    pub const START: LogPosition = LogPosition {
+        txid: 0,
+        position: 0,
+    };
+}
+
+/// One stored event with its envelope, as `GET /v1/cases/{id}/events` shows it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: EventId,
+    pub sequence: u64,
+    pub position: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Value,
+    /// The metadata, typed.
+    pub metadata: EventMetadata,
+    /// The metadata exactly as stored: what the audit chain hashes, so that a chain computed
+    /// when the event was written verifies byte for byte however the typed form evolves.
+    pub stored_metadata: HashMap<String, String>,
+}
+
+impl StoredEvent {
+    /// The payload as the Case event it records; an event that does not read back cannot be
+    /// applied (a projection stops there rather than skip it).
+    pub fn case_event(&self) -> Result<CaseEvent, ApplyError> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| ApplyError {
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// One event as the global log delivers it: where it is in the log, whose it is, and the event.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub at: LogPosition,
+    pub case_id: CaseId,
+    pub event: StoredEvent,
+}
+
+/// An event a projection cannot apply. The projection stops at it, visibly; it is never skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event_id} ({event_type}) cannot be applied: {reason}")]
+pub struct ApplyError {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub reason: String,
+}
+
+/// A batch's events by case, cases in order of first appearance, events in log order.
+pub fn group_by_case(batch: &[LogEvent]) -> Vec<(CaseId, Vec<&LogEvent>)> {
+    let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
+    for e in batch {
+        match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
+            Some((_, events)) => events.push(e),
+            None => by_case.push((e.case_id, vec![e])),
+        }
+    }
+    by_case
+}

@@ -76,6 +76,10 @@ async fn first_start_writes_a_private_admin_token_and_never_prints_it() {
         "the path is shown: {printed}"
     );
     assert!(!printed.contains(&token), "the token is never printed");
+    assert!(
+        !printed.contains('\u{1b}'),
+        "logs to a pipe carry no colour codes: {printed:?}"
+    );
 
     let store = Store::sqlite(&dir.0).await.unwrap();
     let record = store

@@ -32,8 +32,24 @@ pub struct CommandMeta {
 }
 
 impl CommandMeta {
-    /// Fingerprint of the request: route and exact body bytes.
+    /// Fingerprint of the request: its route and what its body means. A JSON body is taken in
+    /// its RFC 8785 canonical form (keys sorted, no whitespace, numbers in one spelling), so a
+    /// retry whose body differs only in key order, whitespace or `1e2` for `100` is the same
+    /// request. A body that is not JSON (refused before it matters) is taken as its bytes.
     pub fn request_hash(&self, body: &[u8]) -> String {
+        let canonical = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| serde_jcs::to_vec(&v).ok());
+        self.fingerprint(canonical.as_deref().unwrap_or(body))
+    }
+
+    /// The fingerprint earlier releases recorded (route and exact bytes): a retry of a request
+    /// first answered by one of them still finds its answer.
+    fn byte_hash(&self, body: &[u8]) -> String {
+        self.fingerprint(body)
+    }
+
+    fn fingerprint(&self, body: &[u8]) -> String {
         let mut h = Sha256::new();
         h.update(self.route.as_bytes());
         h.update([0u8]);
@@ -67,9 +83,10 @@ pub async fn execute(
     action: impl Fn(&Case) -> Result<CaseAction, ApiError>,
 ) -> Result<Response, ApiError> {
     let request_hash = meta.request_hash(body);
+    let same_request = |earlier: &str| earlier == request_hash || earlier == meta.byte_hash(body);
     let scope = meta.idempotency_scope();
     for attempt in 0..=state.config.conflict_retries {
-        if let Some(answer) = replay(state, scope.as_deref(), &request_hash).await? {
+        if let Some(answer) = replay(state, scope.as_deref(), same_request).await? {
             return answer;
         }
         let mut context = state.store.load_for_command(case_id).await?;
@@ -107,7 +124,7 @@ pub async fn execute(
             state.store.release(case_id, context);
             // A duplicate of this request may have committed since the check above (for
             // example, the same intake retried concurrently): then its answer is ours.
-            if let Some(answer) = replay(state, scope.as_deref(), &request_hash).await? {
+            if let Some(answer) = replay(state, scope.as_deref(), same_request).await? {
                 return answer;
             }
             return Err(refusal.into());
@@ -162,10 +179,11 @@ pub async fn execute(
 
 /// The first answer to an earlier request with the same idempotency scope, if there was one:
 /// `Ok(Some(Ok(..)))` to replay it, `Ok(Some(Err(..)))` when the key was used for another body.
+/// `same_request` tells whether the earlier request's recorded fingerprint is this request's.
 async fn replay(
     state: &AppState,
     scope: Option<&str>,
-    request_hash: &str,
+    same_request: impl Fn(&str) -> bool,
 ) -> Result<Option<Result<Response, ApiError>>, ApiError> {
     let Some(scope) = scope else {
         return Ok(None);
@@ -173,7 +191,7 @@ async fn replay(
     let Some(earlier) = state.store.idempotent_reply(scope).await? else {
         return Ok(None);
     };
-    if earlier.request_hash != request_hash {
+    if !same_request(&earlier.request_hash) {
         return Ok(Some(Err(ApiError::Conflict {
             code: "idempotency_key_reused",
             message: "this Idempotency-Key was used for a different request".into(),
@@ -228,4 +246,49 @@ fn answer_for(events: &[CaseEvent]) -> Value {
         }
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{ActorId, AgencyId, Role};
+
+    fn meta(route: &str) -> CommandMeta {
+        CommandMeta {
+            actor: Actor {
+                id: ActorId::parse("cm-ada").unwrap(),
+                role: Role::CaseManager,
+                agency: AgencyId::parse("north").unwrap(),
+            },
+            idempotency_key: None,
+            correlation_id: "c".into(),
+            command_id: Uuid::now_v7(),
+            route: route.into(),
+        }
+    }
+
+    #[test]
+    fn a_request_is_fingerprinted_by_what_its_body_means() {
+        let m = meta("POST /v1/cases/x/contacts");
+        let h = |body: &str| m.request_hash(body.as_bytes());
+        let first = h(r#"{"a":1,"b":[100,"x"],"c":{"d":null,"e":true}}"#);
+        assert_eq!(
+            first,
+            h("{ \"c\": {\"e\": true, \"d\": null},\n \"b\": [1e2, \"x\"], \"a\": 1.0 }")
+        );
+        assert_ne!(first, h(r#"{"a":1,"b":[101,"x"],"c":{"d":null,"e":true}}"#));
+        assert_ne!(
+            first,
+            h(r#"{"a":1,"b":["x",100],"c":{"d":null,"e":true}}"#),
+            "order in arrays matters"
+        );
+        assert_ne!(
+            first,
+            meta("POST /v1/cases/y/contacts")
+                .request_hash(br#"{"a":1,"b":[100,"x"],"c":{"d":null,"e":true}}"#),
+            "so does the route"
+        );
+        // Not JSON: its bytes.
+        assert_eq!(h("{not json"), m.byte_hash(b"{not json"));
+    }
 }

@@ -444,6 +444,18 @@ both_stores!(
         assert_eq!(again, first, "a retry returns the first answer");
         assert_eq!(app.event_count(&case).await, 3, "and appends nothing");
 
+        // The same body in other words (keys reordered, other whitespace) is the same request.
+        let reworded = format!(
+            "{{\n  \"minutes\" : 15,\"with\":[ \"guardian\" ],\n\t\"occurred_at\": \"{}\",              \"contact_type\": \"phone\",   \"component\":\"monitoring\"}}",
+            at(1)
+        );
+        assert_ne!(reworded.as_bytes(), body.to_string().as_bytes());
+        let (s, b) = app
+            .post_raw(&contacts, &t, reworded.into_bytes(), Some("contact-1"))
+            .await;
+        assert_eq!((s, &b), (first.0, &first.1), "a reworded retry replays");
+        assert_eq!(app.event_count(&case).await, 3, "and appends nothing");
+
         let mut other = body.clone();
         other["minutes"] = json!(16);
         let (s, b) = app.post_with_key(&contacts, &t, &other, "contact-1").await;

@@ -40,6 +40,9 @@ pub struct Config {
     /// Caseload limits per program and the thresholds behind caseload flags
     /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).
     pub caseload: projections::caseload::Thresholds,
+    /// Days after a case closes during which what happened before the closure may still be
+    /// documented (`LINKAGE_DOCUMENTATION_WINDOW_DAYS`).
+    pub documentation_window_days: u32,
     /// Pins the application clock at this instant (tests and demonstrations:
     /// `LINKAGE_CLOCK=2026-06-15T23:59:30Z`); absent, the system clock. See `crate::clock`.
     pub clock: Option<chrono::DateTime<chrono::Utc>>,
@@ -68,6 +71,7 @@ impl Default for Config {
             run_projections: true,
             projection_poll_ms: 50,
             caseload: projections::caseload::Thresholds::default(),
+            documentation_window_days: aggregates::CaseServices::DEFAULT_DOCUMENTATION_WINDOW_DAYS,
             clock: None,
         }
     }
@@ -146,6 +150,7 @@ impl fmt::Debug for Config {
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
             .field("caseload", &self.caseload)
+            .field("documentation_window_days", &self.documentation_window_days)
             .field("clock", &self.clock)
             .finish()
     }

@@ -98,6 +98,7 @@ impl Application {
             store: Arc::new(store),
             case_services: Arc::new(CaseServices {
                 instruments: Arc::new(Catalog::builtin()?),
+                documentation_window_days: config.documentation_window_days,
             }),
             relay: config.nats_url.as_ref().map(|_| relay::handle(&config.bus)),
             billing: Arc::new(billing),

@@ -10,8 +10,13 @@ pub enum CaseError {
     CaseNotFound,
     #[error("a case with this id already exists")]
     CaseAlreadyExists,
-    #[error("the case is closed; only reopening is allowed")]
+    #[error("the case is closed: it takes reopening, corrections, and documentation of what happened before it closed")]
     CaseClosed,
+    #[error("the case closed on {closed_on}; what happened before may be documented for {window_days} days after, and that window has passed")]
+    DocumentationWindowClosed {
+        closed_on: NaiveDate,
+        window_days: u32,
+    },
     #[error("the case is open; only a closed case can be reopened")]
     CaseNotClosed,
     #[error("{field} {date} is in the future")]
@@ -107,6 +112,7 @@ impl CaseError {
             CaseNotFound => "case_not_found",
             CaseAlreadyExists => "case_already_exists",
             CaseClosed => "case_closed",
+            DocumentationWindowClosed { .. } => "documentation_window_closed",
             CaseNotClosed => "case_not_closed",
             DateInFuture { .. } => "date_in_future",
             DateBeforeIntake { .. } => "date_before_intake",
@@ -148,6 +154,7 @@ impl CaseError {
             }
             CaseAlreadyExists
             | CaseClosed
+            | DocumentationWindowClosed { .. }
             | CaseNotClosed
             | AlreadyAssigned(_)
             | ReferralTerminal(_)

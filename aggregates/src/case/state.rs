@@ -19,6 +19,14 @@ use super::events::*;
 #[derive(Debug, Clone)]
 pub struct CaseServices {
     pub instruments: Arc<Catalog>,
+    /// How many days after a case closes what happened before the closure may still be
+    /// documented (contacts, appointment outcomes, referral statuses, screenings).
+    pub documentation_window_days: u32,
+}
+
+impl CaseServices {
+    /// The default documentation window: 90 days after the transition's effective date.
+    pub const DEFAULT_DOCUMENTATION_WINDOW_DAYS: u32 = 90;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ type CaseTest = TestFramework<Case>;
 fn services() -> CaseServices {
     CaseServices {
         instruments: Arc::new(Catalog::builtin().unwrap()),
+        documentation_window_days: 90,
     }
 }
 
@@ -216,6 +217,20 @@ fn transition(open_referrals: Option<OpenReferralDisposition>) -> CaseAction {
     })
 }
 
+/// The event `contact(at)` records.
+fn logged(at: &str) -> CaseEvent {
+    CaseEvent::ContactLogged {
+        activity_id: activity_id(),
+        component: TcmComponent::Monitoring,
+        contact_type: ContactType::Phone,
+        with: vec![Participant::Guardian],
+        occurred_at: t(at),
+        minutes: Minutes::parse(20).unwrap(),
+        note: None,
+        location: None,
+    }
+}
+
 fn closed() -> CaseEvent {
     CaseEvent::CaseTransitioned {
         kind: TransitionKind::Discharge,
@@ -316,10 +331,8 @@ fn nothing_is_dated_in_the_future_or_before_intake() {
 // ---- closed cases ---------------------------------------------------------------------------
 
 #[test]
-fn a_closed_case_refuses_everything_but_reopen() {
-    given(vec![closed()])
-        .when(cmd(contact("2026-02-01T10:00:00Z")))
-        .then_expect_error(CaseError::CaseClosed);
+fn a_closed_case_takes_reopening_corrections_and_late_documentation_only() {
+    // Planning and linking are over: the case is closed to them.
     given(vec![closed()])
         .when(cmd(CaseAction::AssignCaseManager(
             AssignCaseManagerRequest {
@@ -328,6 +341,14 @@ fn a_closed_case_refuses_everything_but_reopen() {
             },
         )))
         .then_expect_error(CaseError::CaseClosed);
+    // Something that happened after the closure did not happen in this episode.
+    given(vec![closed()])
+        .when(cmd(contact("2026-03-05T10:00:00Z")))
+        .then_expect_error(CaseError::CaseClosed);
+    // Something that happened before it may be written down afterwards.
+    given(vec![closed()])
+        .when(cmd(contact("2026-02-01T10:00:00Z")))
+        .then_expect_events(vec![logged("2026-02-01T10:00:00Z")]);
     given(vec![closed()])
         .when(cmd(CaseAction::ReopenCase(ReopenRequest {
             reason: text("family asked for help again"),
@@ -337,6 +358,59 @@ fn a_closed_case_refuses_everything_but_reopen() {
             reason: text("family asked for help again"),
             on: d("2026-03-05"),
         }]);
+}
+
+#[test]
+fn late_documentation_closes_with_its_window() {
+    // Closed on 2026-03-01; a 90-day window ends at the end of 2026-05-30.
+    let at = |received: &str| CaseCommand {
+        actor: actor(),
+        received_at: t(received),
+        action: contact("2026-02-20T10:00:00Z"),
+    };
+    given(vec![closed()])
+        .when(at("2026-05-30T23:59:59Z"))
+        .inspect_result()
+        .expect("day 90 is within the window");
+    given(vec![closed()])
+        .when(at("2026-05-31T00:00:00Z"))
+        .then_expect_error(CaseError::DocumentationWindowClosed {
+            closed_on: d("2026-03-01"),
+            window_days: 90,
+        });
+    // The window is configuration.
+    CaseTest::with(CaseServices {
+        documentation_window_days: 100,
+        ..services()
+    })
+    .given(opened().into_iter().chain([closed()]).collect())
+    .when(at("2026-05-31T00:00:00Z"))
+    .inspect_result()
+    .expect("within a 100-day window");
+}
+
+#[test]
+fn a_correction_is_accepted_on_a_closed_case_at_any_time() {
+    let logged = logged("2026-02-01T10:00:00Z");
+    let years_later = CaseCommand {
+        actor: actor(),
+        received_at: t("2029-01-01T09:00:00Z"),
+        action: void(3, "ContactLogged"),
+    };
+    let events = given(vec![logged, closed()])
+        .when(years_later)
+        .inspect_result()
+        .expect("a void after discharge");
+    assert!(
+        matches!(
+            &events[..],
+            [CaseEvent::EntryVoided {
+                voided_sequence: 3,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -812,16 +886,7 @@ fn void(seq: u64, event_type: &str) -> CaseAction {
 fn voiding_marks_and_never_removes() {
     let mut case = Case::default();
     let mut events = opened();
-    events.push(CaseEvent::ContactLogged {
-        activity_id: activity_id(),
-        component: TcmComponent::Monitoring,
-        contact_type: ContactType::Phone,
-        with: vec![Participant::Guardian],
-        occurred_at: t("2026-02-01T10:00:00Z"),
-        minutes: Minutes::parse(20).unwrap(),
-        note: None,
-        location: None,
-    });
+    events.push(logged("2026-02-01T10:00:00Z"));
     events.push(CaseEvent::EntryVoided {
         voided_event_id: EventId::generate(),
         voided_sequence: 3,

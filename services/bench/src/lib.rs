@@ -207,6 +207,7 @@ pub(crate) async fn commands_at_rate(
 pub(crate) fn case_services() -> Result<CaseServices, BenchError> {
     Ok(CaseServices {
         instruments: Arc::new(Catalog::builtin().map_err(bench_err)?),
+        documentation_window_days: CaseServices::DEFAULT_DOCUMENTATION_WINDOW_DAYS,
     })
 }
 

@@ -279,6 +279,7 @@ pub async fn correct_entry(
     let case_id = parse_case_id(&case_id)?;
     let event_id = body.value.voids_event_id;
     let found = state.store.find_event(case_id, event_id).await?;
+    let actor = meta.actor.clone();
     execute(
         &state,
         meta,
@@ -286,15 +287,25 @@ pub async fn correct_entry(
         case_id,
         Target::Existing(Access::Command),
         StatusCode::CREATED,
-        |_| {
-            let (sequence, event_type) = found
+        |case| {
+            let found = found
                 .clone()
                 .ok_or(ApiError::Refused(aggregates::CaseError::EventNotFound))?;
+            // Once a case has closed, an entry is corrected by whoever made it, a supervisor of
+            // the agency or an admin: the entry's author is its owner.
+            if case.closed.is_some() {
+                permit(
+                    &actor,
+                    Access::Command,
+                    case.agency(),
+                    found.author.as_ref().map(ActorId::as_str),
+                )?;
+            }
             Ok(CaseAction::VoidEntry {
                 target: VoidTarget {
                     event_id,
-                    sequence,
-                    event_type,
+                    sequence: found.sequence,
+                    event_type: found.event_type,
                 },
                 reason: body.value.reason.clone(),
             })

@@ -86,6 +86,15 @@ pub struct Store {
 
 pub use ::projections::log::StoredEvent;
 
+/// An event of a case as a correction needs it.
+#[derive(Debug, Clone)]
+pub struct FoundEvent {
+    pub sequence: u64,
+    pub event_type: String,
+    /// Who recorded it.
+    pub author: Option<ActorId>,
+}
+
 /// What an earlier request with the same idempotency key did.
 #[derive(Debug, Clone)]
 pub struct IdempotentReply {
@@ -270,19 +279,28 @@ impl Store {
         })
     }
 
-    /// The sequence and type of one event of a case, found by its id.
+    /// One event of a case, found by its id: its sequence, type and author.
     pub async fn find_event(
         &self,
         case: CaseId,
         event: EventId,
-    ) -> Result<Option<(u64, String)>, StoreError> {
-        let sql = "SELECT sequence, event_type FROM events \
+    ) -> Result<Option<FoundEvent>, StoreError> {
+        let sql = "SELECT sequence, event_type, metadata FROM events \
                    WHERE aggregate_type = 'Case' AND aggregate_id = $1 AND CAST(event_id AS TEXT) = $2";
         let (case, event) = (case.to_string(), event.to_string());
         on_pool!(self, pool => {
             let row = sqlx::query(sql).bind(&case).bind(&event).fetch_optional(pool).await?;
-            row.map(|r| Ok((r.try_get::<i64, _>("sequence")? as u64, r.try_get("event_type")?)))
-                .transpose()
+            row.map(|r| {
+                let Json(metadata): Json<HashMap<String, String>> = r.try_get("metadata")?;
+                Ok(FoundEvent {
+                    sequence: r.try_get::<i64, _>("sequence")? as u64,
+                    event_type: r.try_get("event_type")?,
+                    author: EventMetadata::from_map(&metadata)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                        .actor_id,
+                })
+            })
+            .transpose()
         })
     }
 

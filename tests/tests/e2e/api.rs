@@ -572,7 +572,8 @@ both_stores!(
             expected_version += 1;
             assert_eq!(b["version"], expected_version, "{b}");
         }
-        // A rule decided on stale state would be wrong: close on one, then the other must refuse.
+        // A rule decided on stale state would be wrong: close on one, then the other must refuse
+        // a contact dated after the closure (one dated before it is late documentation).
         let (s, b) = other
             .post(
                 &format!("/v1/cases/{case}/transition"),
@@ -586,7 +587,7 @@ both_stores!(
                 &format!("/v1/cases/{case}/contacts"),
                 &t,
                 &json!({"component": "monitoring",
-            "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 5}),
+            "contact_type": "phone", "with": ["guardian"], "occurred_at": at(0), "minutes": 5}),
             )
             .await;
         assert_eq!(

@@ -8,6 +8,7 @@ mod bench;
 mod billing;
 mod bus;
 mod caseloads;
+mod closure;
 mod contract;
 mod history;
 mod log;

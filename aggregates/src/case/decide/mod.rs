@@ -35,9 +35,12 @@ impl Case {
         services: &CaseServices,
     ) -> Result<Vec<CaseEvent>, CaseError> {
         let now = command.received_at;
-        // Every command but intake and reopening acts on an open case, checked before anything
-        // else the command says.
+        // Every command but intake, reopening and a correction acts on an open case, checked
+        // before anything else the command says. What happened before a closure may still be
+        // documented within the documentation window.
         let open = || Dates::of_open_case(self, now);
+        let documented =
+            || Dates::of_documented_case(self, now, services.documentation_window_days);
         let one = |event: CaseEvent| vec![event];
         match command.action {
             CaseAction::OpenCase {
@@ -53,7 +56,7 @@ impl Case {
                 screening_id,
                 request,
             } => self
-                .decide_record_screening(&open()?, services, screening_id, request)
+                .decide_record_screening(&documented()?, services, screening_id, request)
                 .map(one),
             CaseAction::ReviseCarePlan { goal_ids, request } => self
                 .decide_revise_care_plan(&open()?, services, goal_ids, request)
@@ -68,7 +71,7 @@ impl Case {
                 referral_id,
                 request,
             } => self
-                .decide_update_referral_status(&open()?, referral_id, request)
+                .decide_update_referral_status(&documented()?, referral_id, request)
                 .map(one),
             CaseAction::ScheduleAppointment {
                 appointment_id,
@@ -80,29 +83,32 @@ impl Case {
                 appointment_id,
                 request,
             } => self
-                .decide_record_appointment_outcome(&open()?, appointment_id, request)
+                .decide_record_appointment_outcome(&documented()?, appointment_id, request)
                 .map(one),
             CaseAction::LogContact {
                 activity_id,
                 request,
             } => self
-                .decide_log_contact(&open()?, activity_id, request)
+                .decide_log_contact(&documented()?, activity_id, request)
                 .map(one),
             CaseAction::TransitionCase(r) => self.decide_transition_case(&open()?, r).map(one),
+            // A correction is accepted on a closed case at any time; the case stays closed.
             CaseAction::VoidEntry { target, reason } => {
-                open()?;
+                self.opened()?;
                 self.decide_void_entry(target, reason).map(one)
             }
         }
     }
 }
 
-/// The date checks shared by the commands on an open case: nothing in the future, nothing
-/// before intake.
+/// The date checks shared by the commands on a case: nothing in the future, nothing before
+/// intake, and on a closed case nothing after its closure.
 pub(super) struct Dates {
     pub(super) today: NaiveDate,
     now: DateTime<Utc>,
     intake: NaiveDate,
+    /// The closure's effective date, when a closed case is being documented late.
+    closed_on: Option<NaiveDate>,
 }
 
 impl Dates {
@@ -113,12 +119,42 @@ impl Dates {
             today: now.date_naive(),
             now,
             intake: opened.intake_date,
+            closed_on: None,
+        })
+    }
+
+    /// The dates of documenting what happened on `case`: open, or closed no more than
+    /// `window_days` ago (then only dates up to the closure are accepted).
+    fn of_documented_case(
+        case: &Case,
+        now: DateTime<Utc>,
+        window_days: u32,
+    ) -> Result<Self, CaseError> {
+        let opened = case.opened()?;
+        let today = now.date_naive();
+        let closed_on = case.closed.as_ref().map(|c| c.effective_on);
+        if let Some(closed_on) = closed_on {
+            if today > closed_on + Duration::days(i64::from(window_days)) {
+                return Err(CaseError::DocumentationWindowClosed {
+                    closed_on,
+                    window_days,
+                });
+            }
+        }
+        Ok(Self {
+            today,
+            now,
+            intake: opened.intake_date,
+            closed_on,
         })
     }
 
     pub(super) fn past(&self, field: &'static str, date: NaiveDate) -> Result<(), CaseError> {
         if date > self.today {
             return Err(CaseError::DateInFuture { field, date });
+        }
+        if self.closed_on.is_some_and(|closed| date > closed) {
+            return Err(CaseError::CaseClosed);
         }
         self.not_before_intake(field, date)
     }

@@ -734,6 +734,26 @@ impl BillingCase {
             .collect();
         evaluate_month(profile, &self.recipient(), &contacts)
     }
+
+    /// The latest date of service of a billable line under `profile`, in `through` or an earlier
+    /// month: the one definition of "billable" that caseload views use too.
+    pub fn last_billable(&self, profile: &Profile, through: Month) -> Option<NaiveDate> {
+        let mut months: Vec<Month> = self
+            .contacts
+            .iter()
+            .map(|c| Month::of(c.contact.date_of_service()))
+            .filter(|m| *m <= through)
+            .collect();
+        months.sort_unstable();
+        months.dedup();
+        months.into_iter().rev().find_map(|month| {
+            self.lines(profile, month)
+                .into_iter()
+                .filter(|l| l.billable)
+                .map(|l| l.date_of_service)
+                .max()
+        })
+    }
 }
 
 /// What a line of an export batch is.

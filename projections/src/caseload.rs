@@ -73,15 +73,6 @@ pub struct CaseloadCase {
     pub flags: Vec<String>,
 }
 
-fn billable(c: &aggregates::case::Contact) -> bool {
-    !c.voided
-        && !matches!(
-            c.contact_type,
-            ContactType::Voicemail | ContactType::Written
-        )
-        && c.minutes.get() >= 8
-}
-
 fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
     let m = |d: NaiveDate| d.year() * 12 + d.month0() as i32;
     (m(to) - m(from)).max(0) as u32
@@ -96,7 +87,14 @@ pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<(), ApplyError> {
 }
 
 /// The caseload line of an open case, as of `today`. None for a closed or unopened case.
-pub fn caseload_case(case: &Case, today: NaiveDate, t: &Thresholds) -> Option<CaseloadCase> {
+/// `last_billable` is the latest date of service of a billable contact up to this month, as the
+/// billing profile in force evaluates it (`BillingCase::last_billable`).
+pub fn caseload_case(
+    case: &Case,
+    today: NaiveDate,
+    t: &Thresholds,
+    last_billable: Option<NaiveDate>,
+) -> Option<CaseloadCase> {
     let o = case.opened.as_ref()?;
     if case.closed.is_some() {
         return None;
@@ -110,12 +108,6 @@ pub fn caseload_case(case: &Case, today: NaiveDate, t: &Thresholds) -> Option<Ca
     }
     // Whole calendar months since the last month with a billable contact (or since intake),
     // not counting the current month, which is still running.
-    let last_billable = case
-        .contacts
-        .iter()
-        .filter(|c| billable(c))
-        .map(|c| c.occurred_at.date_naive())
-        .max();
     let months_without_billable_contact = match last_billable {
         Some(d) => months_between(d, today).saturating_sub(1),
         None => months_between(o.intake_date, today),
@@ -217,11 +209,17 @@ pub struct Caseload {
     pub cases: Vec<CaseloadCase>,
 }
 
-/// One worker's caseload from their open cases.
-pub fn caseload(worker_id: &str, cases: &[Case], today: NaiveDate, t: &Thresholds) -> Caseload {
+/// One worker's caseload from their open cases; `last_billable` as for `caseload_case`.
+pub fn caseload(
+    worker_id: &str,
+    cases: &[Case],
+    today: NaiveDate,
+    t: &Thresholds,
+    last_billable: impl Fn(&Case) -> Option<NaiveDate>,
+) -> Caseload {
     let lines: Vec<CaseloadCase> = cases
         .iter()
-        .filter_map(|c| caseload_case(c, today, t))
+        .filter_map(|c| caseload_case(c, today, t, last_billable(c)))
         .collect();
     let mut per_program: BTreeMap<Program, u32> = BTreeMap::new();
     for l in &lines {
@@ -292,6 +290,7 @@ mod tests {
             &[],
             "2026-11-01".parse().unwrap(),
             &Thresholds::default(),
+            |_| None,
         );
         assert_eq!(
             (load.open_cases, load.capacity_used, load.over_limit),
@@ -305,7 +304,7 @@ mod tests {
         let today = "2026-11-01".parse().unwrap();
         let mut cases = vec![opened(Program::Tcm); 15];
         cases.extend(vec![opened(Program::Wraparound); 5]);
-        let load = caseload("cm", &cases, today, &t);
+        let load = caseload("cm", &cases, today, &t, |_| None);
         assert_eq!(load.open_cases, 20);
         assert!(
             (load.capacity_used - (15.0 / 30.0 + 5.0 / 10.0)).abs() < 1e-9,
@@ -315,7 +314,7 @@ mod tests {
         assert!(!load.over_limit, "exactly full is not over");
         assert_eq!(load.limit, 30, "the dominant program's limit");
         cases.push(opened(Program::Wraparound));
-        let load = caseload("cm", &cases, today, &t);
+        let load = caseload("cm", &cases, today, &t, |_| None);
         assert!(
             load.over_limit,
             "one wraparound family more tips it: {}",

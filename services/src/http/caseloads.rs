@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::Json;
+use chrono::NaiveDate;
+use projections::billing::Month;
 use projections::caseload::{caseload, Caseload};
+use schemas::CaseId;
 use serde::Serialize;
 use tracing::instrument;
 use utoipa::ToSchema;
@@ -48,12 +51,36 @@ pub async fn get_caseload(
         }
     }
     let today = state.clock.today();
+    let last_billable = last_billable_of(&state, ids_of(&cases), today).await?;
     Ok(Json(caseload(
         &worker_id,
         &cases,
         today,
         &state.config.caseload,
+        last_billable,
     )))
+}
+
+fn ids_of<'a>(cases: impl IntoIterator<Item = &'a aggregates::Case>) -> Vec<CaseId> {
+    cases
+        .into_iter()
+        .filter_map(|c| c.opened.as_ref().map(|o| o.case_id))
+        .collect()
+}
+
+/// For each case, the latest date of service of a billable contact up to this month, as the
+/// billing profile in force evaluates it: caseloads and the billing log share one definition.
+async fn last_billable_of(
+    state: &AppState,
+    ids: Vec<CaseId>,
+    today: NaiveDate,
+) -> Result<impl Fn(&aggregates::Case) -> Option<NaiveDate>, ApiError> {
+    let billing = state.store.billing_states(&ids).await?;
+    let profile = state.billing.clone();
+    Ok(move |case: &aggregates::Case| {
+        let id = case.opened.as_ref()?.case_id;
+        billing.get(&id)?.last_billable(&profile, Month::of(today))
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,10 +121,18 @@ pub async fn get_team(
         by_worker.entry(worker).or_default().push(case);
     }
     let today = state.clock.today();
+    let ids = ids_of(by_worker.values().flatten());
+    let last_billable = last_billable_of(&state, ids, today).await?;
     let workers = by_worker
         .into_iter()
         .map(|(worker_id, cases)| {
-            let load = caseload(&worker_id, &cases, today, &state.config.caseload);
+            let load = caseload(
+                &worker_id,
+                &cases,
+                today,
+                &state.config.caseload,
+                &last_billable,
+            );
             WorkerLoad {
                 flagged_cases: load.cases.iter().filter(|c| !c.flags.is_empty()).count() as u32,
                 worker_id,

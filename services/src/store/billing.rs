@@ -85,6 +85,28 @@ impl Store {
         })
     }
 
+    /// The billing states of the listed cases (those the billing projection has reached).
+    pub async fn billing_states(
+        &self,
+        cases: &[schemas::CaseId],
+    ) -> Result<std::collections::HashMap<schemas::CaseId, BillingCase>, StoreError> {
+        let ids: Vec<String> = cases.iter().map(ToString::to_string).collect();
+        let sql = match &self.backend {
+            Backend::Postgres { .. } => PG_LOAD_CASES,
+            Backend::Sqlite { .. } => SQLITE_LOAD_CASES,
+        };
+        on_pool!(self, pool => {
+            let rows: Vec<(String, Json<BillingCase>)> =
+                sqlx::query_as(sql).bind(Json(&ids)).fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|(id, Json(state))| {
+                    let id = schemas::CaseId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    Ok((id, state))
+                })
+                .collect()
+        })
+    }
+
     /// How many cases have contacts in `month` (of `agency`, or all).
     pub async fn billing_case_count(
         &self,

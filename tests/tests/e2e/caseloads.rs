@@ -250,3 +250,79 @@ async fn thresholds_come_from_configuration() {
         "{flags:?}"
     );
 }
+
+both_stores!(
+    billable_means_what_the_billing_profile_says,
+    |app: TestApp| async move {
+        // The same documented call on two cases; only the one with a Medicaid id bills under the
+        // profile (no_medicaid_id), so only the other is flagged for no billable contact.
+        let mut ids = Vec::new();
+        for medicaid_id in [None, Some("ZZ00000041")] {
+            let mut child =
+                json!({"given_name": "Ash", "family_name": "Sample", "birth_date": "2016-06-06"});
+            if let Some(id) = medicaid_id {
+                child["medicaid_id"] = json!(id);
+            }
+            let b = post_ok(
+                &app,
+                "/v1/cases".into(),
+                json!({"program": "tcm",
+                "assigned_to": "cm-cy", "intake_date": day(70), "child": child}),
+            )
+            .await;
+            let case = b["case_id"].as_str().unwrap().to_owned();
+            post_ok(
+                &app,
+                format!("/v1/cases/{case}/contacts"),
+                json!({"component": "monitoring",
+                "contact_type": "phone", "with": ["guardian"], "minutes": 20,
+                "occurred_at": format!("{}T00:00:00Z", day(0)), "note": "checked on services"}),
+            )
+            .await;
+            ids.push(case);
+        }
+        let cy = app.token(Role::CaseManager, "cm-cy", "default").await;
+        let view = caseload(&app, "cm-cy", &cy, 2).await;
+        let flags_of = |id: &str| -> Vec<String> {
+            view["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["case_id"] == id)
+                .unwrap()["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert!(
+            flags_of(&ids[0]).contains(&"no_billable_contact_last_month".to_owned()),
+            "no Medicaid id, nothing billable: {view}"
+        );
+        assert!(
+            !flags_of(&ids[1]).contains(&"no_billable_contact_last_month".to_owned()),
+            "billed this month: {view}"
+        );
+        let (_, log) = app
+            .get(
+                &format!("/v1/billing/tcm?month={}", &day(0)[..7]),
+                &app.admin_token,
+            )
+            .await;
+        let billable: Vec<bool> = ids
+            .iter()
+            .map(|id| {
+                log["lines"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l["case_id"] == id.as_str())
+                    .unwrap()["billable"]
+                    .as_bool()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(billable, [false, true], "the billing log agrees: {log}");
+    }
+);

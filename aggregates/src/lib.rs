@@ -5,5 +5,6 @@
 pub mod case;
 
 pub use case::{
-    Actor, Case, CaseAction, CaseCommand, CaseError, CaseEvent, CaseServices, EntryRef, VoidTarget,
+    decode, upcasters, Actor, Case, CaseAction, CaseCommand, CaseError, CaseEvent, CaseServices,
+    EntryRef, VoidTarget,
 };

@@ -46,7 +46,13 @@ impl StoredEvent {
     /// The payload as the Case event it records; an event that does not read back cannot be
     /// applied (a projection stops there rather than skip it).
     pub fn case_event(&self) -> Result<CaseEvent, ApplyError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| ApplyError {
+        aggregates::decode(
+            &self.event_type,
+            &self.event_version,
+            &self.payload,
+            &self.stored_metadata,
+        )
+        .map_err(|e| ApplyError {
             event_id: self.event_id,
             event_type: self.event_type.clone(),
             reason: e.to_string(),

@@ -143,6 +143,7 @@ fn public_event(event: CaseEvent) -> Option<PublicEvent> {
             appointment_id,
             referral_id,
             scheduled_for,
+            ..
         } => P::AppointmentScheduled(AppointmentScheduled {
             appointment_id,
             referral_id,

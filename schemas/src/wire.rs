@@ -165,6 +165,10 @@ pub struct VersionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleAppointmentRequest {
+    /// When the appointment was made (defaults to the day received); not before the referral
+    /// was accepted. An outcome cannot be dated before it.
+    #[serde(default)]
+    pub on: Option<NaiveDate>,
     pub referral_id: ReferralId,
     pub scheduled_for: DateTime<Utc>,
 }

@@ -102,6 +102,16 @@ pub async fn execute(
         let action = match permitted.and_then(|()| action(&context.aggregate)) {
             Ok(action) => action,
             Err(e) => {
+                // A refusal is an answer only if the state it was decided on is current (the
+                // cache may hold a state another replica has moved on from).
+                if !state
+                    .store
+                    .is_current(case_id, context.current_sequence)
+                    .await?
+                {
+                    tracing::debug!(%case_id, attempt, "refused on a stale state; deciding again");
+                    continue;
+                }
                 state.store.release(case_id, context);
                 return Err(e);
             }
@@ -120,7 +130,16 @@ pub async fn execute(
             .handle(command, &state.case_services, &sink)
             .await
         {
-            // Refused before any event was written: the state is unchanged.
+            // Refused before any event was written: the state is unchanged. The refusal stands
+            // only if that state is current.
+            if !state
+                .store
+                .is_current(case_id, context.current_sequence)
+                .await?
+            {
+                tracing::debug!(%case_id, attempt, "refused on a stale state; deciding again");
+                continue;
+            }
             state.store.release(case_id, context);
             // A duplicate of this request may have committed since the check above (for
             // example, the same intake retried concurrently): then its answer is ours.

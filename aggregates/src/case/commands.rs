@@ -109,7 +109,8 @@ impl CaseAction {
             CaseAction::TransitionCase(r) => day(r.effective_on),
             CaseAction::ReopenCase(r) => day(r.on),
             CaseAction::ReviseCarePlan { request, .. } => request.revised_on.and_then(day),
-            CaseAction::ScheduleAppointment { .. } | CaseAction::VoidEntry { .. } => None,
+            CaseAction::ScheduleAppointment { request, .. } => request.on.and_then(day),
+            CaseAction::VoidEntry { .. } => None,
         };
         at.unwrap_or(received_at)
     }

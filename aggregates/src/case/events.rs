@@ -1,7 +1,8 @@
 //! Stored events. Each is past tense with a stable `event_type` and `event_version`.
 //!
 //! A stored shape is never edited: to change one, add a new version and an upcaster
-//! (cqrs-es `EventUpcaster`) that lifts old payloads. Every event here is version "1".
+//! (cqrs-es `EventUpcaster`, in `upcast.rs`) that lifts old payloads. Every event here is version
+//! "1" except `AppointmentScheduled`, at "2".
 
 use std::collections::BTreeMap;
 
@@ -172,10 +173,13 @@ pub enum CaseEvent {
         outcome: ReferralOutcome,
         reason: Option<Text>,
     },
+    /// Version 2 added `made_on` (see `upcast.rs`).
     AppointmentScheduled {
         appointment_id: AppointmentId,
         referral_id: ReferralId,
         scheduled_for: DateTime<Utc>,
+        /// When the appointment was made.
+        made_on: NaiveDate,
     },
     AppointmentKept {
         appointment_id: AppointmentId,
@@ -256,7 +260,10 @@ impl CaseEvent {
 
     /// The version of this event type's stored shape.
     pub fn event_version_str(&self) -> &'static str {
-        "1"
+        match self {
+            CaseEvent::AppointmentScheduled { .. } => "2",
+            _ => "1",
+        }
     }
 }
 

@@ -8,8 +8,10 @@ mod events;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upcast;
 
 pub use commands::*;
 pub use error::{CaseError, RefusalKind};
 pub use events::*;
 pub use state::*;
+pub use upcast::{decode, upcasters};

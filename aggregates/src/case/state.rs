@@ -107,6 +107,9 @@ pub struct AppointmentChange {
 pub struct Appointment {
     pub appointment_id: AppointmentId,
     pub referral_id: ReferralId,
+    /// When it was made (absent in states folded before the event said so).
+    #[serde(default)]
+    pub made_on: Option<NaiveDate>,
     pub first_scheduled_for: DateTime<Utc>,
     /// Outcomes and reschedules, oldest first.
     pub history: Vec<AppointmentChange>,
@@ -441,10 +444,12 @@ impl Aggregate for Case {
                 appointment_id,
                 referral_id,
                 scheduled_for,
+                made_on,
             } => {
                 self.appointments.push(Appointment {
                     appointment_id,
                     referral_id,
+                    made_on: Some(made_on),
                     first_scheduled_for: scheduled_for,
                     history: vec![],
                     voided: false,

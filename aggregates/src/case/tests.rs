@@ -155,11 +155,13 @@ fn accepted() -> CaseEvent {
     }
 }
 
+/// Made the day after the referral was accepted.
 fn scheduled(at: &str) -> CaseEvent {
     CaseEvent::AppointmentScheduled {
         appointment_id: appointment_id(),
         referral_id: referral_id(),
         scheduled_for: t(at),
+        made_on: d("2026-01-23"),
     }
 }
 
@@ -705,21 +707,65 @@ fn a_status_cannot_predate_the_referral() {
 
 #[test]
 fn appointments_need_an_accepted_referral() {
-    let schedule = || {
+    let schedule = |on: Option<&str>| {
         cmd(CaseAction::ScheduleAppointment {
             appointment_id: appointment_id(),
             request: ScheduleAppointmentRequest {
+                on: on.map(d),
                 referral_id: referral_id(),
                 scheduled_for: t("2026-02-01T15:00:00Z"),
             },
         })
     };
     given(vec![sent()])
-        .when(schedule())
+        .when(schedule(Some("2026-01-23")))
         .then_expect_error(CaseError::ReferralNotAccepted(ReferralStatus::Sent));
     given(vec![sent(), accepted()])
-        .when(schedule())
+        .when(schedule(Some("2026-01-23")))
         .then_expect_events(vec![scheduled("2026-02-01T15:00:00Z")]);
+    // Made before the referral was accepted: out of order.
+    given(vec![sent(), accepted()])
+        .when(schedule(Some("2026-01-21")))
+        .then_expect_error(CaseError::DateOutOfOrder {
+            field: "on",
+            date: d("2026-01-21"),
+            after: d("2026-01-22"),
+        });
+    // Without a date, it was made the day the command arrived.
+    let events = given(vec![sent(), accepted()])
+        .when(schedule(None))
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(&events[..], [CaseEvent::AppointmentScheduled { made_on, .. }] if *made_on == now().date_naive()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn nothing_becomes_of_an_appointment_before_it_was_made() {
+    let outcome = |on: &str| {
+        cmd(CaseAction::RecordAppointmentOutcome {
+            appointment_id: appointment_id(),
+            request: AppointmentOutcomeRequest {
+                outcome: AppointmentOutcomeKind::Cancelled,
+                on: d(on),
+                missed_reason: None,
+                rescheduled_for: None,
+            },
+        })
+    };
+    given(vec![sent(), accepted(), scheduled("2026-02-01T15:00:00Z")])
+        .when(outcome("2026-01-22"))
+        .then_expect_error(CaseError::DateOutOfOrder {
+            field: "on",
+            date: d("2026-01-22"),
+            after: d("2026-01-23"),
+        });
+    given(vec![sent(), accepted(), scheduled("2026-02-01T15:00:00Z")])
+        .when(outcome("2026-01-23"))
+        .inspect_result()
+        .expect("cancelled the day it was made");
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn referral_loop(id: CaseId) -> Vec<CaseAction> {
         CaseAction::ScheduleAppointment {
             appointment_id,
             request: ScheduleAppointmentRequest {
+                on: Some(today - Days::days(47)),
                 referral_id,
                 scheduled_for: Utc::now() - Days::days(45),
             },

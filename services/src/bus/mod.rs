@@ -90,13 +90,7 @@ impl PublicReader {
         let mut decoded = Vec::with_capacity(batch.len());
         let mut missing = HashSet::new();
         for e in batch {
-            let event: CaseEvent =
-                serde_json::from_value(e.event.payload.clone()).map_err(|err| {
-                    StoreError::Corrupt(format!(
-                        "event {} ({}) of case {} does not read back: {err}",
-                        e.event.event_id, e.event.event_type, e.case_id
-                    ))
-                })?;
+            let event: CaseEvent = e.event.case_event()?;
             if let CaseEvent::CaseOpened { agency, .. } = &event {
                 self.agencies.put(e.case_id, agency.clone());
             } else if !self.agencies.contains(&e.case_id) {

@@ -226,12 +226,9 @@ pub fn history_inputs(events: Vec<StoredEvent>) -> Result<Vec<HistoryInput>, Api
     events
         .into_iter()
         .map(|e| {
-            let event = serde_json::from_value(e.payload).map_err(|err| {
-                ApiError::Store(crate::error::StoreError::Corrupt(format!(
-                    "event {} does not read back: {err}",
-                    e.event_id
-                )))
-            })?;
+            let event = e
+                .case_event()
+                .map_err(|err| ApiError::Store(crate::error::StoreError::CannotApply(err)))?;
             let occurred_at = e.metadata.occurred_at.unwrap_or(e.recorded_at);
             Ok(HistoryInput {
                 event_id: e.event_id.to_string(),

@@ -3,7 +3,9 @@
 //! It saves replaying a stream on every command. It is safe because it is never trusted for
 //! what is stored: a command decided on a stale state appends at a sequence number the stream
 //! already has, the primary key refuses it, the entry is dropped and the command is retried on a
-//! full replay. Reads never use it. Tests compare its states with full replays.
+//! full replay; a command refused on a state that is no longer the stream's newest is decided
+//! again on a full replay (`Store::is_current`). Reads never use it. Tests compare its states with
+//! full replays.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;

@@ -134,7 +134,8 @@ impl Store {
         sqlx::migrate!("../ops/migrations/postgres")
             .run(&pool)
             .await?;
-        let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone()));
+        let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone()))
+            .with_upcasters(aggregates::upcasters());
         Ok(Self {
             backend: Backend::Postgres { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
@@ -160,7 +161,8 @@ impl Store {
         sqlx::migrate!("../ops/migrations/sqlite")
             .run(&pool)
             .await?;
-        let es = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+        let es = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+            .with_upcasters(aggregates::upcasters());
         Ok(Self {
             backend: Backend::Sqlite { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
@@ -201,6 +203,19 @@ impl Store {
             });
         }
         self.load(id).await
+    }
+
+    /// Whether `version` is still the newest event of the case's stream: a command refused on a
+    /// state checked out of the cache answers only if it is (one primary-key lookup, on the
+    /// refusal path only).
+    pub async fn is_current(&self, id: CaseId, version: usize) -> Result<bool, StoreError> {
+        let sql = "SELECT COALESCE(MAX(sequence), 0) FROM events \
+                   WHERE aggregate_type = 'Case' AND aggregate_id = $1";
+        let id = id.to_string();
+        on_pool!(self, pool => {
+            let newest: i64 = sqlx::query_scalar(sql).bind(&id).fetch_one(pool).await?;
+            Ok(newest as usize == version)
+        })
     }
 
     /// Drops a case from the command cache (bulk loaders that will not touch it again).

@@ -113,7 +113,7 @@ both_stores!(
             .post(
                 &p("/appointments"),
                 &t,
-                &json!({"referral_id": referral, "scheduled_for": at(40)}),
+                &json!({"referral_id": referral, "scheduled_for": at(40), "on": day(47)}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -230,7 +230,12 @@ both_stores!(
         let mut last_position = 0;
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e["sequence"], i as u64 + 1);
-            assert_eq!(e["event_version"], "1");
+            let version = if e["event_type"] == "AppointmentScheduled" {
+                "2" // made_on since version 2
+            } else {
+                "1"
+            };
+            assert_eq!(e["event_version"], version);
             let id = uuid::Uuid::parse_str(e["event_id"].as_str().unwrap()).unwrap();
             assert_eq!(id.get_version_num(), 7, "event ids are UUID v7");
             let pos = e["position"].as_i64().unwrap();
@@ -572,6 +577,44 @@ both_stores!(
             expected_version += 1;
             assert_eq!(b["version"], expected_version, "{b}");
         }
+        // A refusal decided on stale state would be wrong too: reassign on one; the other, whose
+        // cache still says cm-ada, must let the new case manager act.
+        let (s, b) = other
+            .post(
+                &format!("/v1/cases/{case}/assignment"),
+                &t,
+                &json!({"assigned_to": "cm-bo", "on": day(1)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let bo = app.token(Role::CaseManager, "cm-bo", "default").await;
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                &bo,
+                &json!({"component": "monitoring",
+                "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 9}),
+            )
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "the replica's stale cache decided: {b}"
+        );
+        let ada = app.token(Role::CaseManager, "cm-ada", "default").await;
+        let (s, b) = other
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                &ada,
+                &json!({"component": "monitoring",
+                "contact_type": "phone", "with": ["guardian"], "occurred_at": at(1), "minutes": 9}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("case_not_allowed")),
+            "the former case manager is refused on current state: {b}"
+        );
         // A rule decided on stale state would be wrong: close on one, then the other must refuse
         // a contact dated after the closure (one dated before it is late documentation).
         let (s, b) = other

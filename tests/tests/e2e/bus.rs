@@ -74,7 +74,7 @@ async fn scenario(app: &TestApp, agency: &str) -> String {
         ),
         (
             "/appointments".into(),
-            json!({"referral_id": referral, "scheduled_for": at(45)}),
+            json!({"referral_id": referral, "scheduled_for": at(45), "on": day(47)}),
         ),
     ];
     let mut appointment = String::new();

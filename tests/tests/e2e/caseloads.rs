@@ -51,7 +51,8 @@ async fn neglected_case(app: &TestApp, worker: &str) -> String {
     let a = post_ok(
         app,
         format!("/v1/cases/{case}/appointments"),
-        json!({"referral_id": referral, "scheduled_for": format!("{}T15:00:00Z", day(10))}),
+        json!({"referral_id": referral, "scheduled_for": format!("{}T15:00:00Z", day(10)),
+            "on": day(17)}),
     )
     .await;
     let appt = a["appointment_id"].as_str().unwrap().to_owned();

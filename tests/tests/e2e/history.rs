@@ -139,3 +139,194 @@ both_stores!(
         );
     }
 );
+
+/// Opens a case with an accepted referral; returns (case, referral).
+async fn case_with_accepted_referral(app: &TestApp) -> (String, String) {
+    let t = &app.admin_token;
+    let post = |path: String, body: Value| async move {
+        let (s, b) = app.post(&path, t, &body).await;
+        assert!(s.is_success(), "{path}: {s} {b}");
+        b
+    };
+    let b = post(
+        "/v1/cases".into(),
+        json!({"program": "tcm", "assigned_to": "cm-ada",
+        "intake_date": day(30),
+        "child": {"given_name": "Jo", "family_name": "Sample", "birth_date": "2016-06-06"}}),
+    )
+    .await;
+    let case = b["case_id"].as_str().unwrap().to_owned();
+    let b = post(
+        format!("/v1/cases/{case}/referrals"),
+        json!({"service_type": "outpatient_therapy",
+        "provider": {"id": "prov-1"}, "reason": "anxiety", "sent_on": day(25)}),
+    )
+    .await;
+    let referral = b["referral_id"].as_str().unwrap().to_owned();
+    post(
+        format!("/v1/cases/{case}/referrals/{referral}/status"),
+        json!({"status": "accepted", "on": day(20)}),
+    )
+    .await;
+    (case, referral)
+}
+
+both_stores!(
+    the_occurred_basis_knows_an_appointment_from_the_day_it_was_made,
+    |app: TestApp| async move {
+        let t = app.admin_token.clone();
+        let (case, referral) = case_with_accepted_referral(&app).await;
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/appointments"),
+                &t,
+                &json!({"referral_id": referral, "on": day(12),
+                    "scheduled_for": format!("{}T15:00:00Z", day(10))}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let appt = b["appointment_id"].as_str().unwrap().to_owned();
+        let outcome = format!("/v1/cases/{case}/appointments/{appt}/outcome");
+        // Nothing became of it before it was made.
+        let (s, b) = app
+            .post(
+                &outcome,
+                &t,
+                &json!({"outcome": "cancelled", "on": day(13)}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("date_out_of_order")),
+            "{b}"
+        );
+        let (s, b) = app
+            .post(
+                &outcome,
+                &t,
+                &json!({"outcome": "missed", "on": day(10), "missed_reason": "no_show"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        let at = |d: i64| {
+            let (app, case) = (&app, &case);
+            async move {
+                let (s, v) = app
+                    .get(
+                        &format!("/v1/cases/{case}/history?as_of={}&basis=occurred", day(d)),
+                        &app.admin_token,
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                v
+            }
+        };
+        // Before it was made: no appointment, and no outcome of one.
+        let v = at(13).await;
+        assert_eq!(v["state"]["appointments"], json!([]), "{v}");
+        assert!(
+            !types(&v).iter().any(|t| t.starts_with("Appointment")),
+            "{v}"
+        );
+        // Made, not yet due: scheduled.
+        let v = at(11).await;
+        assert_eq!(v["state"]["appointments"][0]["status"], "scheduled", "{v}");
+        // Due and missed.
+        let v = at(10).await;
+        assert_eq!(v["state"]["appointments"][0]["status"], "missed", "{v}");
+    }
+);
+
+both_stores!(
+    an_appointment_stored_at_version_1_reads_on_every_path,
+    |app: TestApp| async move {
+        let (case, referral) = case_with_accepted_referral(&app).await;
+        app.wait_projected().await;
+        // An appointment as a release before version 2 stored it: no made_on; its envelope says
+        // when the command was received.
+        let appt = uuid::Uuid::now_v7().to_string();
+        let payload = json!({"AppointmentScheduled": {"appointment_id": appt,
+            "referral_id": referral, "scheduled_for": format!("{}T15:00:00Z", day(5))}});
+        let metadata = json!({"command": "ScheduleAppointment", "actor_id": "admin",
+            "actor_role": "admin", "actor_agency": "default",
+            "occurred_at": format!("{}T09:00:00+00:00", day(15)),
+            "received_at": format!("{}T09:00:00+00:00", day(15))});
+        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                      event_version, payload, metadata) \
+                      VALUES ('Case', $1, 5, 'AppointmentScheduled', '1', $2, $3)";
+        match &app.config.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(insert)
+                    .bind(&case)
+                    .bind(&payload)
+                    .bind(&metadata)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            None => {
+                let path = app.config.data_dir.join("linkage.db");
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query(insert)
+                    .bind(&case)
+                    .bind(payload.to_string())
+                    .bind(metadata.to_string())
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+        // The command path (cqrs-es with the upcasters): an outcome on the day it was made is
+        // accepted, one the day before is not.
+        let outcome = format!("/v1/cases/{case}/appointments/{appt}/outcome");
+        let (s, b) = app
+            .post(
+                &outcome,
+                &app.admin_token,
+                &json!({"outcome": "cancelled", "on": day(16)}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("date_out_of_order")),
+            "made on the day its command was received: {b}"
+        );
+        let (s, b) = app
+            .post(
+                &outcome,
+                &app.admin_token,
+                &json!({"outcome": "cancelled", "on": day(15)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        // The case view, history and every projection read it.
+        let (_, v) = app
+            .get(&format!("/v1/cases/{case}"), &app.admin_token)
+            .await;
+        assert_eq!(v["appointments"][0]["status"], "cancelled", "{v}");
+        let (_, h) = app
+            .get(
+                &format!("/v1/cases/{case}/history?as_of={}&basis=occurred", day(15)),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(
+            h["state"]["appointments"][0]["appointment_id"],
+            appt.as_str(),
+            "{h}"
+        );
+        app.wait_projected().await;
+        let (s, r) = app.get("/readyz", "").await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "no projection stopped at the old event: {r}"
+        );
+    }
+);

@@ -54,7 +54,8 @@ both_stores!(measures_over_a_known_scenario, |app: TestApp| async move {
     let a = ok(
         &app,
         format!("/v1/cases/{c1}/appointments"),
-        json!({"referral_id": r1, "scheduled_for": format!("{}T15:00:00Z", day(20))}),
+        json!({"referral_id": r1, "scheduled_for": format!("{}T15:00:00Z", day(20)),
+            "on": day(27)}),
     )
     .await;
     let a = a["appointment_id"].as_str().unwrap().to_owned();

@@ -128,8 +128,12 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         let (s, b) = app
-            .post(&format!("/v1/cases/{case}/appointments"), sup,
-                  &json!({"referral_id": referral, "scheduled_for": format!("{}T10:00:00Z", day(10))}))
+            .post(
+                &format!("/v1/cases/{case}/appointments"),
+                sup,
+                &json!({"referral_id": referral, "scheduled_for": format!("{}T10:00:00Z", day(10)),
+                          "on": day(18)}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let appt = b["appointment_id"].as_str().unwrap().to_owned();

@@ -18,6 +18,14 @@ impl Case {
             .appointment(appointment_id)
             .ok_or(CaseError::AppointmentNotFound)?;
         dates.past("on", r.on)?;
+        // Nothing became of an appointment before it was made.
+        if let Some(made_on) = appt.made_on.filter(|m| r.on < *m) {
+            return Err(CaseError::DateOutOfOrder {
+                field: "on",
+                date: r.on,
+                after: made_on,
+            });
+        }
         let status = appt.status();
         let due = appt.scheduled_for().date_naive();
         use AppointmentOutcomeKind as K;

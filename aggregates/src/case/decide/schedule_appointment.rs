@@ -7,7 +7,8 @@ use super::Dates;
 use crate::case::*;
 
 impl Case {
-    /// Schedule an appointment on an accepted referral.
+    /// Schedule an appointment on an accepted referral, made on a day (`on`, by default the day
+    /// received) not before the referral was accepted.
     pub(super) fn decide_schedule_appointment(
         &self,
         dates: &Dates,
@@ -25,10 +26,26 @@ impl Case {
             return Err(CaseError::ReferralNotAccepted(status));
         }
         dates.not_before_intake("scheduled_for", r.scheduled_for.date_naive())?;
+        let made_on = r.on.unwrap_or(dates.today);
+        dates.past("on", made_on)?;
+        let accepted_on = referral
+            .history
+            .iter()
+            .rev()
+            .find(|c| !c.voided && c.status == ReferralStatus::Accepted)
+            .map_or(referral.sent_on, |c| c.on);
+        if made_on < accepted_on {
+            return Err(CaseError::DateOutOfOrder {
+                field: "on",
+                date: made_on,
+                after: accepted_on,
+            });
+        }
         Ok(CaseEvent::AppointmentScheduled {
             appointment_id,
             referral_id: r.referral_id,
             scheduled_for: r.scheduled_for,
+            made_on,
         })
     }
 }

@@ -1,0 +1,132 @@
+//! Stored events of earlier versions, lifted to the current shape as they are read. A stored
+//! event is never edited: a changed shape is a new `event_version`, and an upcaster here turns
+//! the old payload into the new one on every read path (the command path through cqrs-es's
+//! `with_upcasters`, projections, history and the bus through `decode`).
+
+use std::collections::HashMap;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use schemas::EventMetadata;
+use serde_json::Value;
+
+use super::events::CaseEvent;
+
+/// `AppointmentScheduled` 1 -> 2: version 2 says when the appointment was made (`made_on`).
+/// Version 1 was recorded as made when its command was received: the envelope's `occurred_at`.
+struct AppointmentScheduledMadeOn;
+
+impl EventUpcaster for AppointmentScheduledMadeOn {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "AppointmentScheduled" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let occurred = serde_json::from_value::<HashMap<String, String>>(event.metadata.clone())
+            .ok()
+            .and_then(|m| EventMetadata::from_map(&m).ok())
+            .and_then(|m| m.occurred_at);
+        if let Some(body) = event
+            .payload
+            .get_mut("AppointmentScheduled")
+            .and_then(Value::as_object_mut)
+        {
+            // Without an envelope time, the appointment was made no later than its own date.
+            let made_on = occurred.map(|t| t.date_naive().to_string()).or_else(|| {
+                body.get("scheduled_for")
+                    .and_then(Value::as_str)
+                    .map(|s| s.chars().take(10).collect())
+            });
+            if let Some(made_on) = made_on {
+                body.insert("made_on".into(), Value::String(made_on));
+            }
+        }
+        event.event_version = "2".into();
+        event
+    }
+}
+
+/// Every upcaster, in the order they apply.
+static UPCASTERS: [&dyn EventUpcaster; 1] = [&AppointmentScheduledMadeOn];
+
+/// Every upcaster, for cqrs-es's `PersistedEventStore::with_upcasters`.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(AppointmentScheduledMadeOn)]
+}
+
+/// A stored event of any version as the current `CaseEvent`. A current one is read straight
+/// from the stored payload; an older one is lifted first.
+pub fn decode(
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+    metadata: &HashMap<String, String>,
+) -> Result<CaseEvent, serde_json::Error> {
+    use serde::Deserialize;
+    if !UPCASTERS
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+    {
+        return CaseEvent::deserialize(payload);
+    }
+    let mut event = SerializedEvent {
+        aggregate_id: String::new(),
+        sequence: 0,
+        aggregate_type: "Case".into(),
+        event_type: event_type.to_owned(),
+        event_version: event_version.to_owned(),
+        payload: payload.clone(),
+        metadata: serde_json::to_value(metadata)?,
+    };
+    for upcaster in UPCASTERS {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            event = upcaster.upcast(event);
+        }
+    }
+    serde_json::from_value(event.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn v1() -> Value {
+        json!({"AppointmentScheduled": {
+            "appointment_id": "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b13",
+            "referral_id": "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b12",
+            "scheduled_for": "2026-02-01T15:00:00Z"}})
+    }
+
+    fn made_on(e: CaseEvent) -> String {
+        match e {
+            CaseEvent::AppointmentScheduled { made_on, .. } => made_on.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_version_1_appointment_was_made_when_its_command_was_received() {
+        let metadata = HashMap::from([(
+            "occurred_at".to_owned(),
+            "2026-01-25T09:30:00+00:00".to_owned(),
+        )]);
+        let e = decode("AppointmentScheduled", "1", &v1(), &metadata).unwrap();
+        assert_eq!(made_on(e), "2026-01-25");
+        // Without an envelope time: no later than the appointment itself.
+        let e = decode("AppointmentScheduled", "1", &v1(), &HashMap::new()).unwrap();
+        assert_eq!(made_on(e), "2026-02-01");
+    }
+
+    #[test]
+    fn a_current_event_reads_as_stored_and_an_old_one_does_not_without_its_upcaster() {
+        let mut v2 = v1();
+        v2["AppointmentScheduled"]["made_on"] = json!("2026-01-23");
+        let e = decode("AppointmentScheduled", "2", &v2, &HashMap::new()).unwrap();
+        assert_eq!(made_on(e), "2026-01-23");
+        assert!(
+            serde_json::from_value::<CaseEvent>(v1()).is_err(),
+            "version 1 is not the current shape: the upcaster is what reads it"
+        );
+    }
+}

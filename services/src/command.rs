@@ -102,14 +102,7 @@ pub async fn execute(
         let action = match permitted.and_then(|()| action(&context.aggregate)) {
             Ok(action) => action,
             Err(e) => {
-                // A refusal is an answer only if the state it was decided on is current (the
-                // cache may hold a state another replica has moved on from).
-                if !state
-                    .store
-                    .is_current(case_id, context.current_sequence)
-                    .await?
-                {
-                    tracing::debug!(%case_id, attempt, "refused on a stale state; deciding again");
+                if !refusal_stands(state, case_id, &context).await? {
                     continue;
                 }
                 state.store.release(case_id, context);
@@ -130,14 +123,8 @@ pub async fn execute(
             .handle(command, &state.case_services, &sink)
             .await
         {
-            // Refused before any event was written: the state is unchanged. The refusal stands
-            // only if that state is current.
-            if !state
-                .store
-                .is_current(case_id, context.current_sequence)
-                .await?
-            {
-                tracing::debug!(%case_id, attempt, "refused on a stale state; deciding again");
+            // Refused before any event was written: the state is unchanged.
+            if !refusal_stands(state, case_id, &context).await? {
                 continue;
             }
             state.store.release(case_id, context);
@@ -194,6 +181,24 @@ pub async fn execute(
         code: "concurrency_conflict",
         message: "the case kept changing under this command; nothing was changed, try again".into(),
     })
+}
+
+/// A refusal is an answer only if the state it was decided on is the stream's newest: the cache
+/// may hold a state another replica has moved on from. When it is not, the checked-out state is
+/// dropped and the command is decided again on a full replay.
+async fn refusal_stands(
+    state: &AppState,
+    case_id: CaseId,
+    context: &crate::store::CaseContext,
+) -> Result<bool, ApiError> {
+    let current = state
+        .store
+        .is_current(case_id, context.current_sequence)
+        .await?;
+    if !current {
+        tracing::debug!(%case_id, "refused on a stale state; deciding again");
+    }
+    Ok(current)
 }
 
 /// The first answer to an earlier request with the same idempotency scope, if there was one:

@@ -351,6 +351,53 @@ impl TestApp {
         }
     }
 
+    /// Writes an event row straight into the store, as another release (an earlier one, or a
+    /// buggy or newer one) would have: for tests of what this version does with it.
+    pub async fn insert_stored_event(
+        &self,
+        case_id: &str,
+        sequence: i64,
+        event_type: &str,
+        event_version: &str,
+        payload: &Value,
+        metadata: &Value,
+    ) {
+        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                      event_version, payload, metadata) VALUES ('Case', $1, $2, $3, $4, $5, $6)";
+        match &self.config.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query(insert)
+                    .bind(case_id)
+                    .bind(sequence)
+                    .bind(event_type)
+                    .bind(event_version)
+                    .bind(payload)
+                    .bind(metadata)
+                    .execute(&mut c)
+                    .await
+                    .expect("insert an event row");
+            }
+            None => {
+                let path = self.config.data_dir.join("linkage.db");
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::query(insert)
+                    .bind(case_id)
+                    .bind(sequence)
+                    .bind(event_type)
+                    .bind(event_version)
+                    .bind(payload.to_string())
+                    .bind(metadata.to_string())
+                    .execute(&mut c)
+                    .await
+                    .expect("insert an event row");
+            }
+        }
+    }
+
     /// The number of events stored for a case, read through the API as admin.
     pub async fn event_count(&self, case_id: &str) -> usize {
         let (s, body) = self

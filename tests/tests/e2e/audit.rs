@@ -286,33 +286,15 @@ both_stores!(
         }
         // An event no code of this version can read (as if written by a buggy or newer release).
         let bad = uuid::Uuid::now_v7().to_string();
-        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                  payload, metadata) VALUES ('Case', $1, 1, 'CaseOpened', '9', $2, '{}')";
-        match &app.config.database_url {
-            Some(url) => {
-                let pool = sqlx::PgPool::connect(url).await.unwrap();
-                sqlx::query(insert)
-                    .bind(&bad)
-                    .bind(json!({"CaseOpened": {"shape": "unknown"}}))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-            }
-            None => {
-                let path = app.config.data_dir.join("linkage.db");
-                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query(insert)
-                    .bind(&bad)
-                    .bind(r#"{"CaseOpened":{"shape":"unknown"}}"#)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-            }
-        }
+        app.insert_stored_event(
+            &bad,
+            1,
+            "CaseOpened",
+            "9",
+            &json!({"CaseOpened": {"shape": "unknown"}}),
+            &json!({}),
+        )
+        .await;
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             let status = projector::status(&app.store).await.unwrap();

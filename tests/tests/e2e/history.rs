@@ -252,36 +252,8 @@ both_stores!(
             "actor_role": "admin", "actor_agency": "default",
             "occurred_at": format!("{}T09:00:00+00:00", day(15)),
             "received_at": format!("{}T09:00:00+00:00", day(15))});
-        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                      event_version, payload, metadata) \
-                      VALUES ('Case', $1, 5, 'AppointmentScheduled', '1', $2, $3)";
-        match &app.config.database_url {
-            Some(url) => {
-                let pool = sqlx::PgPool::connect(url).await.unwrap();
-                sqlx::query(insert)
-                    .bind(&case)
-                    .bind(&payload)
-                    .bind(&metadata)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-            }
-            None => {
-                let path = app.config.data_dir.join("linkage.db");
-                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query(insert)
-                    .bind(&case)
-                    .bind(payload.to_string())
-                    .bind(metadata.to_string())
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-            }
-        }
+        app.insert_stored_event(&case, 5, "AppointmentScheduled", "1", &payload, &metadata)
+            .await;
         // The command path (cqrs-es with the upcasters): an outcome on the day it was made is
         // accepted, one the day before is not.
         let outcome = format!("/v1/cases/{case}/appointments/{appt}/outcome");

@@ -2,6 +2,9 @@
 //! measure is a field of `Measures` whose doc comment is its definition: the same text the
 //! OpenAPI schema shows. Voided entries never count. "By `to`" means dated on or before `to`.
 
+use std::collections::BTreeMap;
+
+use aggregates::case::Reporter;
 use aggregates::Case;
 use chrono::NaiveDate;
 use schemas::*;
@@ -62,6 +65,13 @@ pub struct Measures {
     /// Of the referrals sent in the window, the share whose loop closed by `to`: declined,
     /// cancelled or completed (the initiator learned the outcome).
     pub loop_closure_rate: Rate,
+    /// Of the referrals sent in the window whose loop closed by `to`, how many closed with each
+    /// outcome (`unrecorded` where the closing status gave none).
+    pub closed_loops_by_outcome: BTreeMap<String, u64>,
+    /// The same loops by who reported the closing status: `provider` (the receiving provider's
+    /// own system), `staff` (staff recording what the provider reported), `referring_side` (a
+    /// cancellation) or `unrecorded` (before Linkage kept who reported).
+    pub closed_loops_by_reporter: BTreeMap<String, u64>,
     /// Of the referrals sent in the window, the share completed with outcome `connected` by `to`.
     pub successful_connection_rate: Rate,
     /// Median days from sending to acceptance, over referrals sent in the window and accepted
@@ -109,14 +119,28 @@ pub fn compute(
             .find(|c| !c.voided && c.status == s && c.on <= to)
             .map(|c| c.on)
     };
-    let closed_loops = referrals
+    let closing: Vec<&aggregates::case::StatusChange> = referrals
         .iter()
-        .filter(|(_, r)| {
+        .filter_map(|(_, r)| {
             r.history
                 .iter()
-                .any(|c| !c.voided && c.on <= to && c.status.is_terminal())
+                .find(|c| !c.voided && c.on <= to && c.status.is_terminal())
         })
-        .count() as u64;
+        .collect();
+    let closed_loops = closing.len() as u64;
+    let mut closed_loops_by_outcome: BTreeMap<String, u64> = BTreeMap::new();
+    let mut closed_loops_by_reporter: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &closing {
+        let outcome = c.outcome.map_or("unrecorded", |o| o.as_str());
+        *closed_loops_by_outcome.entry(outcome.into()).or_default() += 1;
+        let reporter = match (&c.reported, c.status) {
+            (Some(Reporter::Provider { .. }), _) => "provider",
+            (Some(Reporter::Staff { .. }), _) => "staff",
+            (None, ReferralStatus::Cancelled) => "referring_side",
+            _ => "unrecorded",
+        };
+        *closed_loops_by_reporter.entry(reporter.into()).or_default() += 1;
+    }
     let connected = |r: &aggregates::case::Referral| {
         status_by(r, ReferralStatus::Completed).is_some()
             && r.outcome == Some(ReferralOutcome::Connected)
@@ -199,6 +223,8 @@ pub fn compute(
         cases: in_scope.len() as u64,
         referrals_sent: sent,
         loop_closure_rate: Rate::of(closed_loops, sent),
+        closed_loops_by_outcome,
+        closed_loops_by_reporter,
         successful_connection_rate: Rate::of(connections, sent),
         days_to_acceptance: MedianDays::of(to_acceptance),
         days_to_first_kept_appointment: MedianDays::of(to_kept),

@@ -98,13 +98,14 @@ fn public_event(event: CaseEvent) -> Option<PublicEvent> {
             sent_on,
             do_not_contact_subject,
         }),
-        E::ReferralAccepted { referral_id, on } => {
-            P::ReferralAccepted(ReferralAccepted { referral_id, on })
-        }
+        E::ReferralAccepted {
+            referral_id, on, ..
+        } => P::ReferralAccepted(ReferralAccepted { referral_id, on }),
         E::ReferralDeclined {
             referral_id,
             on,
             reason,
+            ..
         } => P::ReferralDeclined(ReferralDeclined {
             referral_id,
             on,
@@ -123,6 +124,7 @@ fn public_event(event: CaseEvent) -> Option<PublicEvent> {
             referral_id,
             on,
             reason,
+            ..
         } => P::ReferralCancelled(ReferralCancelled {
             referral_id,
             on,
@@ -133,6 +135,7 @@ fn public_event(event: CaseEvent) -> Option<PublicEvent> {
             on,
             outcome,
             reason,
+            ..
         } => P::ReferralCompleted(ReferralCompleted {
             referral_id,
             on,

@@ -114,6 +114,17 @@ contract_enum!(ReferralOutcome {
     Other => "other",
 });
 
+contract_enum!(
+    /// How staff heard of a status the receiving provider set.
+    ReportChannel {
+        Phone => "phone",
+        Fax => "fax",
+        Email => "email",
+        Portal => "portal",
+        InPerson => "in_person",
+    }
+);
+
 contract_enum!(AppointmentOutcomeKind {
     Kept => "kept",
     Missed => "missed",

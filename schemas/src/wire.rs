@@ -153,8 +153,22 @@ pub struct ReferralStatusRequest {
     pub on: NaiveDate,
     #[serde(default)]
     pub reason: Option<Text>,
+    /// Why the loop closed: with `declined`, `cancelled` or `completed` (required with
+    /// `completed`); `connected` only with `completed`.
     #[serde(default)]
     pub outcome: Option<ReferralOutcome>,
+    /// A recipient status (`accepted`, `declined`, `completed`) recorded by staff: which
+    /// provider reported it and how. Not given when the provider's own system reports it.
+    #[serde(default)]
+    pub reported_by: Option<ReportedBy>,
+}
+
+/// Who reported a recipient status that staff recorded, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedBy {
+    pub provider_id: ProviderId,
+    pub channel: ReportChannel,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

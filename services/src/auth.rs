@@ -64,6 +64,7 @@ impl FromRequestParts<AppState> for Caller {
             id: record.actor_id,
             role: record.role,
             agency: record.agency,
+            provider: record.provider,
         }))
     }
 }

@@ -283,6 +283,7 @@ mod tests {
                 id: ActorId::parse("cm-ada").unwrap(),
                 role: Role::CaseManager,
                 agency: AgencyId::parse("north").unwrap(),
+                provider: None,
             },
             idempotency_key: None,
             correlation_id: "c".into(),

@@ -109,6 +109,7 @@ impl ApiError {
             ApiError::Refused(e) => {
                 let status = match e.kind() {
                     RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                    RefusalKind::Forbidden => StatusCode::FORBIDDEN,
                     RefusalKind::Conflict => StatusCode::CONFLICT,
                     RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
                 };

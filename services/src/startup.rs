@@ -173,6 +173,7 @@ async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<(), Startu
         actor_id: ActorId::parse("admin").expect("static id"),
         role: Role::Admin,
         agency: AgencyId::parse("default").expect("static id"),
+        provider: None,
     };
     let token = issue_token(store, &record).await?;
     let path = data_dir.join("admin.token");

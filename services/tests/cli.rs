@@ -26,6 +26,18 @@ impl Drop for TempDir {
     }
 }
 
+/// The token record stored for `token` (by its hash) in the embedded store under `dir`.
+async fn stored_token(dir: &std::path::Path, token: &str) -> services::store::TokenRecord {
+    let store = Store::sqlite(dir).await.unwrap();
+    let record = store
+        .token(&hash_token(token))
+        .await
+        .unwrap()
+        .expect("stored by hash");
+    store.close().await;
+    record
+}
+
 fn temp_dir() -> TempDir {
     let dir = std::env::temp_dir().join(format!("linkage-cli-{}", uuid::Uuid::new_v4().simple()));
     TempDir(dir)
@@ -81,14 +93,8 @@ async fn first_start_writes_a_private_admin_token_and_never_prints_it() {
         "logs to a pipe carry no colour codes: {printed:?}"
     );
 
-    let store = Store::sqlite(&dir.0).await.unwrap();
-    let record = store
-        .token(&hash_token(&token))
-        .await
-        .unwrap()
-        .expect("stored");
+    let record = stored_token(&dir.0, &token).await;
     assert_eq!(record.role.as_str(), "admin");
-    store.close().await;
 }
 
 #[tokio::test]
@@ -117,14 +123,10 @@ async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("lkg_"), "{token}");
 
-    let store = Store::sqlite(&dir.0).await.unwrap();
-    let record = store
-        .token(&hash_token(&token))
-        .await
-        .unwrap()
-        .expect("stored by hash");
+    let record = stored_token(&dir.0, &token).await;
     assert_eq!(record.actor_id.as_str(), "cm-ada");
     assert_eq!(record.agency.as_str(), "north");
+    let store = Store::sqlite(&dir.0).await.unwrap();
     assert!(
         store.token(&token).await.unwrap().is_none(),
         "the plain token is not a key"
@@ -146,6 +148,28 @@ async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nurse"));
+
+    // A service token speaks for one receiving provider, named when it is made.
+    let service = |provider: Option<&str>| {
+        let mut c = linkage();
+        c.args(["token", "create", "--role", "service", "--actor", "svc-1"]);
+        if let Some(p) = provider {
+            c.args(["--provider", p]);
+        }
+        c.arg("--data-dir").arg(&dir.0).output().unwrap()
+    };
+    let unbound = service(None);
+    assert!(!unbound.status.success());
+    assert!(String::from_utf8_lossy(&unbound.stderr).contains("--provider"));
+    let bound = service(Some("prov-1"));
+    assert!(
+        bound.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bound.stderr)
+    );
+    let token = String::from_utf8(bound.stdout).unwrap().trim().to_owned();
+    let record = stored_token(&dir.0, &token).await;
+    assert_eq!(record.provider.as_ref().map(|p| p.as_str()), Some("prov-1"));
 }
 
 /// The operations commands against a store with data in it: status, rebuild, verify (intact,

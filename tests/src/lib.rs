@@ -269,6 +269,22 @@ impl TestApp {
                 actor_id: ActorId::parse(actor).expect("actor"),
                 role,
                 agency: AgencyId::parse(agency).expect("agency"),
+                provider: None,
+            },
+        )
+        .await
+        .expect("token stored")
+    }
+
+    /// A `service` token of `agency` speaking for `provider` (a receiving system).
+    pub async fn service_token(&self, actor: &str, agency: &str, provider: &str) -> String {
+        services::auth::issue_token(
+            &self.store,
+            &TokenRecord {
+                actor_id: ActorId::parse(actor).expect("actor"),
+                role: Role::Service,
+                agency: AgencyId::parse(agency).expect("agency"),
+                provider: Some(schemas::ProviderId::parse(provider).expect("provider")),
             },
         )
         .await

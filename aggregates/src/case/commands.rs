@@ -12,6 +12,9 @@ pub struct Actor {
     pub id: ActorId,
     pub role: Role,
     pub agency: AgencyId,
+    /// The provider a `service` token speaks for (the receiving side of its referrals).
+    #[serde(default)]
+    pub provider: Option<ProviderId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

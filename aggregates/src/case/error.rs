@@ -65,8 +65,18 @@ pub enum CaseError {
     ReasonRequired(&'static str),
     #[error("a completed referral needs an outcome")]
     OutcomeRequired,
-    #[error("an outcome is recorded only when a referral is completed")]
+    #[error("an outcome is recorded only when a referral's loop closes (declined, cancelled or completed), and `connected` only when it is completed")]
     OutcomeNotAllowed,
+    #[error("{0} is the referring side's status; the receiving provider does not set it")]
+    InitiatorStatus(ReferralStatusUpdate),
+    #[error("this referral was sent to another provider")]
+    NotTheReferralsProvider,
+    #[error("staff recording a status the provider set say who reported it and how (reported_by)")]
+    ReportedByRequired,
+    #[error("reported_by names another provider than the one the referral was sent to")]
+    ReportedByMismatch,
+    #[error("reported_by is only for staff recording a status the receiving provider set")]
+    ReportedByNotAllowed,
     #[error("no appointment with this id on this case")]
     AppointmentNotFound,
     #[error("the appointment's outcome is already recorded ({0})")]
@@ -101,6 +111,8 @@ pub enum CaseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     NotFound,
+    /// The rule is about who may do it (403).
+    Forbidden,
     Conflict,
     Invalid,
 }
@@ -131,6 +143,11 @@ impl CaseError {
             ReasonRequired(_) => "reason_required",
             OutcomeRequired => "outcome_required",
             OutcomeNotAllowed => "outcome_not_allowed",
+            InitiatorStatus(_) => "initiator_status",
+            NotTheReferralsProvider => "other_provider",
+            ReportedByRequired => "reported_by_required",
+            ReportedByMismatch => "reported_by_mismatch",
+            ReportedByNotAllowed => "reported_by_not_allowed",
             AppointmentNotFound => "appointment_not_found",
             AppointmentOutcomeAlreadyRecorded(_) => "appointment_outcome_already_recorded",
             AppointmentNotYetDue { .. } => "appointment_not_yet_due",
@@ -152,6 +169,7 @@ impl CaseError {
             CaseNotFound | ReferralNotFound | AppointmentNotFound | EventNotFound => {
                 RefusalKind::NotFound
             }
+            InitiatorStatus(_) | NotTheReferralsProvider => RefusalKind::Forbidden,
             CaseAlreadyExists
             | CaseClosed
             | DocumentationWindowClosed { .. }

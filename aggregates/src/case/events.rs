@@ -2,7 +2,8 @@
 //!
 //! A stored shape is never edited: to change one, add a new version and an upcaster
 //! (cqrs-es `EventUpcaster`, in `upcast.rs`) that lifts old payloads. Every event here is version
-//! "1" except `AppointmentScheduled`, at "2".
+//! "1" except `AppointmentScheduled` and the referral statuses `ReferralAccepted`,
+//! `ReferralDeclined`, `ReferralCancelled` and `ReferralCompleted`, at "2".
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,22 @@ pub struct DeferredNeed {
 pub struct Provider {
     pub id: ProviderId,
     pub name: Option<Text>,
+}
+
+/// Who reported a status that belongs to the receiving side (HL7 BSeR: the recipient accepts,
+/// declines and completes a referral).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Reporter {
+    /// The provider's own system, through a `service` token bound to it.
+    Provider { provider_id: ProviderId },
+    /// Staff recording what the provider reported, and how they heard it.
+    Staff {
+        provider_id: ProviderId,
+        channel: ReportChannel,
+    },
+    /// Recorded before Linkage kept who reported (version 1 events).
+    Unrecorded,
 }
 
 // What a request carries becomes what the event records: one conversion per shape, so a decision
@@ -148,30 +165,39 @@ pub enum CaseEvent {
         sent_on: NaiveDate,
         do_not_contact_subject: bool,
     },
+    /// Version 2 added `reported` (see `upcast.rs`).
     ReferralAccepted {
         referral_id: ReferralId,
         on: NaiveDate,
+        reported: Reporter,
     },
+    /// Version 2 added `outcome` and `reported`.
     ReferralDeclined {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Text,
+        outcome: Option<ReferralOutcome>,
+        reported: Reporter,
     },
     ReferralCancellationRequested {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Text,
     },
+    /// Version 2 added `outcome`.
     ReferralCancelled {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Option<Text>,
+        outcome: Option<ReferralOutcome>,
     },
+    /// Version 2 added `reported`.
     ReferralCompleted {
         referral_id: ReferralId,
         on: NaiveDate,
         outcome: ReferralOutcome,
         reason: Option<Text>,
+        reported: Reporter,
     },
     /// Version 2 added `made_on` (see `upcast.rs`).
     AppointmentScheduled {
@@ -261,7 +287,11 @@ impl CaseEvent {
     /// The version of this event type's stored shape.
     pub fn event_version_str(&self) -> &'static str {
         match self {
-            CaseEvent::AppointmentScheduled { .. } => "2",
+            CaseEvent::AppointmentScheduled { .. }
+            | CaseEvent::ReferralAccepted { .. }
+            | CaseEvent::ReferralDeclined { .. }
+            | CaseEvent::ReferralCancelled { .. }
+            | CaseEvent::ReferralCompleted { .. } => "2",
             _ => "1",
         }
     }

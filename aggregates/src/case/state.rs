@@ -58,6 +58,13 @@ pub struct StatusChange {
     pub status: ReferralStatus,
     pub on: NaiveDate,
     pub reason: Option<Text>,
+    /// Who reported a recipient status (absent for the initiator's own, and in states folded
+    /// before it was kept).
+    #[serde(default)]
+    pub reported: Option<Reporter>,
+    /// Why the loop closed, on a closing status.
+    #[serde(default)]
+    pub outcome: Option<ReferralOutcome>,
     pub voided: bool,
 }
 
@@ -75,6 +82,27 @@ pub struct Referral {
     /// Status changes after `sent`, oldest first; voided ones stay, marked.
     pub history: Vec<StatusChange>,
     pub voided: bool,
+}
+
+impl StatusChange {
+    /// A change before it is given its place in the stream.
+    fn new(
+        status: ReferralStatus,
+        on: NaiveDate,
+        reason: Option<Text>,
+        reported: Option<Reporter>,
+        outcome: Option<ReferralOutcome>,
+    ) -> Self {
+        Self {
+            sequence: 0,
+            status,
+            on,
+            reason,
+            reported,
+            outcome,
+            voided: false,
+        }
+    }
 }
 
 impl Referral {
@@ -405,14 +433,32 @@ impl Aggregate for Case {
                 });
                 EntryRef::ReferralSent(referral_id)
             }
-            CaseEvent::ReferralAccepted { referral_id, on } => {
-                self.push_status(seq, referral_id, ReferralStatus::Accepted, on, None)
-            }
+            CaseEvent::ReferralAccepted {
+                referral_id,
+                on,
+                reported,
+            } => self.push_status(
+                seq,
+                referral_id,
+                StatusChange::new(ReferralStatus::Accepted, on, None, Some(reported), None),
+            ),
             CaseEvent::ReferralDeclined {
                 referral_id,
                 on,
                 reason,
-            } => self.push_status(seq, referral_id, ReferralStatus::Declined, on, Some(reason)),
+                outcome,
+                reported,
+            } => self.push_status(
+                seq,
+                referral_id,
+                StatusChange::new(
+                    ReferralStatus::Declined,
+                    on,
+                    Some(reason),
+                    Some(reported),
+                    outcome,
+                ),
+            ),
             CaseEvent::ReferralCancellationRequested {
                 referral_id,
                 on,
@@ -420,26 +466,41 @@ impl Aggregate for Case {
             } => self.push_status(
                 seq,
                 referral_id,
-                ReferralStatus::CancellationRequested,
-                on,
-                Some(reason),
+                StatusChange::new(
+                    ReferralStatus::CancellationRequested,
+                    on,
+                    Some(reason),
+                    None,
+                    None,
+                ),
             ),
             CaseEvent::ReferralCancelled {
                 referral_id,
                 on,
                 reason,
-            } => self.push_status(seq, referral_id, ReferralStatus::Cancelled, on, reason),
+                outcome,
+            } => self.push_status(
+                seq,
+                referral_id,
+                StatusChange::new(ReferralStatus::Cancelled, on, reason, None, outcome),
+            ),
             CaseEvent::ReferralCompleted {
                 referral_id,
                 on,
                 outcome,
                 reason,
-            } => {
-                if let Some(r) = self.referral_mut(referral_id) {
-                    r.outcome = Some(outcome);
-                }
-                self.push_status(seq, referral_id, ReferralStatus::Completed, on, reason)
-            }
+                reported,
+            } => self.push_status(
+                seq,
+                referral_id,
+                StatusChange::new(
+                    ReferralStatus::Completed,
+                    on,
+                    reason,
+                    Some(reported),
+                    Some(outcome),
+                ),
+            ),
             CaseEvent::AppointmentScheduled {
                 appointment_id,
                 referral_id,
@@ -529,9 +590,13 @@ impl Aggregate for Case {
                     self.push_status(
                         seq,
                         id,
-                        ReferralStatus::Cancelled,
-                        effective_on,
-                        Some(reason.clone()),
+                        StatusChange::new(
+                            ReferralStatus::Cancelled,
+                            effective_on,
+                            Some(reason.clone()),
+                            None,
+                            None,
+                        ),
                     );
                 }
                 self.closed = Some(Closure {
@@ -566,22 +631,12 @@ impl Case {
         self.apply(event);
     }
 
-    fn push_status(
-        &mut self,
-        sequence: u64,
-        id: ReferralId,
-        status: ReferralStatus,
-        on: NaiveDate,
-        reason: Option<Text>,
-    ) -> EntryRef {
+    fn push_status(&mut self, sequence: u64, id: ReferralId, change: StatusChange) -> EntryRef {
         if let Some(r) = self.referral_mut(id) {
-            r.history.push(StatusChange {
-                sequence,
-                status,
-                on,
-                reason,
-                voided: false,
-            });
+            if change.outcome.is_some() {
+                r.outcome = change.outcome;
+            }
+            r.history.push(StatusChange { sequence, ..change });
         }
         EntryRef::ReferralStatus(id)
     }
@@ -634,7 +689,7 @@ impl Case {
                 if let Some(r) = self.referral_mut(id) {
                     for c in r.history.iter_mut().filter(|c| c.sequence == sequence) {
                         c.voided = true;
-                        if c.status == ReferralStatus::Completed {
+                        if c.outcome.is_some() {
                             r.outcome = None;
                         }
                     }

@@ -46,6 +46,15 @@ fn actor() -> Actor {
         id: ActorId::parse("cm-ada").unwrap(),
         role: Role::CaseManager,
         agency: AgencyId::parse("agency-north").unwrap(),
+        provider: None,
+    }
+}
+
+/// How the test case manager heard of the provider's statuses.
+fn by_phone() -> Reporter {
+    Reporter::Staff {
+        provider_id: ProviderId::parse("prov-1").unwrap(),
+        channel: ReportChannel::Phone,
     }
 }
 
@@ -152,6 +161,7 @@ fn accepted() -> CaseEvent {
     CaseEvent::ReferralAccepted {
         referral_id: referral_id(),
         on: d("2026-01-22"),
+        reported: by_phone(),
     }
 }
 
@@ -179,6 +189,17 @@ fn status(s: ReferralStatusUpdate, on: &str) -> CaseAction {
             on: d(on),
             reason: None,
             outcome: None,
+            // Staff record the provider's statuses as the provider reported them.
+            reported_by: matches!(
+                s,
+                ReferralStatusUpdate::Accepted
+                    | ReferralStatusUpdate::Declined
+                    | ReferralStatusUpdate::Completed
+            )
+            .then(|| ReportedBy {
+                provider_id: ProviderId::parse("prov-1").unwrap(),
+                channel: ReportChannel::Phone,
+            }),
         },
     }
 }
@@ -625,6 +646,7 @@ fn a_referral_moves_sent_accepted_completed() {
             on: d("2026-02-22"),
             outcome: ReferralOutcome::Connected,
             reason: None,
+            reported: by_phone(),
         }]);
 }
 
@@ -633,13 +655,37 @@ fn completion_needs_an_outcome_and_only_completion_takes_one() {
     given(vec![sent(), accepted()])
         .when(cmd(status(ReferralStatusUpdate::Completed, "2026-02-22")))
         .then_expect_error(CaseError::OutcomeRequired);
-    let mut declined = status(ReferralStatusUpdate::Declined, "2026-01-22");
-    if let CaseAction::UpdateReferralStatus { request, .. } = &mut declined {
-        request.reason = Some(text("no capacity"));
-        request.outcome = Some(ReferralOutcome::NoCapacity);
-    }
+    let with = |s, on: &str, reason: Option<&str>, outcome| {
+        let mut a = status(s, on);
+        if let CaseAction::UpdateReferralStatus { request, .. } = &mut a {
+            request.reason = reason.map(text);
+            request.outcome = Some(outcome);
+        }
+        cmd(a)
+    };
+    use ReferralOutcome as O;
+    use ReferralStatusUpdate as U;
+    // A loop that closes without a connection says why.
     given(vec![sent()])
-        .when(cmd(declined))
+        .when(with(
+            U::Declined,
+            "2026-01-22",
+            Some("waitlist full"),
+            O::NoCapacity,
+        ))
+        .then_expect_events(vec![CaseEvent::ReferralDeclined {
+            referral_id: referral_id(),
+            on: d("2026-01-22"),
+            reason: text("waitlist full"),
+            outcome: Some(O::NoCapacity),
+            reported: by_phone(),
+        }]);
+    // Connected only when completed; no outcome while the loop is open.
+    given(vec![sent()])
+        .when(with(U::Declined, "2026-01-22", Some("x"), O::Connected))
+        .then_expect_error(CaseError::OutcomeNotAllowed);
+    given(vec![sent()])
+        .when(with(U::Accepted, "2026-01-22", None, O::NoCapacity))
         .then_expect_error(CaseError::OutcomeNotAllowed);
 }
 
@@ -662,6 +708,8 @@ fn terminal_referrals_stay_terminal() {
         referral_id: referral_id(),
         on: d("2026-01-22"),
         reason: text("full"),
+        outcome: None,
+        reported: by_phone(),
     };
     for s in ReferralStatusUpdate::ALL {
         given(vec![sent(), declined.clone()])

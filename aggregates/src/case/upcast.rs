@@ -45,12 +45,71 @@ impl EventUpcaster for AppointmentScheduledMadeOn {
     }
 }
 
+/// Version 1 -> 2 of an event whose version 2 only added fields, each with the value a
+/// version 1 event means.
+struct AddFields {
+    event_type: &'static str,
+    /// The added fields, as JSON.
+    fields: &'static str,
+}
+
+impl EventUpcaster for AddFields {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.event_type && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let added: serde_json::Map<String, Value> =
+            serde_json::from_str(self.fields).expect("static JSON");
+        if let Some(body) = event
+            .payload
+            .get_mut(self.event_type)
+            .and_then(Value::as_object_mut)
+        {
+            body.extend(added);
+        }
+        event.event_version = "2".into();
+        event
+    }
+}
+
+/// The referral statuses of version 1 did not say who reported them, and closed a loop with an
+/// outcome only when completed.
+const REFERRAL_ACCEPTED: AddFields = AddFields {
+    event_type: "ReferralAccepted",
+    fields: r#"{"reported": {"by": "unrecorded"}}"#,
+};
+const REFERRAL_DECLINED: AddFields = AddFields {
+    event_type: "ReferralDeclined",
+    fields: r#"{"outcome": null, "reported": {"by": "unrecorded"}}"#,
+};
+const REFERRAL_CANCELLED: AddFields = AddFields {
+    event_type: "ReferralCancelled",
+    fields: r#"{"outcome": null}"#,
+};
+const REFERRAL_COMPLETED: AddFields = AddFields {
+    event_type: "ReferralCompleted",
+    fields: r#"{"reported": {"by": "unrecorded"}}"#,
+};
+
 /// Every upcaster, in the order they apply.
-static UPCASTERS: [&dyn EventUpcaster; 1] = [&AppointmentScheduledMadeOn];
+static UPCASTERS: [&dyn EventUpcaster; 5] = [
+    &AppointmentScheduledMadeOn,
+    &REFERRAL_ACCEPTED,
+    &REFERRAL_DECLINED,
+    &REFERRAL_CANCELLED,
+    &REFERRAL_COMPLETED,
+];
 
 /// Every upcaster, for cqrs-es's `PersistedEventStore::with_upcasters`.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(AppointmentScheduledMadeOn)]
+    vec![
+        Box::new(AppointmentScheduledMadeOn),
+        Box::new(REFERRAL_ACCEPTED),
+        Box::new(REFERRAL_DECLINED),
+        Box::new(REFERRAL_CANCELLED),
+        Box::new(REFERRAL_COMPLETED),
+    ]
 }
 
 /// A stored event of any version as the current `CaseEvent`. A current one is read straight
@@ -127,6 +186,75 @@ mod tests {
         assert!(
             serde_json::from_value::<CaseEvent>(v1()).is_err(),
             "version 1 is not the current shape: the upcaster is what reads it"
+        );
+    }
+
+    #[test]
+    fn version_1_referral_statuses_read_as_unrecorded_reports_without_an_outcome() {
+        let id = "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b12";
+        let e = decode(
+            "ReferralAccepted",
+            "1",
+            &json!({"ReferralAccepted": {"referral_id": id, "on": "2026-01-22"}}),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                CaseEvent::ReferralAccepted {
+                    reported: crate::case::Reporter::Unrecorded,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = decode(
+            "ReferralDeclined",
+            "1",
+            &json!({"ReferralDeclined": {"referral_id": id, "on": "2026-01-22", "reason": "full"}}),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                CaseEvent::ReferralDeclined {
+                    outcome: None,
+                    reported: crate::case::Reporter::Unrecorded,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = decode(
+            "ReferralCancelled",
+            "1",
+            &json!({"ReferralCancelled": {"referral_id": id, "on": "2026-01-22", "reason": null}}),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(e, CaseEvent::ReferralCancelled { outcome: None, .. }),
+            "{e:?}"
+        );
+        let e = decode(
+            "ReferralCompleted",
+            "1",
+            &json!({"ReferralCompleted": {"referral_id": id, "on": "2026-02-22",
+                "outcome": "connected", "reason": null}}),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                CaseEvent::ReferralCompleted {
+                    reported: crate::case::Reporter::Unrecorded,
+                    ..
+                }
+            ),
+            "{e:?}"
         );
     }
 }

@@ -78,6 +78,7 @@ pub(crate) fn actor() -> Actor {
         id: ActorId::parse("bench-admin").expect("static"),
         role: Role::Admin,
         agency: AgencyId::parse("bench").expect("static"),
+        provider: None,
     }
 }
 

@@ -75,6 +75,7 @@ fn referral_loop(id: CaseId) -> Vec<CaseAction> {
                 on: today - Days::days(48),
                 reason: None,
                 outcome: None,
+                reported_by: Some(by_phone()),
             },
         },
         CaseAction::ScheduleAppointment {
@@ -110,6 +111,7 @@ fn referral_loop(id: CaseId) -> Vec<CaseAction> {
                 on: today - Days::days(10),
                 reason: None,
                 outcome: Some(ReferralOutcome::Connected),
+                reported_by: Some(by_phone()),
             },
         },
         CaseAction::TransitionCase(TransitionRequest {
@@ -119,6 +121,14 @@ fn referral_loop(id: CaseId) -> Vec<CaseAction> {
             open_referrals: None,
         }),
     ]
+}
+
+/// The bench's staff record the provider's statuses as heard by phone.
+fn by_phone() -> ReportedBy {
+    ReportedBy {
+        provider_id: ProviderId::parse("prov-bench").expect("static"),
+        channel: ReportChannel::Phone,
+    }
 }
 
 fn referral(sent_on: chrono::NaiveDate) -> SendReferralRequest {

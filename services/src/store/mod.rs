@@ -15,7 +15,7 @@ use aggregates::{Case, CaseError, CaseEvent};
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
-use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, Role};
+use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, ProviderId, Role};
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
@@ -110,6 +110,8 @@ pub struct TokenRecord {
     pub actor_id: ActorId,
     pub role: Role,
     pub agency: AgencyId,
+    /// The provider a `service` token speaks for.
+    pub provider: Option<ProviderId>,
 }
 
 /// The outcome of committing a command's events.
@@ -347,13 +349,14 @@ impl Store {
 
     pub async fn insert_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
         let sql =
-            "INSERT INTO tokens (token_hash, actor_id, role, agency_id) VALUES ($1, $2, $3, $4)";
+            "INSERT INTO tokens (token_hash, actor_id, role, agency_id, provider_id) VALUES ($1, $2, $3, $4, $5)";
         on_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(hash)
                 .bind(token.actor_id.as_str())
                 .bind(token.role.as_str())
                 .bind(token.agency.as_str())
+                .bind(token.provider.as_ref().map(ProviderId::as_str))
                 .execute(pool)
                 .await?;
         });
@@ -361,7 +364,7 @@ impl Store {
     }
 
     pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = "SELECT actor_id, role, agency_id FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+        let sql = "SELECT actor_id, role, agency_id, provider_id FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
         on_pool!(self, pool => {
             let Some(row) = sqlx::query(sql).bind(hash).fetch_optional(pool).await? else {
                 return Ok(None);
@@ -371,6 +374,10 @@ impl Store {
                 actor_id: ActorId::parse(row.try_get::<String, _>("actor_id")?).map_err(|e| corrupt(e.to_string()))?,
                 role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(corrupt)?,
                 agency: AgencyId::parse(row.try_get::<String, _>("agency_id")?).map_err(|e| corrupt(e.to_string()))?,
+                provider: row
+                    .try_get::<Option<String>, _>("provider_id")?
+                    .map(|p| ProviderId::parse(p).map_err(|e| corrupt(e.to_string())))
+                    .transpose()?,
             }))
         })
     }

@@ -104,7 +104,8 @@ both_stores!(
             .post(
                 &p(&format!("/referrals/{referral}/status")),
                 &t,
-                &json!({"status": "accepted", "on": day(48)}),
+                &json!({"status": "accepted", "on": day(48),
+                    "reported_by": {"provider_id": "prov-riverside", "channel": "fax"}}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -158,7 +159,8 @@ both_stores!(
             .post(
                 &p(&format!("/referrals/{referral}/status")),
                 &t,
-                &json!({"status": "completed", "on": day(20), "outcome": "connected"}),
+                &json!({"status": "completed", "on": day(20), "outcome": "connected",
+                    "reported_by": {"provider_id": "prov-riverside", "channel": "portal"}}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -230,10 +232,15 @@ both_stores!(
         let mut last_position = 0;
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e["sequence"], i as u64 + 1);
-            let version = if e["event_type"] == "AppointmentScheduled" {
-                "2" // made_on since version 2
-            } else {
-                "1"
+            // Version 2: when an appointment was made; who reported a referral's status and
+            // why its loop closed.
+            let version = match e["event_type"].as_str().unwrap() {
+                "AppointmentScheduled"
+                | "ReferralAccepted"
+                | "ReferralDeclined"
+                | "ReferralCancelled"
+                | "ReferralCompleted" => "2",
+                _ => "1",
             };
             assert_eq!(e["event_version"], version);
             let id = uuid::Uuid::parse_str(e["event_id"].as_str().unwrap()).unwrap();

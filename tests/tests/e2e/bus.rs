@@ -70,7 +70,8 @@ async fn scenario(app: &TestApp, agency: &str) -> String {
     let steps: Vec<(String, Value)> = vec![
         (
             format!("/referrals/{referral}/status"),
-            json!({"status": "accepted", "on": day(48)}),
+            json!({"status": "accepted", "on": day(48),
+                "reported_by": {"provider_id": "prov-riverside", "channel": "phone"}}),
         ),
         (
             "/appointments".into(),
@@ -112,7 +113,8 @@ async fn scenario(app: &TestApp, agency: &str) -> String {
         .post(
             &p(&format!("/referrals/{referral}/status")),
             &t,
-            &json!({"status": "completed", "on": day(10), "outcome": "connected"}),
+            &json!({"status": "completed", "on": day(10), "outcome": "connected",
+                "reported_by": {"provider_id": "prov-riverside", "channel": "phone"}}),
         )
         .await;
     assert!(s.is_success(), "{b}");

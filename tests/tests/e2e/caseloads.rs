@@ -45,7 +45,7 @@ async fn neglected_case(app: &TestApp, worker: &str) -> String {
     post_ok(
         app,
         format!("/v1/cases/{case}/referrals/{referral}/status"),
-        json!({"status": "accepted", "on": day(18)}),
+        json!({"status": "accepted", "on": day(18), "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
     )
     .await;
     let a = post_ok(

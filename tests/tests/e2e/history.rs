@@ -165,7 +165,7 @@ async fn case_with_accepted_referral(app: &TestApp) -> (String, String) {
     let referral = b["referral_id"].as_str().unwrap().to_owned();
     post(
         format!("/v1/cases/{case}/referrals/{referral}/status"),
-        json!({"status": "accepted", "on": day(20)}),
+        json!({"status": "accepted", "on": day(20), "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
     )
     .await;
     (case, referral)

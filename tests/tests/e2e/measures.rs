@@ -48,7 +48,7 @@ both_stores!(measures_over_a_known_scenario, |app: TestApp| async move {
     ok(
         &app,
         format!("/v1/cases/{c1}/referrals/{r1}/status"),
-        json!({"status": "accepted", "on": day(28)}),
+        json!({"status": "accepted", "on": day(28), "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
     )
     .await;
     let a = ok(
@@ -76,16 +76,21 @@ both_stores!(measures_over_a_known_scenario, |app: TestApp| async move {
     ok(
         &app,
         format!("/v1/cases/{c1}/referrals/{r1}/status"),
-        json!({"status": "completed", "on": day(10), "outcome": "connected"}),
+        json!({"status": "completed", "on": day(10), "outcome": "connected", "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
     )
     .await;
+    // R2: the provider's own system declines it, saying why the loop closed.
     let r2 = referral(&app, &c1, 25).await;
-    ok(
-        &app,
-        format!("/v1/cases/{c1}/referrals/{r2}/status"),
-        json!({"status": "declined", "on": day(24), "reason": "waitlist closed"}),
-    )
-    .await;
+    let prov = app.service_token("svc-prov-1", "default", "prov-1").await;
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{c1}/referrals/{r2}/status"),
+            &prov,
+            &json!({"status": "declined", "on": day(24), "reason": "waitlist closed",
+                "outcome": "no_capacity"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     // Case 2 (tcm): R3 sent and never answered; the family leaves; the transition cancels it.
     let c2 = open(&app, "tcm").await;
     referral(&app, &c2, 20).await;
@@ -124,6 +129,15 @@ both_stores!(measures_over_a_known_scenario, |app: TestApp| async move {
         "completed, declined, cancelled"
     );
     assert_eq!(rate("successful_connection_rate"), (1, 3));
+    assert_eq!(
+        m["closed_loops_by_outcome"],
+        json!({"connected": 1, "no_capacity": 1, "unrecorded": 1}),
+        "the transition's cancellation gave no outcome"
+    );
+    assert_eq!(
+        m["closed_loops_by_reporter"],
+        json!({"provider": 1, "staff": 1, "referring_side": 1})
+    );
     assert_eq!(m["days_to_acceptance"], json!({"median": 2.0, "n": 1}));
     assert_eq!(
         m["days_to_first_kept_appointment"],

@@ -92,7 +92,12 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
     let mut tokens = Vec::new();
     for who in EVERYONE {
         let (role, actor, agency) = who.identity();
-        tokens.push((who, app.token(role, actor, agency).await));
+        // A receiving system's token speaks for the provider the fixture's referral went to.
+        let token = match role {
+            Role::Service => app.service_token(actor, agency, "prov-1").await,
+            _ => app.token(role, actor, agency).await,
+        };
+        tokens.push((who, token));
     }
 
     // A fresh case per route and caller keeps one caller's success from changing another's
@@ -123,7 +128,8 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
             .post(
                 &format!("/v1/cases/{case}/referrals/{referral}/status"),
                 sup,
-                &json!({"status": "accepted", "on": day(19)}),
+                &json!({"status": "accepted", "on": day(19),
+                    "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -196,7 +202,10 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
         ("referral status", Rule::RecipientReport, |c, r, _, _| {
             (
                 format!("/v1/cases/{c}/referrals/{r}/status"),
-                Some(json!({"status": "completed", "on": day(1), "outcome": "connected"})),
+                Some(
+                    json!({"status": "completed", "on": day(1), "outcome": "connected",
+                    "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
+                ),
             )
         }),
         ("appointments", Rule::CaseCommand, |c, r, _, _| {
@@ -250,7 +259,13 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
     for (name, rule, build) in &routes {
         for (who, token) in &tokens {
             let (case, referral, appt, event) = fixture(&app, &sup).await;
-            let (path, body) = build(&case, &referral, &appt, &event);
+            let (path, mut body) = build(&case, &referral, &appt, &event);
+            // The provider's own system reports as itself; staff say who reported.
+            if who.identity().0 == Role::Service {
+                if let Some(Value::Object(b)) = &mut body {
+                    b.remove("reported_by");
+                }
+            }
             let before = app.event_count(&case).await;
             let (status, reply) = match &body {
                 Some(b) => app.post(&path, token, b).await,
@@ -299,3 +314,181 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
         failures.join("\n")
     );
 });
+
+/// A referral to prov-1 in the state a status starts from; returns (case, referral).
+async fn referral_ready_for(app: &TestApp, sup: &str, status: &str) -> (String, String) {
+    let post = |path: String, body: Value| async move {
+        let (s, b) = app.post(&path, sup, &body).await;
+        assert!(s.is_success(), "{path}: {s} {b}");
+        b
+    };
+    let b = post(
+        "/v1/cases".into(),
+        json!({"program": "tcm", "assigned_to": "cm-ada",
+        "intake_date": day(30),
+        "child": {"given_name": "Rae", "family_name": "Sample", "birth_date": "2019-09-09"}}),
+    )
+    .await;
+    let case = b["case_id"].as_str().unwrap().to_owned();
+    let b = post(
+        format!("/v1/cases/{case}/referrals"),
+        json!({"service_type": "food",
+        "provider": {"id": "prov-1"}, "reason": "r", "sent_on": day(20)}),
+    )
+    .await;
+    let referral = b["referral_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/cases/{case}/referrals/{referral}/status");
+    match status {
+        "completed" => {
+            post(
+                path,
+                json!({"status": "accepted", "on": day(19),
+                "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
+            )
+            .await;
+        }
+        "cancelled" => {
+            post(
+                path,
+                json!({"status": "cancellation_requested", "on": day(19),
+                "reason": "family moved"}),
+            )
+            .await;
+        }
+        _ => {}
+    }
+    (case, referral)
+}
+
+both_stores!(
+    referral_statuses_come_from_the_side_that_owns_them,
+    |app: TestApp| async move {
+        let sup = app.token(Role::Supervisor, "sup-north", "default").await;
+        let callers = [
+            ("admin", app.admin_token.clone(), false),
+            ("supervisor", sup.clone(), false),
+            (
+                "case manager",
+                app.token(Role::CaseManager, "cm-ada", "default").await,
+                false,
+            ),
+            (
+                "prov-1's system",
+                app.service_token("svc-1", "default", "prov-1").await,
+                true,
+            ),
+            (
+                "prov-2's system",
+                app.service_token("svc-2", "default", "prov-2").await,
+                true,
+            ),
+        ];
+        // status, body, recipient's status?
+        let statuses = [
+            (
+                "accepted",
+                json!({"status": "accepted", "on": day(18)}),
+                true,
+            ),
+            (
+                "declined",
+                json!({"status": "declined", "on": day(18), "reason": "waitlist full",
+                "outcome": "no_capacity"}),
+                true,
+            ),
+            (
+                "completed",
+                json!({"status": "completed", "on": day(10), "outcome": "connected"}),
+                true,
+            ),
+            (
+                "cancellation_requested",
+                json!({"status": "cancellation_requested", "on": day(18),
+                "reason": "no longer needed"}),
+                false,
+            ),
+            (
+                "cancelled",
+                json!({"status": "cancelled", "on": day(18),
+                "outcome": "no_longer_needed"}),
+                false,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (status, body, recipients) in &statuses {
+            for (who, token, is_service) in &callers {
+                let (case, referral) = referral_ready_for(&app, &sup, status).await;
+                let mut body = body.clone();
+                if *recipients && !is_service {
+                    body["reported_by"] = json!({"provider_id": "prov-1", "channel": "email"});
+                }
+                let before = app.event_count(&case).await;
+                let (s, b) = app
+                    .post(
+                        &format!("/v1/cases/{case}/referrals/{referral}/status"),
+                        token,
+                        &body,
+                    )
+                    .await;
+                let expected = match (recipients, is_service, *who) {
+                    (false, true, _) => Some("initiator_status"),
+                    (true, true, "prov-2's system") => Some("other_provider"),
+                    _ => None,
+                };
+                let got = (!s.is_success()).then(|| b["error"]["code"].as_str().unwrap_or("?"));
+                if got != expected || (expected.is_some() && s != StatusCode::FORBIDDEN) {
+                    failures.push(format!(
+                        "{status} by {who}: expected {expected:?}, got {s} {b}"
+                    ));
+                }
+                if got.is_some() {
+                    assert_eq!(
+                        app.event_count(&case).await,
+                        before,
+                        "a refusal changes nothing"
+                    );
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+        // Staff say who reported the provider's status, and it is the referral's provider.
+        let (case, referral) = referral_ready_for(&app, &sup, "accepted").await;
+        let path = format!("/v1/cases/{case}/referrals/{referral}/status");
+        for (reported_by, code) in [
+            (None, "reported_by_required"),
+            (
+                Some(json!({"provider_id": "prov-9", "channel": "fax"})),
+                "reported_by_mismatch",
+            ),
+        ] {
+            let mut body = json!({"status": "accepted", "on": day(18)});
+            if let Some(r) = reported_by {
+                body["reported_by"] = r;
+            }
+            let (s, b) = app.post(&path, &sup, &body).await;
+            assert_eq!(
+                (s, b["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+                "{b}"
+            );
+        }
+        // The history keeps who reported it.
+        let (s, b) = app
+            .post(
+                &path,
+                &sup,
+                &json!({"status": "accepted", "on": day(18),
+                "reported_by": {"provider_id": "prov-1", "channel": "in_person"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (_, events) = app.get(&format!("/v1/cases/{case}/events"), &sup).await;
+        let last = events["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last["payload"]["reported"],
+            json!({"by": "staff", "provider_id": "prov-1", "channel": "in_person"}),
+            "{last}"
+        );
+    }
+);

@@ -34,7 +34,11 @@ impl Case {
         command: CaseCommand,
         services: &CaseServices,
     ) -> Result<Vec<CaseEvent>, CaseError> {
-        let now = command.received_at;
+        let CaseCommand {
+            actor,
+            received_at: now,
+            action,
+        } = command;
         // Every command but intake, reopening and a correction acts on an open case, checked
         // before anything else the command says. What happened before a closure may still be
         // documented within the documentation window.
@@ -42,7 +46,7 @@ impl Case {
         let documented =
             || Dates::of_documented_case(self, now, services.documentation_window_days);
         let one = |event: CaseEvent| vec![event];
-        match command.action {
+        match action {
             CaseAction::OpenCase {
                 case_id,
                 agency,
@@ -71,7 +75,7 @@ impl Case {
                 referral_id,
                 request,
             } => self
-                .decide_update_referral_status(&documented()?, referral_id, request)
+                .decide_update_referral_status(&documented()?, &actor, referral_id, request)
                 .map(one),
             CaseAction::ScheduleAppointment {
                 appointment_id,

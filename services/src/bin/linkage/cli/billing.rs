@@ -189,6 +189,7 @@ async fn billing_batch(
         id: schemas::ActorId::parse("cli").expect("static id"),
         role: schemas::Role::Admin,
         agency: schemas::AgencyId::parse(agency).context("--agency")?,
+        provider: None,
     };
     let metadata =
         services::billing::batch::metadata(&cli, services::Clock::from_config(config.clock).now());

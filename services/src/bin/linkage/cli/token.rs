@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use schemas::{ActorId, AgencyId, Role};
+use schemas::{ActorId, AgencyId, ProviderId, Role};
 use services::config::LogFormat;
 use services::store::TokenRecord;
 use services::{auth, telemetry};
@@ -19,6 +19,10 @@ pub enum TokenCommand {
         actor: String,
         #[arg(long, default_value = "default")]
         agency: String,
+        /// The provider a `service` token speaks for: it sets the receiving side's statuses of
+        /// the referrals sent to that provider (required for role service)
+        #[arg(long)]
+        provider: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -33,13 +37,22 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
         role,
         actor,
         agency,
+        provider,
         store,
     } = command;
+    anyhow::ensure!(
+        (role == Role::Service) == provider.is_some(),
+        "--provider is required for role service, and only for it"
+    );
     telemetry::init(LogFormat::Pretty);
     let record = TokenRecord {
         actor_id: ActorId::parse(actor).context("--actor")?,
         role,
         agency: AgencyId::parse(agency).context("--agency")?,
+        provider: provider
+            .map(ProviderId::parse)
+            .transpose()
+            .context("--provider")?,
     };
     let (_, store) = store.open().await?;
     let token = auth::issue_token(&store, &record).await?;

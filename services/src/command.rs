@@ -82,9 +82,11 @@ pub async fn execute(
     status: StatusCode,
     action: impl Fn(&Case) -> Result<CaseAction, ApiError>,
 ) -> Result<Response, ApiError> {
-    let request_hash = meta.request_hash(body);
-    let same_request = |earlier: &str| earlier == request_hash || earlier == meta.byte_hash(body);
     let scope = meta.idempotency_scope();
+    // Only a request with an Idempotency-Key is fingerprinted: the rest never replay.
+    let request_hash = scope.as_ref().map(|_| meta.request_hash(body));
+    let same_request =
+        |earlier: &str| request_hash.as_deref() == Some(earlier) || earlier == meta.byte_hash(body);
     for attempt in 0..=state.config.conflict_retries {
         if let Some(answer) = replay(state, scope.as_deref(), same_request).await? {
             return answer;
@@ -148,8 +150,8 @@ pub async fn execute(
             occurred_at: Some(occurred_at),
             received_at: Some(received_at),
             // What a retry with the same key must get back, committed with the events.
-            idempotency: match (&meta.idempotency_key, &scope) {
-                (Some(key), Some(scope)) => Some(Idempotency {
+            idempotency: match (&meta.idempotency_key, &scope, &request_hash) {
+                (Some(key), Some(scope), Some(request_hash)) => Some(Idempotency {
                     key: key.to_string(),
                     scope: scope.clone(),
                     request_hash: request_hash.clone(),

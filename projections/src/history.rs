@@ -22,16 +22,14 @@ pub enum Basis {
     Occurred,
 }
 
+/// Read through serde, whose `rename_all` is the one definition of the names.
 impl std::str::FromStr for Basis {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "recorded" => Ok(Self::Recorded),
-            "occurred" => Ok(Self::Occurred),
-            other => Err(format!(
-                "basis must be `recorded` or `occurred`, not `{other}`"
-            )),
-        }
+        use serde::de::IntoDeserializer;
+        Self::deserialize(s.into_deserializer()).map_err(|_: serde::de::value::Error| {
+            format!("basis must be `recorded` or `occurred`, not `{s}`")
+        })
     }
 }
 
@@ -136,5 +134,22 @@ pub fn as_of(inputs: &[HistoryInput], at: DateTime<Utc>, basis: Basis) -> Histor
         basis,
         state: CaseView::from_case(&case),
         events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Basis;
+
+    #[test]
+    fn a_basis_is_named_as_serde_names_it() {
+        for b in [Basis::Recorded, Basis::Occurred] {
+            let name = serde_json::to_value(b).unwrap();
+            assert_eq!(name.as_str().unwrap().parse::<Basis>(), Ok(b));
+        }
+        assert!("sideways"
+            .parse::<Basis>()
+            .unwrap_err()
+            .contains("sideways"));
     }
 }

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono_tz::Tz;
 use schemas::{
     ActivityId, ActorId, CaseId, ContactType, Location, MedicaidId, Participant, TcmComponent,
 };
@@ -332,6 +333,8 @@ pub struct Recipient {
     pub closed: Vec<(NaiveDate, Option<NaiveDate>)>,
     /// Effective dates of discharges and step-downs (for the institution window).
     pub discharges: Vec<NaiveDate>,
+    /// The agency's time zone: a contact's date of service is its local date there.
+    pub zone: Tz,
 }
 
 impl Recipient {
@@ -358,8 +361,9 @@ pub struct Contact {
 }
 
 impl Contact {
-    pub fn date_of_service(&self) -> NaiveDate {
-        self.occurred_at.date_naive()
+    /// The local date, in the agency's time zone, on which the contact happened.
+    pub fn date_of_service(&self, zone: Tz) -> NaiveDate {
+        self.occurred_at.with_timezone(&zone).date_naive()
     }
 }
 
@@ -394,11 +398,16 @@ pub fn fifteen_minute_units(minutes: u16, m: u16) -> u32 {
 pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Contact]) -> Vec<Line> {
     let mut order: Vec<&Contact> = contacts.iter().collect();
     order.sort_by(|a, b| {
-        (a.date_of_service(), a.occurred_at, a.activity_id).cmp(&(
-            b.date_of_service(),
-            b.occurred_at,
-            b.activity_id,
-        ))
+        (
+            a.date_of_service(recipient.zone),
+            a.occurred_at,
+            a.activity_id,
+        )
+            .cmp(&(
+                b.date_of_service(recipient.zone),
+                b.occurred_at,
+                b.activity_id,
+            ))
     });
     let mut day_units: HashMap<NaiveDate, u32> = HashMap::new();
     let mut encounter_days: Vec<NaiveDate> = Vec::new();
@@ -410,7 +419,7 @@ pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Cont
             let mut reasons = qualification(profile, recipient, c);
             let mut units = 0u32;
             if reasons.is_empty() {
-                let day = c.date_of_service();
+                let day = c.date_of_service(recipient.zone);
                 units = match profile.units {
                     UnitRule::FifteenMinute {
                         first_unit_minimum_minutes: m,
@@ -459,7 +468,7 @@ pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Cont
                 activity_id: c.activity_id,
                 case_id: recipient.case_id,
                 medicaid_id: recipient.medicaid_id.clone(),
-                date_of_service: c.date_of_service(),
+                date_of_service: c.date_of_service(recipient.zone),
                 component: c.component,
                 contact_type: c.contact_type,
                 minutes: c.minutes,
@@ -484,7 +493,7 @@ pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Cont
 
 /// Every reason a contact does not qualify on its own, in the documented order.
 fn qualification(profile: &Profile, recipient: &Recipient, c: &Contact) -> Vec<Reason> {
-    let day = c.date_of_service();
+    let day = c.date_of_service(recipient.zone);
     let mut reasons = Vec::new();
     if c.voided {
         reasons.push(Reason::Voided);
@@ -689,12 +698,19 @@ impl BillingCase {
         }
     }
 
-    /// The months this case has contacts in.
+    /// The months this case may have contacts in, in any time zone: each contact's UTC date and
+    /// the dates 14 hours either side (the widest offsets), so that the months an export reads
+    /// hold every contact whatever zone its agency is configured with (a change of zone needs
+    /// no rebuild). `lines` then takes exactly the month's local dates.
     pub fn months(&self) -> Vec<Month> {
+        let reach = chrono::Duration::hours(14);
         let mut months: Vec<Month> = self
             .contacts
             .iter()
-            .map(|c| Month::of(c.contact.date_of_service()))
+            .flat_map(|c| {
+                let at = c.contact.occurred_at;
+                [at - reach, at, at + reach].map(|t| Month::of(t.date_naive()))
+            })
             .collect();
         months.sort();
         months.dedup();
@@ -703,7 +719,7 @@ impl BillingCase {
 
     /// The recipient as billing evaluates it: closed periods from each transition to the next
     /// reopening on or after it; every transition date also ends a stay (institution window).
-    pub fn recipient(&self) -> Recipient {
+    pub fn recipient(&self, zone: Tz) -> Recipient {
         let mut reopen_dates: Vec<NaiveDate> = self.reopenings.iter().map(|(_, d)| *d).collect();
         reopen_dates.sort();
         let mut closed: Vec<(NaiveDate, Option<NaiveDate>)> = self
@@ -721,33 +737,34 @@ impl BillingCase {
             intake_date: self.intake_date,
             discharges: closed.iter().map(|(from, _)| *from).collect(),
             closed,
+            zone,
         }
     }
 
-    /// The billing lines of this case's contacts in `month`.
-    pub fn lines(&self, profile: &Profile, month: Month) -> Vec<Line> {
+    /// The billing lines of this case's contacts in `month`, dated in the agency's `zone`.
+    pub fn lines(&self, profile: &Profile, month: Month, zone: Tz) -> Vec<Line> {
         let contacts: Vec<Contact> = self
             .contacts
             .iter()
-            .filter(|c| month.contains(c.contact.date_of_service()))
+            .filter(|c| month.contains(c.contact.date_of_service(zone)))
             .map(|c| c.contact.clone())
             .collect();
-        evaluate_month(profile, &self.recipient(), &contacts)
+        evaluate_month(profile, &self.recipient(zone), &contacts)
     }
 
     /// The latest date of service of a billable line under `profile`, in `through` or an earlier
     /// month: the one definition of "billable" that caseload views use too.
-    pub fn last_billable(&self, profile: &Profile, through: Month) -> Option<NaiveDate> {
+    pub fn last_billable(&self, profile: &Profile, through: Month, zone: Tz) -> Option<NaiveDate> {
         let mut months: Vec<Month> = self
             .contacts
             .iter()
-            .map(|c| Month::of(c.contact.date_of_service()))
+            .map(|c| Month::of(c.contact.date_of_service(zone)))
             .filter(|m| *m <= through)
             .collect();
         months.sort_unstable();
         months.dedup();
         months.into_iter().rev().find_map(|month| {
-            self.lines(profile, month)
+            self.lines(profile, month, zone)
                 .into_iter()
                 .filter(|l| l.billable)
                 .map(|l| l.date_of_service)
@@ -911,6 +928,133 @@ mod tests {
                 format!("\"{}\"", f.as_str())
             );
             assert_eq!(f.as_str().parse::<DocField>(), Ok(f));
+        }
+    }
+
+    /// The date of service and billing month are local to the agency, whatever offset the
+    /// client wrote the time with.
+    #[test]
+    fn dates_of_service_are_local_to_the_agency() {
+        use chrono_tz::Tz;
+        // (zone, the instant as the client wrote it, its local date)
+        let table: &[(Tz, &str, &str)] = &[
+            // 23:30 on the last day of a month
+            (
+                Tz::America__New_York,
+                "2026-10-31T23:30:00-04:00",
+                "2026-10-31",
+            ),
+            (
+                Tz::America__Chicago,
+                "2026-10-31T23:30:00-05:00",
+                "2026-10-31",
+            ),
+            (
+                Tz::America__Los_Angeles,
+                "2026-10-31T23:30:00-07:00",
+                "2026-10-31",
+            ),
+            (
+                Tz::Pacific__Honolulu,
+                "2026-10-31T23:30:00-10:00",
+                "2026-10-31",
+            ),
+            (Tz::UTC, "2026-10-31T23:30:00Z", "2026-10-31"),
+            // 00:30 on the first
+            (
+                Tz::America__New_York,
+                "2026-12-01T00:30:00-05:00",
+                "2026-12-01",
+            ),
+            (
+                Tz::America__Chicago,
+                "2026-12-01T00:30:00-06:00",
+                "2026-12-01",
+            ),
+            (
+                Tz::America__Los_Angeles,
+                "2026-12-01T00:30:00-08:00",
+                "2026-12-01",
+            ),
+            (
+                Tz::Pacific__Honolulu,
+                "2026-12-01T00:30:00-10:00",
+                "2026-12-01",
+            ),
+            (Tz::UTC, "2026-12-01T00:30:00Z", "2026-12-01"),
+            // the US change from daylight time on 2026-11-01: 01:30 happens twice
+            (
+                Tz::America__New_York,
+                "2026-11-01T01:30:00-04:00",
+                "2026-11-01",
+            ),
+            (
+                Tz::America__New_York,
+                "2026-11-01T01:30:00-05:00",
+                "2026-11-01",
+            ),
+            (
+                Tz::America__Chicago,
+                "2026-11-01T23:30:00-06:00",
+                "2026-11-01",
+            ),
+            (
+                Tz::America__Los_Angeles,
+                "2026-10-31T23:59:00-07:00",
+                "2026-10-31",
+            ),
+            // 29 February 2028
+            (
+                Tz::America__Los_Angeles,
+                "2028-02-29T23:30:00-08:00",
+                "2028-02-29",
+            ),
+            (
+                Tz::Pacific__Honolulu,
+                "2028-02-29T23:30:00-10:00",
+                "2028-02-29",
+            ),
+            (
+                Tz::America__New_York,
+                "2028-03-01T00:30:00-05:00",
+                "2028-03-01",
+            ),
+        ];
+        for (zone, written, local) in table {
+            let with_offset: DateTime<Utc> = chrono::DateTime::parse_from_rfc3339(written)
+                .unwrap()
+                .with_timezone(&Utc);
+            // The same instant given in UTC.
+            let in_utc: DateTime<Utc> = with_offset
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .parse()
+                .unwrap();
+            let local: NaiveDate = local.parse().unwrap();
+            for at in [with_offset, in_utc] {
+                let c = Contact {
+                    activity_id: ActivityId::generate(),
+                    occurred_at: at,
+                    component: TcmComponent::Monitoring,
+                    contact_type: ContactType::Phone,
+                    with: vec![Participant::Guardian],
+                    minutes: 20,
+                    has_note: true,
+                    location: None,
+                    rendering_provider: None,
+                    voided: false,
+                };
+                assert_eq!(c.date_of_service(*zone), local, "{written} in {zone}");
+                assert_eq!(Month::of(c.date_of_service(*zone)), Month::of(local));
+                // The projection's months reach it whatever the zone.
+                let case = BillingCase {
+                    contacts: vec![StoredContact {
+                        event_id: schemas::EventId::generate(),
+                        contact: c.clone(),
+                    }],
+                    ..BillingCase::default()
+                };
+                assert!(case.months().contains(&Month::of(local)), "{written}");
+            }
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod history;
 pub mod log;
 pub mod measures;
 pub mod public;
+pub mod zones;
 
 pub use case_view::CaseView;

@@ -44,6 +44,7 @@ fn recipient() -> Recipient {
         intake_date: Some(date(1) - chrono::Days::new(30)),
         closed: vec![],
         discharges: vec![],
+        zone: chrono_tz::Tz::UTC,
     }
 }
 

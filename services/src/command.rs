@@ -114,9 +114,12 @@ pub async fn execute(
         let received_at = state.clock.now();
         let command_name = action.name();
         let occurred_at = action.occurred_at(received_at);
+        // "Today" is the case's agency's (a new case's: the caller's agency's).
+        let agency = context.aggregate.agency().unwrap_or(&meta.actor.agency);
         let command = CaseCommand {
             actor: meta.actor.clone(),
             received_at,
+            zone: state.zones.of(Some(agency)),
             action,
         };
         let sink = EventSink::default();

@@ -40,6 +40,12 @@ pub struct Config {
     /// Caseload limits per program and the thresholds behind caseload flags
     /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).
     pub caseload: projections::caseload::Thresholds,
+    /// The agencies' time zone (an IANA name, `LINKAGE_TIME_ZONE=America/Chicago`): a date of
+    /// service, a billing month and "today" are local there. Absent: UTC, with a warning.
+    pub time_zone: Option<chrono_tz::Tz>,
+    /// Per-agency time zones that differ from `time_zone` (`[agency_time_zones]` in the file:
+    /// `north = "America/New_York"`).
+    pub agency_time_zones: std::collections::BTreeMap<String, chrono_tz::Tz>,
     /// Days after a case closes during which what happened before the closure may still be
     /// documented (`LINKAGE_DOCUMENTATION_WINDOW_DAYS`).
     pub documentation_window_days: u32,
@@ -71,6 +77,8 @@ impl Default for Config {
             run_projections: true,
             projection_poll_ms: 50,
             caseload: projections::caseload::Thresholds::default(),
+            time_zone: None,
+            agency_time_zones: Default::default(),
             documentation_window_days: aggregates::CaseServices::DEFAULT_DOCUMENTATION_WINDOW_DAYS,
             clock: None,
         }
@@ -95,10 +103,31 @@ pub struct Overrides {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("configuration is invalid: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub enum ConfigError {
+    #[error("configuration is invalid: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
 
 impl Config {
+    /// The agencies' time zones, validated (an agency name must be a valid agency id).
+    pub fn zones(&self) -> Result<projections::zones::Zones, ConfigError> {
+        let agencies = self
+            .agency_time_zones
+            .iter()
+            .map(|(agency, zone)| {
+                schemas::AgencyId::parse(agency.as_str())
+                    .map(|a| (a, *zone))
+                    .map_err(|e| ConfigError::Invalid(format!("agency_time_zones: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(projections::zones::Zones::new(
+            self.time_zone.unwrap_or(chrono_tz::Tz::UTC),
+            agencies,
+        ))
+    }
+
     /// Defaults, then the file, then the environment, then `overrides`.
     pub fn load(overrides: Overrides) -> Result<Self, ConfigError> {
         let file = std::env::var("LINKAGE_CONFIG").unwrap_or_else(|_| "linkage.toml".into());
@@ -150,6 +179,8 @@ impl fmt::Debug for Config {
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
             .field("caseload", &self.caseload)
+            .field("time_zone", &self.time_zone)
+            .field("agency_time_zones", &self.agency_time_zones)
             .field("documentation_window_days", &self.documentation_window_days)
             .field("clock", &self.clock)
             .finish()
@@ -199,6 +230,30 @@ mod tests {
             assert_eq!(
                 c.caseload.contact_overdue_days, 30,
                 "the rest keep their defaults"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn time_zones_come_from_the_environment_and_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "linkage.toml",
+                "[agency_time_zones]\neast = \"America/New_York\"",
+            )?;
+            jail.set_env("LINKAGE_TIME_ZONE", "America/Chicago");
+            let c = Config::load(Overrides::default()).expect("loads");
+            let zones = c.zones().expect("valid");
+            let east = schemas::AgencyId::parse("east").unwrap();
+            let west = schemas::AgencyId::parse("west").unwrap();
+            assert_eq!(zones.of(Some(&east)), chrono_tz::Tz::America__New_York);
+            assert_eq!(zones.of(Some(&west)), chrono_tz::Tz::America__Chicago);
+            jail.set_env("LINKAGE_TIME_ZONE", "Mars/Olympus_Mons");
+            assert!(
+                Config::load(Overrides::default()).is_err(),
+                "an unknown zone is refused at start"
             );
             Ok(())
         });

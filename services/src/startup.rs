@@ -31,6 +31,8 @@ pub struct AppState {
     pub billing: Arc<projections::billing::Profile>,
     /// The one clock of every decision that uses "now" or "today".
     pub clock: crate::clock::Clock,
+    /// Each agency's time zone: where "now" becomes "today" and a contact a date of service.
+    pub zones: Arc<projections::zones::Zones>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub enum StartupError {
     Bus(String),
     #[error(transparent)]
     Billing(#[from] crate::billing::BillingError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("the built-in instrument definitions are invalid: {0}")]
     Instruments(#[from] schemas::SchemaError),
 }
@@ -82,6 +86,13 @@ impl Application {
             crate::billing::select(&config.billing_profile, config.billing_rules_dir.as_deref())?;
         tracing::info!(profile = %billing.name, "billing rules loaded");
         let clock = crate::clock::Clock::from_config(config.clock);
+        let zones = config.zones()?;
+        if config.time_zone.is_none() {
+            tracing::warn!(
+                "no time_zone configured: dates of service and \"today\" are taken in UTC; \
+                 set LINKAGE_TIME_ZONE (an IANA name such as America/Chicago)"
+            );
+        }
         if clock.is_pinned() {
             tracing::warn!(now = %clock.now(), "the clock is pinned: \"now\" stands still until set");
         }
@@ -103,6 +114,7 @@ impl Application {
             relay: config.nats_url.as_ref().map(|_| relay::handle(&config.bus)),
             billing: Arc::new(billing),
             clock,
+            zones: Arc::new(zones),
             config: Arc::new(config),
         };
         Ok(Self { listener, state })

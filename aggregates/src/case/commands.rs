@@ -22,6 +22,8 @@ pub struct CaseCommand {
     pub actor: Actor,
     /// When the server received the command: the "now" of every date check.
     pub received_at: DateTime<Utc>,
+    /// The case's agency's time zone: "today", and the date of an instant, are local there.
+    pub zone: chrono_tz::Tz,
     pub action: CaseAction,
 }
 

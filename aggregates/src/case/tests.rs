@@ -62,6 +62,7 @@ fn cmd(action: CaseAction) -> CaseCommand {
     CaseCommand {
         actor: actor(),
         received_at: now(),
+        zone: chrono_tz::Tz::UTC,
         action,
     }
 }
@@ -279,6 +280,49 @@ fn opening_a_case_records_intake_and_assignment() {
         .then_expect_events(opened());
 }
 
+/// "Today", and so what is in the future, is the agency's: at 04:30 UTC on 2026-11-01 it is
+/// still 31 October in Chicago, Los Angeles and Honolulu.
+#[test]
+fn today_and_the_future_are_local_to_the_agency() {
+    use chrono_tz::Tz;
+    let received = t("2026-11-01T04:30:00Z");
+    for (zone, today) in [
+        (Tz::America__New_York, "2026-11-01"),
+        (Tz::America__Chicago, "2026-10-31"),
+        (Tz::America__Los_Angeles, "2026-10-31"),
+        (Tz::Pacific__Honolulu, "2026-10-31"),
+        (Tz::UTC, "2026-11-01"),
+    ] {
+        let today = d(today);
+        let open = |intake: NaiveDate| CaseCommand {
+            actor: actor(),
+            received_at: received,
+            zone,
+            action: CaseAction::OpenCase {
+                case_id: case_id(),
+                agency: AgencyId::parse("agency-north").unwrap(),
+                request: OpenCaseRequest {
+                    intake_date: intake,
+                    ..open_request()
+                },
+            },
+        };
+        CaseTest::with(services())
+            .given_no_previous_events()
+            .when(open(today))
+            .inspect_result()
+            .unwrap_or_else(|e| panic!("intake today in {zone}: {e}"));
+        let tomorrow = today.succ_opt().unwrap();
+        CaseTest::with(services())
+            .given_no_previous_events()
+            .when(open(tomorrow))
+            .then_expect_error(CaseError::DateInFuture {
+                field: "intake_date",
+                date: tomorrow,
+            });
+    }
+}
+
 #[test]
 fn a_case_opens_once() {
     given(vec![])
@@ -389,6 +433,7 @@ fn late_documentation_closes_with_its_window() {
     let at = |received: &str| CaseCommand {
         actor: actor(),
         received_at: t(received),
+        zone: chrono_tz::Tz::UTC,
         action: contact("2026-02-20T10:00:00Z"),
     };
     given(vec![closed()])
@@ -418,6 +463,7 @@ fn a_correction_is_accepted_on_a_closed_case_at_any_time() {
     let years_later = CaseCommand {
         actor: actor(),
         received_at: t("2029-01-01T09:00:00Z"),
+        zone: chrono_tz::Tz::UTC,
         action: void(3, "ContactLogged"),
     };
     let events = given(vec![logged, closed()])

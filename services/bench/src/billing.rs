@@ -114,8 +114,11 @@ impl BillingBench {
             let record = services::billing::batch::create(
                 store,
                 profile,
-                MONTH,
-                "bench",
+                services::store::BatchOf {
+                    month: MONTH,
+                    agency: "bench",
+                    zone: chrono_tz::Tz::UTC,
+                },
                 &Default::default(),
             )
             .await
@@ -254,9 +257,12 @@ impl BillingBench {
         let summary = export_month(
             &store,
             &profile,
-            MONTH,
-            None,
-            Format::Csv,
+            &Default::default(),
+            services::billing::export::Selection {
+                month: MONTH,
+                agency: None,
+                format: Format::Csv,
+            },
             &mut sink,
             |done| {
                 let quarter = (marks.len() as u64 + 1) * cases as u64 / 4;

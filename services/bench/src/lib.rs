@@ -223,6 +223,7 @@ pub(crate) fn bench_state(
         config: Arc::new(Config::default()),
         relay: None,
         clock: services::clock::Clock::system(),
+        zones: Default::default(),
         billing: Arc::new(
             services::billing::select(services::billing::DEFAULT_PROFILE, None)
                 .map_err(bench_err)?,
@@ -262,6 +263,7 @@ pub(crate) async fn commit_actions(
         let command = CaseCommand {
             actor: actor(),
             received_at,
+            zone: chrono_tz::Tz::UTC,
             action,
         };
         case.handle(command, services, &sink)

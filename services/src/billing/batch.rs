@@ -6,12 +6,12 @@
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, StreamExt};
-use projections::billing::{Month, Profile};
+use projections::billing::Profile;
 use schemas::EventMetadata;
 use sha2::{Digest, Sha256};
 
 use super::export::{csv_chunk, csv_row, ExportError, Format, CSV_HEADER};
-use crate::store::{BatchRecord, BatchRow, Store};
+use crate::store::{BatchOf, BatchRecord, BatchRow, Store};
 
 /// A batch's CSV columns: the line's id, kind and the line it adjusts, then the log's columns.
 pub fn csv_header() -> Bytes {
@@ -51,16 +51,15 @@ pub fn metadata(actor: &aggregates::Actor, now: chrono::DateTime<chrono::Utc>) -
     }
 }
 
-/// Records the next batch of `month` for `agency`.
+/// Records the next batch of a month of one agency.
 pub async fn create(
     store: &Store,
     profile: &Profile,
-    month: Month,
-    agency: &str,
+    of: BatchOf<'_>,
     metadata: &EventMetadata,
 ) -> Result<BatchRecord, ExportError> {
     Ok(store
-        .create_billing_batch(profile, month, agency, metadata, &csv_header(), csv_bytes)
+        .create_billing_batch(profile, of, metadata, &csv_header(), csv_bytes)
         .await?)
 }
 

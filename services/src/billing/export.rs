@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use futures::{Sink, SinkExt, StreamExt};
 use projections::billing::{Line, Month, Profile};
+use projections::zones::Zones;
 use serde::Serialize;
 
 use crate::error::StoreError;
@@ -101,14 +102,25 @@ pub(crate) fn csv_chunk<const N: usize>(rows: impl IntoIterator<Item = [String; 
     Bytes::from(w.into_inner().expect("an in-memory CSV writer flushes"))
 }
 
+/// What an export reads: a month, of one agency or of every one, in a format.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    pub month: Month,
+    pub agency: Option<&'a str>,
+    pub format: Format,
+}
+
 /// Streams `month`'s lines (of `agency`, or all) into `sink`; `progress` gets the number of cases
 /// done after each case.
 pub async fn export_month<S>(
     store: &Store,
     profile: &Profile,
-    month: Month,
-    agency: Option<&str>,
-    format: Format,
+    zones: &Zones,
+    Selection {
+        month,
+        agency,
+        format,
+    }: Selection<'_>,
     sink: &mut S,
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, ExportError>
@@ -128,7 +140,13 @@ where
     sink.send(head).await.map_err(send_err)?;
     let mut cases = store.billing_cases_of_month(month, agency);
     while let Some(case) = cases.next().await {
-        let lines = case?.lines(profile, month);
+        let case = case?;
+        // The month's cases are read with a margin of a day (see `BillingCase::months`): a
+        // case whose contacts fall outside the month where its agency is has no lines here.
+        let lines = case.lines(profile, month, zones.of(case.agency.as_ref()));
+        if lines.is_empty() {
+            continue;
+        }
         summary.cases += 1;
         for l in &lines {
             summary.lines += 1;

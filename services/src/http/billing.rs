@@ -42,14 +42,21 @@ pub async fn get_tcm(
     // A task renders the month into a bounded channel that is the response body: the client's
     // pace sets the export's, and nothing is held beyond a few cases' lines.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(16);
-    let (store, profile) = (state.store.clone(), state.billing.clone());
+    let (store, profile, zones) = (
+        state.store.clone(),
+        state.billing.clone(),
+        state.zones.clone(),
+    );
     tokio::spawn(async move {
         let done = export_month(
             &store,
             &profile,
-            month,
-            agency.as_deref(),
-            format,
+            &zones,
+            crate::billing::export::Selection {
+                month,
+                agency: agency.as_deref(),
+                format,
+            },
             &mut tx,
             |_| {},
         )
@@ -108,6 +115,13 @@ fn parse_format(asked: Option<&str>, default: Format) -> Result<Format, ApiError
     }
 }
 
+/// The time zone of the agency named `agency`.
+fn zone_of(state: &AppState, agency: &str) -> Result<chrono_tz::Tz, ApiError> {
+    let agency = schemas::AgencyId::parse(agency)
+        .map_err(|e| ApiError::invalid("invalid_value", format!("agency: {e}")))?;
+    Ok(state.zones.of(Some(&agency)))
+}
+
 /// The agency a caller's batch request is for: an admin names it; billing records its own.
 fn batch_agency(actor: &aggregates::Actor, asked: Option<String>) -> Result<String, ApiError> {
     match (agency_scope(actor, Access::BillingBatch, None)?, asked) {
@@ -143,13 +157,17 @@ pub async fn create_batch(
     let month = parse_month(&request.month)?;
     let agency = batch_agency(&actor, request.agency)?;
     let metadata = crate::billing::batch::metadata(&actor, state.clock.now());
-    let record =
-        crate::billing::batch::create(&state.store, &state.billing, month, &agency, &metadata)
-            .await
-            .map_err(|e| match e {
-                crate::billing::export::ExportError::Store(s) => ApiError::Store(s),
-                other => ApiError::Store(crate::error::StoreError::Unexpected(other.to_string())),
-            })?;
+    let of = crate::store::BatchOf {
+        month,
+        agency: &agency,
+        zone: zone_of(&state, &agency)?,
+    };
+    let record = crate::billing::batch::create(&state.store, &state.billing, of, &metadata)
+        .await
+        .map_err(|e| match e {
+            crate::billing::export::ExportError::Store(s) => ApiError::Store(s),
+            other => ApiError::Store(crate::error::StoreError::Unexpected(other.to_string())),
+        })?;
     tracing::info!(batch_id = %record.batch_id, lines = record.lines, %month, %agency, "billing batch exported");
     Ok((axum::http::StatusCode::CREATED, axum::Json(record)).into_response())
 }

@@ -76,10 +76,13 @@ async fn last_billable_of(
     today: NaiveDate,
 ) -> Result<impl Fn(&aggregates::Case) -> Option<NaiveDate>, ApiError> {
     let billing = state.store.billing_states(&ids).await?;
-    let profile = state.billing.clone();
+    let (profile, zones) = (state.billing.clone(), state.zones.clone());
     Ok(move |case: &aggregates::Case| {
         let id = case.opened.as_ref()?.case_id;
-        billing.get(&id)?.last_billable(&profile, Month::of(today))
+        let zone = zones.of(case.agency());
+        billing
+            .get(&id)?
+            .last_billable(&profile, Month::of(today), zone)
     })
 }
 

@@ -139,6 +139,14 @@ impl Store {
     }
 }
 
+/// What a batch bills: a month of one agency, dated in the agency's time zone.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOf<'a> {
+    pub month: Month,
+    pub agency: &'a str,
+    pub zone: chrono_tz::Tz,
+}
+
 /// A recorded export batch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BatchRecord {
@@ -263,8 +271,11 @@ impl Store {
     pub async fn create_billing_batch(
         &self,
         profile: &Profile,
-        month: Month,
-        agency: &str,
+        BatchOf {
+            month,
+            agency,
+            zone,
+        }: BatchOf<'_>,
         metadata: &schemas::EventMetadata,
         header: &[u8],
         render: impl Fn(&BatchRow) -> bytes::Bytes,
@@ -303,7 +314,7 @@ impl Store {
                 let (case, exported) = case?;
                 let Some(case_id) = case.case_id else { continue };
                 let case_id = case_id.to_string();
-                for adj in adjustments(&case.lines(profile, month), &exported) {
+                for adj in adjustments(&case.lines(profile, month, zone), &exported) {
                     let line_id = uuid::Uuid::now_v7();
                     let row = BatchRow {
                         line_id: line_id.to_string(),

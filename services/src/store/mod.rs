@@ -54,7 +54,7 @@ pub mod projections;
 mod billing;
 pub mod reads;
 
-pub use billing::{BatchRecord, BatchRow};
+pub use billing::{BatchOf, BatchRecord, BatchRow};
 pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};

@@ -556,3 +556,87 @@ async fn pull_path(app: &TestApp, token: &str, path: &str) -> (StatusCode, Strin
     let status = resp.status();
     (status, resp.text().await.expect("body"))
 }
+
+/// The agency's day: dates of service, billing months and "today" are local to the agency's time
+/// zone (America/Chicago here, America/New_York for the agency `east`), whatever offset a time is
+/// written with.
+async fn local_days(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.time_zone = Some(chrono_tz::Tz::America__Chicago);
+        c.agency_time_zones
+            .insert("east".into(), chrono_tz::Tz::America__New_York);
+    })
+    .await
+    else {
+        return;
+    };
+    let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+    let east = app.token(Role::Supervisor, "sup-e", "east").await;
+    let case = open_case(&app, &sup, Some("ZZ00000051")).await;
+    let east_case = open_case(&app, &east, Some("ZZ00000052")).await;
+    let call = |at: &str| {
+        json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+            "occurred_at": at, "minutes": 20, "note": "follow-up", "location": "office"})
+    };
+    // 23:30 on 31 October in Chicago, written with its offset, and 23:40 written in UTC.
+    let (late_evening, _) = contact(&app, &sup, &case, call("2026-10-31T23:30:00-05:00")).await;
+    let (in_utc, _) = contact(&app, &sup, &case, call("2026-11-01T04:40:00Z")).await;
+    // The same instant is already 1 November in New York.
+    let (east_line, _) = contact(&app, &east, &east_case, call("2026-11-01T04:40:00Z")).await;
+    app.wait_projected().await;
+
+    let lines_of = |month: &str| {
+        let (app, month) = (&app, month.to_owned());
+        async move {
+            let (s, body) =
+                pull(app, &app.admin_token, &format!("month={month}&format=json")).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            v["lines"].as_array().unwrap().clone()
+        }
+    };
+    let october = lines_of("2026-10").await;
+    for id in [&late_evening, &in_utc] {
+        assert_eq!(
+            line(&october, id)["date_of_service"],
+            "2026-10-31",
+            "{october:?}"
+        );
+    }
+    assert!(!october
+        .iter()
+        .any(|l| l["activity_id"] == east_line.as_str()));
+    let november = lines_of("2026-11").await;
+    assert_eq!(line(&november, &east_line)["date_of_service"], "2026-11-01");
+    assert!(
+        !november.iter().any(|l| l["case_id"] == case.as_str()),
+        "Chicago's contacts are October's: {november:?}"
+    );
+
+    // "Today" is Chicago's: under the clock just after 00:00 UTC it is still yesterday there.
+    let chicago_today = app
+        .clock
+        .now()
+        .with_timezone(&chrono_tz::Tz::America__Chicago)
+        .date_naive();
+    let intake = |date: chrono::NaiveDate| {
+        json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": date.to_string(),
+            "child": {"given_name": "Lou", "family_name": "Sample", "birth_date": "2018-05-04"}})
+    };
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            &sup,
+            &intake(chicago_today.succ_opt().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("date_in_future")),
+        "{b}"
+    );
+    let (s, b) = app.post("/v1/cases", &sup, &intake(chicago_today)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+linkage_tests::both_backends!(dates_are_local_to_the_agency, local_days);

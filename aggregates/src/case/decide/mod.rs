@@ -18,6 +18,7 @@ mod update_referral_status;
 mod void_entry;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
 use schemas::*;
 
 use super::commands::{CaseAction, CaseCommand};
@@ -37,22 +38,24 @@ impl Case {
         let CaseCommand {
             actor,
             received_at: now,
+            zone,
             action,
         } = command;
+        let today = now.with_timezone(&zone).date_naive();
         // Every command but intake, reopening and a correction acts on an open case, checked
         // before anything else the command says. What happened before a closure may still be
         // documented within the documentation window.
-        let open = || Dates::of_open_case(self, now);
+        let open = || Dates::of_open_case(self, now, zone);
         let documented =
-            || Dates::of_documented_case(self, now, services.documentation_window_days);
+            || Dates::of_documented_case(self, now, zone, services.documentation_window_days);
         let one = |event: CaseEvent| vec![event];
         match action {
             CaseAction::OpenCase {
                 case_id,
                 agency,
                 request,
-            } => self.decide_open_case(now.date_naive(), case_id, agency, request),
-            CaseAction::ReopenCase(r) => self.decide_reopen_case(now.date_naive(), r).map(one),
+            } => self.decide_open_case(today, case_id, agency, request),
+            CaseAction::ReopenCase(r) => self.decide_reopen_case(today, r).map(one),
             CaseAction::AssignCaseManager(r) => {
                 self.decide_assign_case_manager(&open()?, r).map(one)
             }
@@ -108,8 +111,10 @@ impl Case {
 /// The date checks shared by the commands on a case: nothing in the future, nothing before
 /// intake, and on a closed case nothing after its closure.
 pub(super) struct Dates {
+    /// Today in the agency's time zone.
     pub(super) today: NaiveDate,
     now: DateTime<Utc>,
+    zone: Tz,
     intake: NaiveDate,
     /// The closure's effective date, when a closed case is being documented late.
     closed_on: Option<NaiveDate>,
@@ -117,11 +122,12 @@ pub(super) struct Dates {
 
 impl Dates {
     /// The dates of a command on `case`, which must exist and be open.
-    fn of_open_case(case: &Case, now: DateTime<Utc>) -> Result<Self, CaseError> {
+    fn of_open_case(case: &Case, now: DateTime<Utc>, zone: Tz) -> Result<Self, CaseError> {
         let opened = case.open_case()?;
         Ok(Self {
-            today: now.date_naive(),
+            today: now.with_timezone(&zone).date_naive(),
             now,
+            zone,
             intake: opened.intake_date,
             closed_on: None,
         })
@@ -132,10 +138,11 @@ impl Dates {
     fn of_documented_case(
         case: &Case,
         now: DateTime<Utc>,
+        zone: Tz,
         window_days: u32,
     ) -> Result<Self, CaseError> {
         let opened = case.opened()?;
-        let today = now.date_naive();
+        let today = now.with_timezone(&zone).date_naive();
         let closed_on = case.closed.as_ref().map(|c| c.effective_on);
         if let Some(closed_on) = closed_on {
             if today > closed_on + Duration::days(i64::from(window_days)) {
@@ -148,6 +155,7 @@ impl Dates {
         Ok(Self {
             today,
             now,
+            zone,
             intake: opened.intake_date,
             closed_on,
         })
@@ -168,13 +176,12 @@ impl Dates {
         field: &'static str,
         at: DateTime<Utc>,
     ) -> Result<(), CaseError> {
+        // The instant's date where the agency is, not in UTC.
+        let date = at.with_timezone(&self.zone).date_naive();
         if at > self.now + CLOCK_SKEW {
-            return Err(CaseError::DateInFuture {
-                field,
-                date: at.date_naive(),
-            });
+            return Err(CaseError::DateInFuture { field, date });
         }
-        self.past(field, at.date_naive().min(self.today))
+        self.past(field, date.min(self.today))
     }
 
     /// A date that may lie ahead (an appointment, a target) but not before intake.

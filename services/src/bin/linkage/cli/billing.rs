@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use services::config::{Config, Overrides};
 use services::projector::Projection;
+use services::store::BatchOf;
 use services::telemetry;
 
 use super::{progress_bar, StoreArgs};
@@ -151,9 +152,19 @@ async fn billing_export(
     let bar = progress_bar(cases.max(0) as u64, "cases")?;
     bar.set_message(format!("exporting {month}"));
     let mut sink = file_sink(out, |_| {})?;
-    let summary = export_month(&store, &profile, month, agency, format, &mut sink, |done| {
-        bar.set_position(done)
-    })
+    let zones = config.zones()?;
+    let summary = export_month(
+        &store,
+        &profile,
+        &zones,
+        services::billing::export::Selection {
+            month,
+            agency,
+            format,
+        },
+        &mut sink,
+        |done| bar.set_position(done),
+    )
     .await?;
     drop(sink);
     bar.finish();
@@ -193,11 +204,21 @@ async fn billing_batch(
     };
     let metadata =
         services::billing::batch::metadata(&cli, services::Clock::from_config(config.clock).now());
+    let zone = config.zones()?.of(Some(&cli.agency));
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("recording the next batch of {month} for {agency}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    let record =
-        services::billing::batch::create(&store, &profile, month, agency, &metadata).await?;
+    let record = services::billing::batch::create(
+        &store,
+        &profile,
+        BatchOf {
+            month,
+            agency,
+            zone,
+        },
+        &metadata,
+    )
+    .await?;
     bar.finish_and_clear();
     write_batch_file(&store, &record, format, out).await?;
     store.close().await;

@@ -209,17 +209,18 @@ pub struct Caseload {
     pub cases: Vec<CaseloadCase>,
 }
 
-/// One worker's caseload from their open cases; `last_billable` as for `caseload_case`.
+/// One worker's caseload from their open cases. `today` is each case's (its agency's date);
+/// `last_billable` as for `caseload_case`.
 pub fn caseload(
     worker_id: &str,
     cases: &[Case],
-    today: NaiveDate,
+    today: impl Fn(&Case) -> NaiveDate,
     t: &Thresholds,
     last_billable: impl Fn(&Case) -> Option<NaiveDate>,
 ) -> Caseload {
     let lines: Vec<CaseloadCase> = cases
         .iter()
-        .filter_map(|c| caseload_case(c, today, t, last_billable(c)))
+        .filter_map(|c| caseload_case(c, today(c), t, last_billable(c)))
         .collect();
     let mut per_program: BTreeMap<Program, u32> = BTreeMap::new();
     for l in &lines {
@@ -288,7 +289,7 @@ mod tests {
         let load = caseload(
             "cm",
             &[],
-            "2026-11-01".parse().unwrap(),
+            |_| "2026-11-01".parse().unwrap(),
             &Thresholds::default(),
             |_| None,
         );
@@ -304,7 +305,7 @@ mod tests {
         let today = "2026-11-01".parse().unwrap();
         let mut cases = vec![opened(Program::Tcm); 15];
         cases.extend(vec![opened(Program::Wraparound); 5]);
-        let load = caseload("cm", &cases, today, &t, |_| None);
+        let load = caseload("cm", &cases, |_| today, &t, |_| None);
         assert_eq!(load.open_cases, 20);
         assert!(
             (load.capacity_used - (15.0 / 30.0 + 5.0 / 10.0)).abs() < 1e-9,
@@ -314,7 +315,7 @@ mod tests {
         assert!(!load.over_limit, "exactly full is not over");
         assert_eq!(load.limit, 30, "the dominant program's limit");
         cases.push(opened(Program::Wraparound));
-        let load = caseload("cm", &cases, today, &t, |_| None);
+        let load = caseload("cm", &cases, |_| today, &t, |_| None);
         assert!(
             load.over_limit,
             "one wraparound family more tips it: {}",

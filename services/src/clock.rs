@@ -57,6 +57,11 @@ impl Clock {
         self.now().date_naive()
     }
 
+    /// Today's date in `zone` (an agency's: `AppState::zones`).
+    pub fn today_in(&self, zone: chrono_tz::Tz) -> NaiveDate {
+        self.now().with_timezone(&zone).date_naive()
+    }
+
     pub fn is_pinned(&self) -> bool {
         matches!(self.source, Source::Pinned(_))
     }

@@ -50,15 +50,19 @@ pub async fn get_caseload(
                 .await?;
         }
     }
-    let today = state.clock.today();
-    let last_billable = last_billable_of(&state, ids_of(&cases), today).await?;
+    let last_billable = last_billable_of(&state, ids_of(&cases)).await?;
     Ok(Json(caseload(
         &worker_id,
         &cases,
-        today,
+        today_of(&state),
         &state.config.caseload,
         last_billable,
     )))
+}
+
+/// A case's today: the date where its agency is.
+fn today_of(state: &AppState) -> impl Fn(&aggregates::Case) -> NaiveDate + '_ {
+    |case| state.clock.today_in(state.zones.of(case.agency()))
 }
 
 fn ids_of<'a>(cases: impl IntoIterator<Item = &'a aggregates::Case>) -> Vec<CaseId> {
@@ -73,16 +77,15 @@ fn ids_of<'a>(cases: impl IntoIterator<Item = &'a aggregates::Case>) -> Vec<Case
 async fn last_billable_of(
     state: &AppState,
     ids: Vec<CaseId>,
-    today: NaiveDate,
-) -> Result<impl Fn(&aggregates::Case) -> Option<NaiveDate>, ApiError> {
+) -> Result<impl Fn(&aggregates::Case) -> Option<NaiveDate> + '_, ApiError> {
     let billing = state.store.billing_states(&ids).await?;
-    let (profile, zones) = (state.billing.clone(), state.zones.clone());
     Ok(move |case: &aggregates::Case| {
         let id = case.opened.as_ref()?.case_id;
-        let zone = zones.of(case.agency());
+        let zone = state.zones.of(case.agency());
+        let this_month = Month::of(state.clock.today_in(zone));
         billing
             .get(&id)?
-            .last_billable(&profile, Month::of(today), zone)
+            .last_billable(&state.billing, this_month, zone)
     })
 }
 
@@ -123,16 +126,15 @@ pub async fn get_team(
             .unwrap_or_default();
         by_worker.entry(worker).or_default().push(case);
     }
-    let today = state.clock.today();
     let ids = ids_of(by_worker.values().flatten());
-    let last_billable = last_billable_of(&state, ids, today).await?;
+    let last_billable = last_billable_of(&state, ids).await?;
     let workers = by_worker
         .into_iter()
         .map(|(worker_id, cases)| {
             let load = caseload(
                 &worker_id,
                 &cases,
-                today,
+                today_of(&state),
                 &state.config.caseload,
                 &last_billable,
             );

@@ -53,7 +53,9 @@ pub async fn get_measures(
             format!("unknown query parameter `{unknown}`; known: from, to, program"),
         ));
     }
-    let to = date(&query, "to")?.unwrap_or_else(|| state.clock.today());
+    // By default, up to today where the caller's agency is.
+    let to = date(&query, "to")?
+        .unwrap_or_else(|| state.clock.today_in(state.zones.of(Some(&caller.0.agency))));
     let from = date(&query, "from")?.unwrap_or(to - Duration::days(90));
     if from > to {
         return Err(ApiError::invalid(

@@ -244,14 +244,41 @@ pub fn history_inputs(events: Vec<StoredEvent>) -> Result<Vec<HistoryInput>, Api
 }
 
 /// `as_of` as an RFC 3339 time, or a date meaning the end of that day (UTC).
-pub fn parse_as_of(s: &str) -> Result<DateTime<Utc>, ApiError> {
+/// A history's `as_of`: an instant, or a date meaning the end of that day where the case's
+/// agency is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AsOf {
+    Instant(DateTime<Utc>),
+    EndOfDay(chrono::NaiveDate),
+}
+
+impl AsOf {
+    /// The instant, with a date's end of day taken in `zone`.
+    pub fn at(self, zone: chrono_tz::Tz) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        match self {
+            AsOf::Instant(t) => t,
+            AsOf::EndOfDay(d) => {
+                // The first instant of the next local day, less a millisecond.
+                let next = d.succ_opt().unwrap_or(d).and_time(chrono::NaiveTime::MIN);
+                let start = zone
+                    .from_local_datetime(&next)
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|| next.and_utc());
+                start - chrono::Duration::milliseconds(1)
+            }
+        }
+    }
+}
+
+pub fn parse_as_of(s: &str) -> Result<AsOf, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+        return Ok(AsOf::Instant(t.with_timezone(&Utc)));
     }
     s.parse::<chrono::NaiveDate>()
         .ok()
-        .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 999))
-        .map(|t| t.and_utc())
+        .map(AsOf::EndOfDay)
         .ok_or_else(|| {
             ApiError::invalid(
                 "invalid_value",
@@ -291,7 +318,7 @@ pub async fn get_history(
         })
         .transpose()?
         .unwrap_or(Basis::Recorded);
-    let (case_id, _) = load_readable(
+    let (case_id, context) = load_readable(
         &state,
         &caller,
         &case_id,
@@ -299,8 +326,12 @@ pub async fn get_history(
         "GET /v1/cases/{case_id}/history",
     )
     .await?;
+    let zone = state.zones.of(context.aggregate.agency());
     let inputs = history_inputs(state.store.events_of(case_id).await?)?;
-    let at = as_of.unwrap_or_else(|| history::now_or_latest(&inputs, state.clock.now()));
+    let at = match as_of {
+        Some(as_of) => as_of.at(zone),
+        None => history::now_or_latest(&inputs, state.clock.now()),
+    };
     Ok(Json(history::as_of(&inputs, at, basis)))
 }
 
@@ -397,4 +428,29 @@ async fn relay_report(state: &AppState) -> serde_json::Value {
         obj.insert("events_relayed".into(), json!(c.events_applied));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_as_of_date_ends_where_the_agency_is() {
+        let chicago = chrono_tz::Tz::America__Chicago;
+        let at = |s: &str, zone| parse_as_of(s).unwrap().at(zone).to_rfc3339();
+        // The end of 31 October in Chicago (daylight time, -05:00) is 1 November in UTC.
+        assert_eq!(at("2026-10-31", chicago), "2026-11-01T04:59:59.999+00:00");
+        // 1 November ends in standard time (-06:00): the day had 25 hours.
+        assert_eq!(at("2026-11-01", chicago), "2026-11-02T05:59:59.999+00:00");
+        assert_eq!(
+            at("2026-10-31", chrono_tz::Tz::UTC),
+            "2026-10-31T23:59:59.999+00:00"
+        );
+        // An instant is an instant, whatever the zone.
+        assert_eq!(
+            at("2026-10-31T23:30:00-05:00", chrono_tz::Tz::UTC),
+            "2026-11-01T04:30:00+00:00"
+        );
+        assert!(parse_as_of("yesterday").is_err());
+    }
 }

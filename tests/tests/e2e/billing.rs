@@ -613,6 +613,22 @@ async fn local_days(backend: Backend) {
         "Chicago's contacts are October's: {november:?}"
     );
 
+    // A history as of 31 October is as of the end of that day in Chicago: both contacts count.
+    let (s, h) = app
+        .get(
+            &format!("/v1/cases/{case}/history?as_of=2026-10-31&basis=occurred"),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let contacts = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "ContactLogged")
+        .count();
+    assert_eq!(contacts, 2, "{h}");
+
     // "Today" is Chicago's: under the clock just after 00:00 UTC it is still yesterday there.
     let chicago_today = app
         .clock

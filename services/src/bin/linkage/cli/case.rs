@@ -42,11 +42,16 @@ pub async fn run(command: CaseCommand) -> anyhow::Result<()> {
     let basis: history::Basis = basis.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let (config, store) = store.open().await?;
     let events = store.events_of(id).await?;
+    let case = store.load(id).await?.aggregate;
     store.close().await;
     anyhow::ensure!(!events.is_empty(), "no case {case_id}");
     let inputs = history_inputs(events).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = Clock::from_config(config.clock).now();
-    let at = as_of.unwrap_or_else(|| history::now_or_latest(&inputs, now));
+    let zone = config.zones()?.of(case.agency());
+    let at = match as_of {
+        Some(as_of) => as_of.at(zone),
+        None => history::now_or_latest(&inputs, now),
+    };
     let view = history::as_of(&inputs, at, basis);
     writeln!(
         std::io::stdout(),

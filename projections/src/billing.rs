@@ -668,6 +668,7 @@ impl BillingCase {
                 minutes,
                 note,
                 location,
+                ..
             } => self.contacts.push(StoredContact {
                 event_id,
                 contact: Contact {

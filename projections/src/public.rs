@@ -295,6 +295,7 @@ mod tests {
             contact_type: ContactType::Phone,
             with: vec![Participant::Guardian],
             occurred_at: Utc::now(),
+            stated_offset_seconds: Some(0),
             minutes: Minutes::parse(10).unwrap(),
             note: None,
             location: None,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -210,7 +210,9 @@ pub struct LogContactRequest {
     pub component: TcmComponent,
     pub contact_type: ContactType,
     pub with: Vec<Participant>,
-    pub occurred_at: DateTime<Utc>,
+    /// When it happened, with the offset the writer's clock had; the offset is kept with the
+    /// event (the date of service is taken in the agency's time zone).
+    pub occurred_at: DateTime<FixedOffset>,
     pub minutes: Minutes,
     #[serde(default)]
     pub note: Option<Text>,

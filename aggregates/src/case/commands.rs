@@ -110,7 +110,7 @@ impl CaseAction {
             CaseAction::SendReferral { request, .. } => day(request.sent_on),
             CaseAction::UpdateReferralStatus { request, .. } => day(request.on),
             CaseAction::RecordAppointmentOutcome { request, .. } => day(request.on),
-            CaseAction::LogContact { request, .. } => Some(request.occurred_at),
+            CaseAction::LogContact { request, .. } => Some(request.occurred_at.to_utc()),
             CaseAction::TransitionCase(r) => day(r.effective_on),
             CaseAction::ReopenCase(r) => day(r.on),
             CaseAction::ReviseCarePlan { request, .. } => request.revised_on.and_then(day),

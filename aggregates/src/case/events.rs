@@ -2,8 +2,8 @@
 //!
 //! A stored shape is never edited: to change one, add a new version and an upcaster
 //! (cqrs-es `EventUpcaster`, in `upcast.rs`) that lifts old payloads. Every event here is version
-//! "1" except `AppointmentScheduled` and the referral statuses `ReferralAccepted`,
-//! `ReferralDeclined`, `ReferralCancelled` and `ReferralCompleted`, at "2".
+//! "1" except `AppointmentScheduled`, `ContactLogged` and the referral statuses
+//! `ReferralAccepted`, `ReferralDeclined`, `ReferralCancelled` and `ReferralCompleted`, at "2".
 
 use std::collections::BTreeMap;
 
@@ -227,12 +227,16 @@ pub enum CaseEvent {
         rescheduled_for: DateTime<Utc>,
     },
     /// A case-management activity: the unit TCM billing works on.
+    /// Version 2 added `stated_offset_seconds`.
     ContactLogged {
         activity_id: ActivityId,
         component: TcmComponent,
         contact_type: ContactType,
         with: Vec<Participant>,
         occurred_at: DateTime<Utc>,
+        /// The UTC offset the time was written with (seconds east of UTC), as the writer
+        /// stated it; absent in version 1 events.
+        stated_offset_seconds: Option<i32>,
         minutes: Minutes,
         note: Option<Text>,
         location: Option<Location>,
@@ -291,7 +295,8 @@ impl CaseEvent {
             | CaseEvent::ReferralAccepted { .. }
             | CaseEvent::ReferralDeclined { .. }
             | CaseEvent::ReferralCancelled { .. }
-            | CaseEvent::ReferralCompleted { .. } => "2",
+            | CaseEvent::ReferralCompleted { .. }
+            | CaseEvent::ContactLogged { .. } => "2",
             _ => "1",
         }
     }

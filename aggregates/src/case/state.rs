@@ -565,6 +565,7 @@ impl Aggregate for Case {
                 minutes,
                 note,
                 location,
+                ..
             } => {
                 self.contacts.push(Contact {
                     activity_id,

@@ -87,18 +87,24 @@ const REFERRAL_CANCELLED: AddFields = AddFields {
     event_type: "ReferralCancelled",
     fields: r#"{"outcome": null}"#,
 };
+/// Version 1 did not keep the offset a contact's time was written with.
+const CONTACT_LOGGED: AddFields = AddFields {
+    event_type: "ContactLogged",
+    fields: r#"{"stated_offset_seconds": null}"#,
+};
 const REFERRAL_COMPLETED: AddFields = AddFields {
     event_type: "ReferralCompleted",
     fields: r#"{"reported": {"by": "unrecorded"}}"#,
 };
 
 /// Every upcaster, in the order they apply.
-static UPCASTERS: [&dyn EventUpcaster; 5] = [
+static UPCASTERS: [&dyn EventUpcaster; 6] = [
     &AppointmentScheduledMadeOn,
     &REFERRAL_ACCEPTED,
     &REFERRAL_DECLINED,
     &REFERRAL_CANCELLED,
     &REFERRAL_COMPLETED,
+    &CONTACT_LOGGED,
 ];
 
 /// Every upcaster, for cqrs-es's `PersistedEventStore::with_upcasters`.
@@ -109,6 +115,7 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(REFERRAL_DECLINED),
         Box::new(REFERRAL_CANCELLED),
         Box::new(REFERRAL_COMPLETED),
+        Box::new(CONTACT_LOGGED),
     ]
 }
 
@@ -251,6 +258,30 @@ mod tests {
                 e,
                 CaseEvent::ReferralCompleted {
                     reported: crate::case::Reporter::Unrecorded,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_1_contact_kept_no_stated_offset() {
+        let e = decode(
+            "ContactLogged",
+            "1",
+            &json!({"ContactLogged": {"activity_id": "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b16",
+                "component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                "occurred_at": "2026-02-01T10:00:00Z", "minutes": 20, "note": null,
+                "location": null}}),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                CaseEvent::ContactLogged {
+                    stated_offset_seconds: None,
                     ..
                 }
             ),

@@ -59,7 +59,8 @@ fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
                 occurred_at: Utc
                     .with_ymd_and_hms(2026, 3, day, 9 + (i % 8) as u32, 0, 0)
                     .single()
-                    .expect("a time"),
+                    .expect("a time")
+                    .fixed_offset(),
                 minutes: Minutes::parse(5 + (i * 7 % 60) as i64).expect("in range"),
                 note: (i % 9 != 4).then(|| Text::parse("monitoring call").expect("text")),
                 location: Some(Location::Office),

@@ -87,7 +87,7 @@ pub(crate) fn contact(i: usize) -> LogContactRequest {
         component: TcmComponent::Monitoring,
         contact_type: ContactType::Phone,
         with: vec![Participant::Guardian],
-        occurred_at: Utc::now() - Days::days(1),
+        occurred_at: (Utc::now() - Days::days(1)).fixed_offset(),
         minutes: Minutes::parse(5 + (i % 50) as i64).expect("in range"),
         note: Some(Text::parse("called the guardian about the next appointment").expect("text")),
         location: Some(Location::Office),
@@ -412,6 +412,7 @@ impl AppendBench {
             contact_type: ContactType::Phone,
             with: vec![Participant::Guardian],
             occurred_at: Utc::now(),
+            stated_offset_seconds: Some(0),
             minutes: Minutes::parse(20).expect("static"),
             note: Some(
                 Text::parse("called the guardian about the next appointment").expect("static"),

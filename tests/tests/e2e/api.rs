@@ -233,13 +233,14 @@ both_stores!(
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e["sequence"], i as u64 + 1);
             // Version 2: when an appointment was made; who reported a referral's status and
-            // why its loop closed.
+            // why its loop closed; the offset a contact's time was written with.
             let version = match e["event_type"].as_str().unwrap() {
                 "AppointmentScheduled"
                 | "ReferralAccepted"
                 | "ReferralDeclined"
                 | "ReferralCancelled"
-                | "ReferralCompleted" => "2",
+                | "ReferralCompleted"
+                | "ContactLogged" => "2",
                 _ => "1",
             };
             assert_eq!(e["event_version"], version);

@@ -613,6 +613,19 @@ async fn local_days(backend: Backend) {
         "Chicago's contacts are October's: {november:?}"
     );
 
+    // The events keep the offsets the times were written with.
+    let (_, events) = app
+        .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+        .await;
+    let offsets: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "ContactLogged")
+        .map(|e| &e["payload"]["stated_offset_seconds"])
+        .collect();
+    assert_eq!(offsets, [&json!(-18000), &json!(0)], "{events}");
+
     // A history as of 31 October is as of the end of that day in Chicago: both contacts count.
     let (s, h) = app
         .get(

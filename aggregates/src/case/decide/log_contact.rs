@@ -14,7 +14,8 @@ impl Case {
         activity_id: ActivityId,
         r: LogContactRequest,
     ) -> Result<CaseEvent, CaseError> {
-        dates.past_instant("occurred_at", r.occurred_at)?;
+        let occurred_at = r.occurred_at.with_timezone(&chrono::Utc);
+        dates.past_instant("occurred_at", occurred_at)?;
         if r.with.is_empty() {
             return Err(CaseError::NoParticipants);
         }
@@ -26,7 +27,8 @@ impl Case {
             component: r.component,
             contact_type: r.contact_type,
             with,
-            occurred_at: r.occurred_at,
+            occurred_at,
+            stated_offset_seconds: Some(r.occurred_at.offset().local_minus_utc()),
             minutes: r.minutes,
             note: r.note,
             location: r.location,

@@ -138,6 +138,23 @@ pub const fn reach(role: Role, access: Access) -> Reach {
 }
 
 impl Access {
+    /// Every access, in declaration order.
+    pub const ALL: [Access; 13] = [
+        Access::Read,
+        Access::Command,
+        Access::Assign,
+        Access::RecipientReport,
+        Access::Audit,
+        Access::History,
+        Access::OpenCase,
+        Access::Caseload,
+        Access::TeamView,
+        Access::Measures,
+        Access::BillingLog,
+        Access::BillingBatch,
+        Access::EventStream,
+    ];
+
     /// What it is, for a refusal: "the billing role may not <this>".
     fn what(self) -> &'static str {
         match self {
@@ -250,22 +267,7 @@ mod tests {
     /// The whole table, so that a change to who may do what is a deliberate, visible one.
     #[test]
     fn the_role_table() {
-        use Access::*;
-        let accesses = [
-            Read,
-            Command,
-            Assign,
-            RecipientReport,
-            Audit,
-            History,
-            OpenCase,
-            Caseload,
-            TeamView,
-            Measures,
-            BillingLog,
-            BillingBatch,
-            EventStream,
-        ];
+        let accesses = Access::ALL;
         let row = |role: Role| -> String {
             accesses
                 .iter()

@@ -920,6 +920,7 @@ mod tests {
             "missing_documentation",
             "missing_documentation:shoe",
             "x",
+            "because",
         ] {
             assert!(bad.parse::<Reason>().is_err(), "{bad}");
         }

@@ -610,33 +610,6 @@ fn units_follow_the_eight_minute_rule_everywhere() {
 }
 
 #[test]
-fn every_reason_code_reads_back() {
-    use std::str::FromStr;
-    let all = [
-        Reason::Voided,
-        Reason::NoMedicaidId,
-        Reason::NotEnrolledOnDate,
-        Reason::CaseClosed,
-        Reason::ComponentNotBillable,
-        Reason::ContactTypeNotBillable,
-        Reason::CollateralNotAboutChild,
-        Reason::InstitutionOutsideWindow,
-        Reason::BelowMinimumMinutes,
-        Reason::MissingDocumentation(DocField::Note),
-        Reason::MissingDocumentation(DocField::RenderingProvider),
-        Reason::MissingDocumentation(DocField::Location),
-        Reason::DuplicateEncounter,
-        Reason::CaseRateAlreadyBilled,
-        Reason::DailyCapReached,
-        Reason::MonthlyCapReached,
-    ];
-    for r in all {
-        assert_eq!(Reason::from_str(&r.to_string()), Ok(r));
-    }
-    assert!(Reason::from_str("because").is_err());
-}
-
-#[test]
 fn adjustments_bill_new_lines_once_and_reverse_what_changed() {
     let profile = texas();
     let r = recipient();

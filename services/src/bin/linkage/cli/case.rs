@@ -42,12 +42,16 @@ pub async fn run(command: CaseCommand) -> anyhow::Result<()> {
     let basis: history::Basis = basis.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let (config, store) = store.open().await?;
     let events = store.events_of(id).await?;
-    let case = store.load(id).await?.aggregate;
     store.close().await;
     anyhow::ensure!(!events.is_empty(), "no case {case_id}");
     let inputs = history_inputs(events).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = Clock::from_config(config.clock).now();
-    let zone = config.zones()?.of(case.agency());
+    // The case's agency, from its intake: the zone an `--as-of` date ends in.
+    let agency = inputs.iter().find_map(|e| match &e.event {
+        aggregates::CaseEvent::CaseOpened { agency, .. } => Some(agency),
+        _ => None,
+    });
+    let zone = config.zones()?.of(agency);
     let at = match as_of {
         Some(as_of) => as_of.at(zone),
         None => history::now_or_latest(&inputs, now),

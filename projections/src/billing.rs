@@ -613,6 +613,11 @@ pub struct StoredContact {
 /// state (the person who logged a contact is its rendering provider).
 pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<(), ApplyError> {
     for e in events {
+        // Idempotent: an event this state already holds (a batch replayed) changes nothing.
+        if e.event.sequence <= case.version {
+            continue;
+        }
+        case.version = e.event.sequence;
         let event = e.event.case_event()?;
         case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
     }
@@ -623,6 +628,9 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<(), ApplyErr
 /// case's events (the billing projection stores one per case).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BillingCase {
+    /// The sequence of the last event folded in (states stored before it was kept read as 0).
+    #[serde(default)]
+    pub version: u64,
     pub case_id: Option<CaseId>,
     pub agency: Option<schemas::AgencyId>,
     pub medicaid_id: Option<MedicaidId>,
@@ -669,21 +677,27 @@ impl BillingCase {
                 note,
                 location,
                 ..
-            } => self.contacts.push(StoredContact {
-                event_id,
-                contact: Contact {
-                    activity_id: *activity_id,
-                    occurred_at: *occurred_at,
-                    component: *component,
-                    contact_type: *contact_type,
-                    with: with.clone(),
-                    minutes: minutes.get(),
-                    has_note: note.is_some(),
-                    location: *location,
-                    rendering_provider: actor,
-                    voided: false,
-                },
-            }),
+            } if !self
+                .contacts
+                .iter()
+                .any(|c| c.contact.activity_id == *activity_id) =>
+            {
+                self.contacts.push(StoredContact {
+                    event_id,
+                    contact: Contact {
+                        activity_id: *activity_id,
+                        occurred_at: *occurred_at,
+                        component: *component,
+                        contact_type: *contact_type,
+                        with: with.clone(),
+                        minutes: minutes.get(),
+                        has_note: note.is_some(),
+                        location: *location,
+                        rendering_provider: actor,
+                        voided: false,
+                    },
+                })
+            }
             E::EntryVoided {
                 voided_event_id, ..
             } => {
@@ -847,12 +861,15 @@ pub fn fingerprint(line: &Line) -> String {
 /// `void`ed and billed again as a `replacement`; anything else is already right and left out.
 /// `current` is in evaluation order, `exported` in export order (earlier batches first).
 pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
-    // What each activity stands billed for now: its last original or replacement not voided since.
+    // What each activity stands billed for now: its last original or replacement not voided since;
+    // and the last line it was ever billed by, voided or not.
     let mut outstanding: HashMap<ActivityId, &Exported> = HashMap::new();
+    let mut last_billed: HashMap<ActivityId, &Exported> = HashMap::new();
     for e in exported {
         match e.kind {
             LineKind::Original | LineKind::Replacement => {
                 outstanding.insert(e.line.activity_id, e);
+                last_billed.insert(e.line.activity_id, e);
             }
             LineKind::Void => {
                 outstanding.remove(&e.line.activity_id);
@@ -862,10 +879,19 @@ pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
     let mut out = Vec::new();
     for line in current {
         match (outstanding.get(&line.activity_id), line.billable) {
-            (None, true) => out.push(Adjustment {
-                kind: LineKind::Original,
-                adjusts: None,
-                line: line.clone(),
+            // An activity is an original once in a month: billed again after a void, it is a
+            // replacement of the line that was voided (the store's constraints hold it to this).
+            (None, true) => out.push(match last_billed.get(&line.activity_id) {
+                None => Adjustment {
+                    kind: LineKind::Original,
+                    adjusts: None,
+                    line: line.clone(),
+                },
+                Some(voided) => Adjustment {
+                    kind: LineKind::Replacement,
+                    adjusts: Some(voided.line_id.clone()),
+                    line: line.clone(),
+                },
             }),
             (None, false) => {}
             (Some(prev), billable) => {

@@ -81,6 +81,10 @@ fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
 /// The caseload projection's fold: a case's events of one batch, in log order, onto its state.
 pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<(), ApplyError> {
     for e in events {
+        // Idempotent: an event this state already holds (a batch replayed) changes nothing.
+        if e.event.sequence <= case.version {
+            continue;
+        }
         case.apply_at(e.event.sequence, e.event.case_event()?);
     }
     Ok(())

@@ -666,3 +666,35 @@ fn adjustments_bill_new_lines_once_and_reverse_what_changed() {
     });
     assert!(adjustments(&now[..1], &after).is_empty());
 }
+
+#[test]
+fn a_line_billed_again_after_its_void_replaces_the_voided_line() {
+    let profile = texas();
+    let r = recipient();
+    let a = with(20, |c| c.occurred_at = at(3, 9));
+    let billed = evaluate_month(&profile, &r, std::slice::from_ref(&a));
+    let line = billed[0].clone();
+    // Exported as an original, then voided (say the recipient's enrollment lapsed that day).
+    let exported = vec![
+        Exported {
+            line_id: "line-0".into(),
+            kind: LineKind::Original,
+            fingerprint: fingerprint(&line),
+            line: line.clone(),
+        },
+        Exported {
+            line_id: "line-1".into(),
+            kind: LineKind::Void,
+            fingerprint: fingerprint(&line),
+            line: line.clone(),
+        },
+    ];
+    // Billable again: an activity is an original once in its month (the store holds it to
+    // that), so it comes back as a replacement of the line that was voided.
+    let again = adjustments(&billed, &exported);
+    let kinds: Vec<(LineKind, Option<&str>)> = again
+        .iter()
+        .map(|x| (x.kind, x.adjusts.as_deref()))
+        .collect();
+    assert_eq!(kinds, [(LineKind::Replacement, Some("line-0"))]);
+}

@@ -52,6 +52,9 @@ pub struct Config {
     /// Pins the application clock at this instant (tests and demonstrations:
     /// `LINKAGE_CLOCK=2026-06-15T23:59:30Z`); absent, the system clock. See `crate::clock`.
     pub clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// This server's name among replicas (`LINKAGE_REPLICA_ID`), shown by `linkage projections
+    /// status` and `linkage relay status`. Absent: `<hostname>-<pid>-<random>`, new at each start.
+    pub replica_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -81,6 +84,7 @@ impl Default for Config {
             agency_time_zones: Default::default(),
             documentation_window_days: aggregates::CaseServices::DEFAULT_DOCUMENTATION_WINDOW_DAYS,
             clock: None,
+            replica_id: None,
         }
     }
 }

@@ -3,6 +3,13 @@
 //! a crash between an event's commit and its projection loses nothing and applies nothing twice.
 //! A projection that cannot apply an event stops there, visibly (its checkpoint records the
 //! error; `linkage projections status` and /readyz show it) instead of skipping the event.
+//!
+//! Replicas on one database: each batch is claimed by a compare-and-set on the checkpoint it was
+//! read after, inside the batch's transaction (`store::Claim`), so under any interleaving exactly
+//! one applier commits a given batch and a loser writes nothing. On top of that, each projection
+//! has a lease (`store::ProjectorLeases`): one replica runs it, the others stand by and take over
+//! when its session ends. The lease saves work; the claim is what makes double application
+//! impossible, also while a lease changes hands or a rebuild runs beside a server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,24 +22,29 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::store::Store;
+use crate::store::{Claim, Store};
 
 const BATCH: u32 = 500;
 
+/// How often a busy engine re-checks its leases (an idle one checks at every poll).
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
 /// A read model that follows the global log. The engine reads a batch after its checkpoint and
-/// hands it to `apply`, which folds it (pure code in the projections crate) and writes the rows
-/// and the checkpoint past the batch in one transaction. `reset` drops the rows and the
-/// checkpoint for a rebuild.
+/// hands it to `apply`, which claims it (`store::Claim`), folds it (pure code in the projections
+/// crate) and writes the rows and the checkpoint past the batch in one transaction. `reset` drops
+/// the rows and the checkpoint for a rebuild.
 pub trait Projection: Sync {
     /// Its name: the checkpoint's key, and what `linkage projections` and /readyz call it.
     fn name(&self) -> &'static str;
-    /// Applies `batch` and moves the checkpoint past it, atomically. An event the fold cannot
-    /// apply is `StoreError::CannotApply`.
+    /// Applies `batch` and moves the checkpoint past it, atomically, if the checkpoint still
+    /// stands at `claim.from`; false (nothing written) if another applier moved it first. An
+    /// event the fold cannot apply is `StoreError::CannotApply`.
     fn apply<'a>(
         &'a self,
         store: &'a Store,
+        claim: Claim<'a>,
         batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Drops the rows and the checkpoint, in one transaction.
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
 }
@@ -51,9 +63,10 @@ impl Projection for AuditTrail {
     fn apply<'a>(
         &'a self,
         store: &'a Store,
+        claim: Claim<'a>,
         batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.project_audit(self.name(), batch))
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(store.project_audit(self.name(), claim, batch))
     }
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(store.reset_projection(self.name(), &["audit_entries"]))
@@ -67,9 +80,10 @@ impl Projection for Caseloads {
     fn apply<'a>(
         &'a self,
         store: &'a Store,
+        claim: Claim<'a>,
         batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.project_caseloads(self.name(), batch))
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(store.project_caseloads(self.name(), claim, batch))
     }
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(store.reset_projection(self.name(), &["caseload_cases"]))
@@ -83,9 +97,10 @@ impl Projection for Billing {
     fn apply<'a>(
         &'a self,
         store: &'a Store,
+        claim: Claim<'a>,
         batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.project_billing(self.name(), batch))
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(store.project_billing(self.name(), claim, batch))
     }
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(store.reset_projection(self.name(), &["billing_case_months", "billing_cases"]))
@@ -120,8 +135,17 @@ pub fn known(name: &str) -> Result<&'static dyn Projection, ProjectionError> {
         .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
 }
 
-/// Applies the next batch after the checkpoint; returns how many events it applied.
-pub async fn step(store: &Store, projection: &dyn Projection) -> Result<usize, ProjectionError> {
+/// What one step of a projection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// Applied this many events (0: it had caught up with the log).
+    Applied(usize),
+    /// Another applier moved the checkpoint first; this one wrote nothing.
+    Lost,
+}
+
+/// Applies the next batch after the checkpoint, on behalf of this store's replica.
+pub async fn step(store: &Store, projection: &dyn Projection) -> Result<Stepped, ProjectionError> {
     let name = projection.name();
     let checkpoint = store.checkpoint(name).await?;
     if let Some(error) = checkpoint.error {
@@ -131,8 +155,16 @@ pub async fn step(store: &Store, projection: &dyn Projection) -> Result<usize, P
         });
     }
     let batch = store.read_log(checkpoint.at, BATCH).await?;
-    match projection.apply(store, &batch).await {
-        Ok(()) => Ok(batch.len()),
+    let claim = Claim {
+        from: checkpoint.at,
+        by: store.replica(),
+    };
+    match projection.apply(store, claim, &batch).await {
+        Ok(true) => Ok(Stepped::Applied(batch.len())),
+        Ok(false) => {
+            tracing::debug!(projection = name, "another applier took the batch first");
+            Ok(Stepped::Lost)
+        }
         // An event it cannot apply stops the projection there, visibly; it is never skipped.
         Err(StoreError::CannotApply(e)) => {
             let error = e.to_string();
@@ -147,7 +179,7 @@ pub async fn step(store: &Store, projection: &dyn Projection) -> Result<usize, P
 }
 
 /// Applies batches until the projection has caught up with the log; `progress` gets the running
-/// total after each batch.
+/// total after each batch. Batches another applier took are read again from its checkpoint.
 pub async fn catch_up(
     store: &Store,
     projection: &dyn Projection,
@@ -155,27 +187,40 @@ pub async fn catch_up(
 ) -> Result<u64, ProjectionError> {
     let mut total = 0u64;
     loop {
-        let n = step(store, projection).await?;
-        if n == 0 {
-            return Ok(total);
+        match step(store, projection).await? {
+            Stepped::Applied(0) => return Ok(total),
+            Stepped::Applied(n) => {
+                total += n as u64;
+                progress(total);
+            }
+            Stepped::Lost => {}
         }
-        total += n as u64;
-        progress(total);
     }
 }
 
-/// Runs every projection until `stop` turns true.
+/// Runs the projections whose leases this replica holds until `stop` turns true, taking over
+/// the others' leases when their holders go.
 pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bool>) {
+    let names = names();
+    let mut leases = store.projector_leases();
+    let mut checked: Option<tokio::time::Instant> = None;
     let mut stopped: Vec<&str> = Vec::new();
     loop {
-        let mut applied = 0;
+        let mut busy = false;
+        if checked.is_none_or(|at| at.elapsed() >= LEASE_CHECK) {
+            if let Err(e) = store.take_leases(&mut leases, &names).await {
+                tracing::warn!(error = %e, "could not take or keep the projection leases; retrying");
+            }
+            checked = Some(tokio::time::Instant::now());
+        }
         for projection in PROJECTIONS.iter().copied() {
             let name = projection.name();
-            if stopped.contains(&name) {
+            if stopped.contains(&name) || !leases.holds(name) {
                 continue;
             }
             match step(&store, projection).await {
-                Ok(n) => applied += n,
+                Ok(Stepped::Applied(0)) => {}
+                Ok(Stepped::Applied(_) | Stepped::Lost) => busy = true,
                 Err(ProjectionError::Store(e)) => {
                     // The store may be briefly unreachable: try again, skipping nothing.
                     tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
@@ -186,9 +231,11 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
                 }
             }
         }
-        if applied > 0 {
+        if busy {
             continue;
         }
+        // Idle: the next round re-checks the leases (a standby takes over promptly).
+        checked = None;
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(idle) => {}
@@ -210,10 +257,16 @@ pub struct FollowerStatus {
     /// Events in the log beyond the checkpoint.
     pub lag: i64,
     pub error: Option<String>,
+    /// The replica that moved the checkpoint last.
+    pub applied_by: Option<String>,
+    /// The replica holding the follower's lease now (PostgreSQL; None on SQLite, or when no
+    /// replica runs it).
+    pub running_in: Option<String>,
 }
 
 impl FollowerStatus {
-    /// The status of the follower whose checkpoint is called `name`.
+    /// The status of the follower whose checkpoint is called `name`; `running_in` is filled in
+    /// by the caller, who knows which lease the follower takes.
     pub async fn of(store: &Store, name: &'static str) -> Result<Self, StoreError> {
         let c = store.checkpoint(name).await?;
         Ok(Self {
@@ -223,6 +276,8 @@ impl FollowerStatus {
             events_applied: c.events,
             lag: store.events_after(c.at).await?,
             error: c.error,
+            applied_by: c.applied_by,
+            running_in: None,
         })
     }
 }
@@ -230,7 +285,9 @@ impl FollowerStatus {
 pub async fn status(store: &Store) -> Result<Vec<FollowerStatus>, ProjectionError> {
     let mut out = Vec::with_capacity(PROJECTIONS.len());
     for projection in PROJECTIONS {
-        out.push(FollowerStatus::of(store, projection.name()).await?);
+        let mut s = FollowerStatus::of(store, projection.name()).await?;
+        s.running_in = store.projection_runner(projection.name()).await?;
+        out.push(s);
     }
     Ok(out)
 }

@@ -62,7 +62,7 @@ pub enum StartupError {
 /// Opens the store the configuration names: PostgreSQL when a database URL is set, otherwise the
 /// embedded SQLite store under the data dir.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
-    match &config.database_url {
+    let store = match &config.database_url {
         Some(url) => {
             tracing::info!(database = %redact_url(url), "using the PostgreSQL event store");
             Store::postgres(url).await
@@ -71,7 +71,11 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
             tracing::info!(data_dir = %config.data_dir.display(), "using the embedded SQLite event store");
             Store::sqlite(&config.data_dir).await
         }
-    }
+    }?;
+    Ok(match &config.replica_id {
+        Some(id) => store.with_replica(id.clone()),
+        None => store,
+    })
 }
 
 pub struct Application {

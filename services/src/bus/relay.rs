@@ -528,7 +528,9 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 /// The relay's durable position and backlog (events it has not published yet), for `linkage
 /// relay status` and /readyz: the same status a projection reports.
 pub async fn checkpoint(store: &Store) -> Result<crate::projector::FollowerStatus, StoreError> {
-    crate::projector::FollowerStatus::of(store, RELAY).await
+    let mut status = crate::projector::FollowerStatus::of(store, RELAY).await?;
+    status.running_in = store.relay_runner().await?;
+    Ok(status)
 }
 
 /// What the stream holds, for `linkage relay status`.

@@ -9,8 +9,8 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::UPSERT_CHECKPOINT;
-use super::{Backend, LogEvent, Store};
+use super::projections::{Claim, CLAIM_FIRST, CLAIM_NEXT};
+use super::{Backend, LogEvent, LogPosition, Store};
 use crate::error::StoreError;
 use projections::log::group_by_case;
 
@@ -43,10 +43,15 @@ ON CONFLICT (month, case_id) DO NOTHING";
 
 impl Store {
     /// Folds a batch into each touched case's billing state and moves the checkpoint past it,
-    /// atomically.
-    pub async fn project_billing(&self, name: &str, batch: &[LogEvent]) -> Result<(), StoreError> {
+    /// atomically. False: another replica applied the batch first; nothing written.
+    pub async fn project_billing(
+        &self,
+        name: &str,
+        claim: Claim<'_>,
+        batch: &[LogEvent],
+    ) -> Result<bool, StoreError> {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return Ok(true);
         };
         let by_case = group_by_case(batch);
         let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
@@ -58,6 +63,7 @@ impl Store {
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
             // One statement reads every touched case's state, one writes them all back, one
             // records their months: three round trips per batch, whatever its size.
             let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(load_sql)
@@ -81,7 +87,8 @@ impl Store {
             }
             sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
             sqlx::query(months_sql).bind(Json(&months)).execute(&mut *tx).await?;
-            commit_with_checkpoint!(tx, name, last, batch.len())
+            tx.commit().await?;
+            Ok(true)
         })
     }
 

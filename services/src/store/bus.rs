@@ -53,6 +53,7 @@ impl Store {
                 .bind(at.position)
                 .bind(events as i64)
                 .bind(Utc::now())
+                .bind(&self.replica)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -124,6 +125,10 @@ impl Store {
         match &self.backend {
             Backend::Postgres { pool, .. } => {
                 let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(super::projections::lease_application(&self.replica))
+                    .execute(&mut conn)
+                    .await?;
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                     .bind(RELAY_LOCK_KEY)
                     .fetch_one(&mut conn)
@@ -137,6 +142,13 @@ impl Store {
             }
             Backend::Sqlite { .. } => Ok(Some(RelayLease { conn: None })),
         }
+    }
+}
+
+impl Store {
+    /// The replica holding the relay's lease (PostgreSQL; None on SQLite or when none does).
+    pub async fn relay_runner(&self) -> Result<Option<String>, StoreError> {
+        self.lease_holder(RELAY_LOCK_KEY).await
     }
 }
 

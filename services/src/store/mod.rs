@@ -59,6 +59,7 @@ pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
+pub use projections::{Claim, ProjectorLeases};
 
 /// How many case states the command path keeps in memory by default.
 pub const DEFAULT_CACHED_CASES: usize = 10_000;
@@ -82,6 +83,16 @@ pub struct Store {
     /// Counts this process's commits: log tailers (relay, event stream) wake on a change instead
     /// of waiting for their next poll. Other processes' commits are found by polling.
     commits: tokio::sync::watch::Sender<u64>,
+    /// This process's name among replicas: who applied a projection's batch, who holds a lease.
+    replica: String,
+}
+
+/// A replica's default name: `<hostname>-<pid>-<4 random hex digits>`, so that two servers in
+/// one process (as the tests run them) differ too.
+pub fn default_replica_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let salt = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("{host}-{}-{salt}", std::process::id())
 }
 
 pub use ::projections::log::StoredEvent;
@@ -142,6 +153,7 @@ impl Store {
             backend: Backend::Postgres { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             commits: tokio::sync::watch::Sender::new(0),
+            replica: default_replica_id(),
         })
     }
 
@@ -169,7 +181,19 @@ impl Store {
             backend: Backend::Sqlite { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             commits: tokio::sync::watch::Sender::new(0),
+            replica: default_replica_id(),
         })
+    }
+
+    /// Names this process among replicas.
+    pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
+        self.replica = replica.into();
+        self
+    }
+
+    /// This process's name among replicas.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Changes whenever this process commits events.

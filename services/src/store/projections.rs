@@ -20,6 +20,8 @@ pub struct Checkpoint {
     pub at: LogPosition,
     pub events: i64,
     pub error: Option<String>,
+    /// The replica that committed the last batch.
+    pub applied_by: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -38,29 +40,70 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
-/// Moves a projection's checkpoint past `last` (counting `n` events) inside the batch's
-/// transaction, then commits it: rows and checkpoint land together or not at all.
-macro_rules! commit_with_checkpoint {
-    ($tx:ident, $name:expr, $last:expr, $n:expr) => {{
-        sqlx::query(UPSERT_CHECKPOINT)
+/// Which batch a projection applies: the events after `from` (the checkpoint they were read
+/// after), on behalf of replica `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub from: LogPosition,
+    pub by: &'a str,
+}
+
+/// Claims a batch as the first statement of its transaction: a compare-and-set that moves the
+/// projection's checkpoint from `claim.from` past `last` (counting `n` events) only if it still
+/// stands at `claim.from`. The row lock it takes makes a second applier of the same projection
+/// wait until this transaction ends, then find the checkpoint moved: it rolls back, having
+/// written nothing, and the macro returns `Ok(false)` from the enclosing function. Rows and
+/// checkpoint then commit together or not at all.
+macro_rules! claim_batch {
+    ($tx:ident, $name:expr, $claim:expr, $last:expr, $n:expr) => {{
+        let claim: &Claim = &$claim;
+        let sql = if claim.from == LogPosition::START {
+            CLAIM_FIRST
+        } else {
+            CLAIM_NEXT
+        };
+        let claimed = sqlx::query(sql)
             .bind($name)
+            .bind(claim.from.txid)
+            .bind(claim.from.position)
             .bind($last.at.txid)
             .bind($last.at.position)
             .bind($n as i64)
             .bind(Utc::now())
+            .bind(claim.by)
             .execute(&mut *$tx)
-            .await?;
-        $tx.commit().await?;
-        Ok(())
+            .await?
+            .rows_affected();
+        if claimed != 1 {
+            $tx.rollback().await?;
+            return Ok(false);
+        }
     }};
 }
 
+/// The claim of a batch after an existing checkpoint.
+pub(super) const CLAIM_NEXT: &str = "\
+UPDATE projection_checkpoints SET txid = $4, position = $5, events = events + $6, error = NULL,
+  updated_at = $7, applied_by = $8
+WHERE name = $1 AND txid = $2 AND position = $3 AND error IS NULL";
+
+/// The claim of the first batch: the checkpoint row may not exist yet (or was reset to start).
+pub(super) const CLAIM_FIRST: &str = "\
+INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at, applied_by)
+VALUES ($1, $4, $5, $6, NULL, $7, $8)
+ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position,
+  events = projection_checkpoints.events + excluded.events, updated_at = excluded.updated_at,
+  applied_by = excluded.applied_by
+WHERE projection_checkpoints.txid = $2 AND projection_checkpoints.position = $3
+  AND projection_checkpoints.error IS NULL";
+
+/// Moves a checkpoint that only one process moves at a time (the relay's, under its lease).
 pub(super) const UPSERT_CHECKPOINT: &str = "\
-INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at)
-VALUES ($1, $2, $3, $4, NULL, $5)
+INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at, applied_by)
+VALUES ($1, $2, $3, $4, NULL, $5, $6)
 ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position,
   events = projection_checkpoints.events + excluded.events, error = NULL,
-  updated_at = excluded.updated_at";
+  updated_at = excluded.updated_at, applied_by = excluded.applied_by";
 
 const UPSERT_CASELOAD: &str = "\
 INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state)
@@ -104,7 +147,7 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
 impl Store {
     pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
         let sql =
-            "SELECT txid, position, events, error FROM projection_checkpoints WHERE name = $1";
+            "SELECT txid, position, events, error, applied_by FROM projection_checkpoints WHERE name = $1";
         on_pool!(self, pool => {
             let Some(row) = sqlx::query(sql).bind(name).fetch_optional(pool).await? else {
                 return Ok(Checkpoint::default());
@@ -113,15 +156,22 @@ impl Store {
                 at: LogPosition { txid: row.try_get("txid")?, position: row.try_get("position")? },
                 events: row.try_get("events")?,
                 error: row.try_get("error")?,
+                applied_by: row.try_get("applied_by")?,
             })
         })
     }
 
     /// Applies a batch to the audit trail and moves its checkpoint past it, atomically: one
-    /// statement finds the chain heads of the batch's cases, one inserts every entry.
-    pub async fn project_audit(&self, name: &str, batch: &[LogEvent]) -> Result<(), StoreError> {
+    /// statement finds the chain heads of the batch's cases, one inserts every entry. False: the
+    /// checkpoint had moved from `claim.from` (another replica applied the batch); nothing written.
+    pub async fn project_audit(
+        &self,
+        name: &str,
+        claim: Claim<'_>,
+        batch: &[LogEvent],
+    ) -> Result<bool, StoreError> {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return Ok(true);
         };
         let mut cases: Vec<String> = batch.iter().map(|e| e.case_id.to_string()).collect();
         cases.sort_unstable();
@@ -132,6 +182,7 @@ impl Store {
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
             let rows = sqlx::query(heads_sql)
                 .bind(Json(&cases))
                 .fetch_all(&mut *tx)
@@ -144,7 +195,8 @@ impl Store {
             }
             let entries = ::projections::audit::entries(batch, &mut heads);
             sqlx::query(insert_sql).bind(Json(&entries)).execute(&mut *tx).await?;
-            commit_with_checkpoint!(tx, name, last, batch.len())
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -154,14 +206,16 @@ impl Store {
     pub async fn project_caseloads(
         &self,
         name: &str,
+        claim: Claim<'_>,
         batch: &[LogEvent],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return Ok(true);
         };
         let by_case = group_by_case(batch);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
             for (case_id, events) in &by_case {
                 let id = case_id.to_string();
                 let stored: Option<Json<Case>> = sqlx::query_scalar("SELECT state FROM caseload_cases WHERE case_id = $1")
@@ -183,7 +237,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            commit_with_checkpoint!(tx, name, last, batch.len())
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -227,17 +282,19 @@ impl Store {
     }
 
     /// Drops a projection's rows (every row of `tables`, in order) and its checkpoint, in one
-    /// transaction, for a rebuild from zero.
+    /// transaction, for a rebuild from zero. The checkpoint goes first: deleting it waits for a
+    /// batch another replica is applying to commit, so the rows deleted after it include that
+    /// batch's, and that replica's next claim finds the checkpoint gone.
     pub async fn reset_projection(&self, name: &str, tables: &[&str]) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for table in tables {
-                sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
-            }
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
+            for table in tables {
+                sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -297,5 +354,148 @@ impl Store {
         ids.iter()
             .map(|s| CaseId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
+    }
+}
+
+/// The advisory-lock key of a lease: "LNK" and a kind letter in the high half, a hash of the
+/// name in the low half, so that `pg_locks` (classid, objid) tells whose lease a lock is.
+pub(super) fn lease_key(kind: u8, name: &str) -> i64 {
+    // FNV-1a, 32 bits: stable across releases, unlike std's hasher.
+    let low = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let high = u32::from_be_bytes([b'L', b'N', b'K', kind]);
+    (i64::from(high) << 32) | i64::from(low)
+}
+
+const PROJECTOR_LEASE: u8 = b'P';
+/// The `application_name` prefix of a lease's session; the replica's name follows it.
+pub(super) const LEASE_APPLICATION: &str = "linkage lease ";
+
+/// The projections this replica runs. On PostgreSQL each projection has a lease (a session
+/// advisory lock, all held on one connection of this replica's own): one replica applies a
+/// projection's batches while the others stand by, and when its session ends (the process died,
+/// the connection broke) another takes the lease over. The lease only saves work; correctness
+/// comes from each batch's compare-and-set claim, which holds however leases interleave. SQLite
+/// has one writer process by construction: every lease is granted.
+pub struct ProjectorLeases {
+    conn: Option<sqlx::PgConnection>,
+    held: Vec<&'static str>,
+}
+
+impl ProjectorLeases {
+    /// Whether this replica runs the projection called `name`.
+    pub fn holds(&self, name: &str) -> bool {
+        self.held.contains(&name)
+    }
+}
+
+impl Store {
+    /// No leases yet: `take_leases` takes them.
+    pub fn projector_leases(&self) -> ProjectorLeases {
+        ProjectorLeases {
+            conn: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes every lease of `names` that no other replica holds, and checks that the session
+    /// holding the others is alive; on an error the session and its leases are dropped (another
+    /// replica may take them) and the next call opens a new one.
+    pub async fn take_leases(
+        &self,
+        leases: &mut ProjectorLeases,
+        names: &[&'static str],
+    ) -> Result<(), StoreError> {
+        let Backend::Postgres { pool, .. } = &self.backend else {
+            leases.held = names.to_vec();
+            return Ok(());
+        };
+        let result: Result<(), sqlx::Error> = async {
+            if leases.conn.is_none() {
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(lease_application(&self.replica))
+                    .execute(&mut conn)
+                    .await?;
+                leases.conn = Some(conn);
+            }
+            let conn = leases.conn.as_mut().expect("opened above");
+            let wanted: Vec<&'static str> = names
+                .iter()
+                .copied()
+                .filter(|n| !leases.held.contains(n))
+                .collect();
+            if wanted.is_empty() {
+                sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            }
+            for name in wanted {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(lease_key(PROJECTOR_LEASE, name))
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if got {
+                    tracing::info!(projection = name, replica = %self.replica, "took the projection's lease");
+                    leases.held.push(name);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Closing the session (or its having died) releases every lock it held.
+            leases.conn = None;
+            leases.held.clear();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The replica whose session holds the projection `name`'s lease (PostgreSQL; None on SQLite
+    /// or when no replica runs it).
+    pub async fn projection_runner(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.lease_holder(lease_key(PROJECTOR_LEASE, name)).await
+    }
+
+    /// The replica holding the advisory lock `key` in this database (advisory locks are
+    /// per database; `pg_locks` lists the whole cluster's), from the holder's `application_name`.
+    pub(super) async fn lease_holder(&self, key: i64) -> Result<Option<String>, StoreError> {
+        let Backend::Postgres { pool, .. } = &self.backend else {
+            return Ok(None);
+        };
+        let app: Option<String> = sqlx::query_scalar(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid::bigint = $1 AND l.objid::bigint = $2 LIMIT 1",
+        )
+        .bind(key >> 32)
+        .bind(key & 0xffff_ffff)
+        .fetch_optional(pool)
+        .await?;
+        Ok(app.map(|a| a.strip_prefix(LEASE_APPLICATION).unwrap_or(&a).to_owned()))
+    }
+}
+
+/// A lease session's `application_name` (PostgreSQL keeps 63 bytes of it).
+pub(super) fn lease_application(replica: &str) -> String {
+    let mut name = format!("{LEASE_APPLICATION}{replica}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_keys_read_back_from_pg_locks_halves() {
+        let key = lease_key(PROJECTOR_LEASE, "billing");
+        assert_eq!(key >> 32, 0x4c4e_4b50, "LNKP in the high half");
+        assert_ne!(key, lease_key(PROJECTOR_LEASE, "caseloads"));
+        assert_eq!(key, lease_key(PROJECTOR_LEASE, "billing"), "stable");
+        assert!(key > 0);
     }
 }

@@ -501,6 +501,42 @@ both_stores!(
             "an exported line was editable"
         );
 
+        // The store itself refuses a line exported twice: a second original of an activity in its
+        // month, a void of a line never exported, a second void of one line.
+        let insert = |activity: &str, line_id: &str, kind: &str, adjusts: Option<&str>| {
+            let adjusts = adjusts.map_or("NULL".to_owned(), |a| format!("'{a}'"));
+            format!(
+                "INSERT INTO billing_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
+                 activity_id, line_id, kind, adjusts, fingerprint, line) VALUES ('{first_id}', 99, \
+                 '{MONTH}', 'default', 1, '{case}', '{activity}', '{line_id}', '{kind}', {adjusts}, \
+                 'f', '{{}}')"
+            )
+        };
+        let twice = raw_sql(&app, &insert(&b, "dup-1", "original", None)).await;
+        assert!(
+            twice
+                .as_ref()
+                .is_err_and(|e| e.contains("billing_batch_lines_one_original")
+                    || e.contains("billing_batch_lines.month, billing_batch_lines.activity_id")),
+            "a second original of one activity: {twice:?}"
+        );
+        let dangling = raw_sql(&app, &insert(&b, "dup-2", "void", Some("no-such-line"))).await;
+        assert!(
+            dangling
+                .as_ref()
+                .is_err_and(|e| e.contains("billing_batch_lines_adjusts")
+                    || e.contains("adjust a line already exported")),
+            "a void of a line never exported: {dangling:?}"
+        );
+        let again = raw_sql(&app, &insert(&c, "dup-3", "void", Some(&c_line_id))).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|e| e.contains("billing_batch_lines_one_void")
+                    || e.contains("billing_batch_lines.adjusts")),
+            "a line voided twice: {again:?}"
+        );
+
         // Who may do what.
         let cm = app.token(Role::CaseManager, "cm-ada", "default").await;
         let auditor = app.token(Role::Auditor, "aud-1", "default").await;

@@ -13,4 +13,5 @@ mod contract;
 mod history;
 mod log;
 mod measures;
+mod replicas;
 mod roles;

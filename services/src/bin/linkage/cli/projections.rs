@@ -10,12 +10,13 @@ use super::{progress_bar, StoreArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Position, events applied, lag and error of every projection
+    /// Position, events applied, lag, error and replicas of every projection
     Status {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Drop a projection and project the whole log again (stop `serve` first)
+    /// Drop a projection and project the whole log again (servers may keep running: each batch
+    /// is applied once, by whoever claims it first)
     Rebuild {
         /// The projection's name (see `status`)
         name: String,
@@ -34,18 +35,20 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<16} {:>12} {:>10} {:>10} {:>8}  error",
-                "projection", "txid", "position", "applied", "lag"
+                "{:<16} {:>12} {:>10} {:>10} {:>8}  {:<28} {:<28} error",
+                "projection", "txid", "position", "applied", "lag", "running in", "last applied by"
             )?;
             for p in status {
                 writeln!(
                     out,
-                    "{:<16} {:>12} {:>10} {:>10} {:>8}  {}",
+                    "{:<16} {:>12} {:>10} {:>10} {:>8}  {:<28} {:<28} {}",
                     p.name,
                     p.txid,
                     p.position,
                     p.events_applied,
                     p.lag,
+                    p.running_in.as_deref().unwrap_or("-"),
+                    p.applied_by.as_deref().unwrap_or("-"),
                     p.error.as_deref().unwrap_or("-")
                 )?;
             }

@@ -1,0 +1,357 @@
+//! Each projection is applied once across replicas. A batch is claimed by a compare-and-set on
+//! the checkpoint it was read after: two engines that read the same checkpoint and both try to
+//! apply the batch leave exactly one application (forced here step by step, on both stores).
+//! Two and three servers on one PostgreSQL under concurrent writes, several times over, end with
+//! every projection's `applied` equal to the events stored, each contact once in the billing
+//! log and in an export batch, a lease holder named for every projection, and every projection
+//! equal to a rebuild from zero, also after the replica running them stopped.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use linkage_tests::{Backend, TestApp};
+use reqwest::StatusCode;
+use schemas::Role;
+use serde_json::{json, Value};
+use services::projector::{self, PROJECTIONS};
+use services::store::{Claim, LogPosition};
+
+const MONTH: &str = "2026-10";
+
+async fn open_case(app: &TestApp, token: &str, n: usize) -> String {
+    let (s, b) = app
+        .post(
+            "/v1/cases",
+            token,
+            &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": "2026-09-01",
+                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04",
+                          "medicaid_id": format!("ZZ{n:08}")}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["case_id"].as_str().expect("case id").to_owned()
+}
+
+/// A billable call on day `day` of the month, `minutes` long (distinct per contact).
+fn call(day: u32, minutes: u32) -> Value {
+    json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+        "occurred_at": format!("{MONTH}-{day:02}T15:00:00Z"), "minutes": minutes,
+        "note": "monitoring call"})
+}
+
+/// Two engines read the same checkpoint and the same batch, then both apply it, at once: exactly
+/// one commits; the other, and an engine still holding the old checkpoint later, write nothing.
+async fn two_engines_one_batch(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    for n in 0..3 {
+        let case = open_case(&app, &t, n).await;
+        for day in 1..=4 {
+            let (s, b) = app
+                .post(&format!("/v1/cases/{case}/contacts"), &t, &call(day, 20))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+    }
+    let stored = app.store.events_after(LogPosition::START).await.unwrap();
+    assert_eq!(
+        stored, 18,
+        "3 cases of 6 events: opened, assigned, 4 contacts"
+    );
+    for projection in PROJECTIONS {
+        let name = projection.name();
+        let from = app.store.checkpoint(name).await.unwrap().at;
+        // On PostgreSQL the log shows only what is final cluster-wide (other tests' open
+        // transactions hold it back for a moment): wait until it shows the whole batch.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let batch = loop {
+            let batch = app.store.read_log(from, 500).await.unwrap();
+            if batch.len() == 18 {
+                break batch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the log shows {} events",
+                batch.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let claim = |by| Claim { from, by };
+        let (a, b) = tokio::join!(
+            projection.apply(&app.store, claim("engine-a"), &batch),
+            projection.apply(&app.store, claim("engine-b"), &batch),
+        );
+        let (a, b) = (a.expect("engine a"), b.expect("engine b"));
+        assert!(
+            a ^ b,
+            "{name}: exactly one engine applies the batch (a: {a}, b: {b})"
+        );
+        let checkpoint = app.store.checkpoint(name).await.unwrap();
+        assert_eq!(checkpoint.events, 18, "{name}: the batch counted once");
+        let winner = if a { "engine-a" } else { "engine-b" };
+        assert_eq!(checkpoint.applied_by.as_deref(), Some(winner), "{name}");
+        // An engine that read the old checkpoint before and comes back now writes nothing.
+        let late = projection
+            .apply(&app.store, claim("engine-c"), &batch)
+            .await;
+        assert!(!late.expect("engine c"), "{name}: a stale claim loses");
+        assert_eq!(app.store.checkpoint(name).await.unwrap().events, 18);
+    }
+    // What the one application left: every contact once, every event once in the trail.
+    let cases = app.store.case_ids().await.unwrap();
+    let states = app.store.billing_states(&cases).await.unwrap();
+    assert_eq!(states.len(), 3);
+    for state in states.values() {
+        assert_eq!(state.contacts.len(), 4, "each contact once in billing");
+    }
+    for case in &cases {
+        assert_eq!(app.store.audit_entries(*case).await.unwrap().len(), 6);
+    }
+    // The folds are idempotent anyway: the batch replayed onto the states it produced changes
+    // nothing (each state knows the last event it holds; a contact is kept by its activity id).
+    let batch = app.store.read_log(LogPosition::START, 500).await.unwrap();
+    let caseloads = app.store.case_states(None, None, false).await.unwrap();
+    assert_eq!(caseloads.len(), 3);
+    for (case_id, events) in projections::log::group_by_case(&batch) {
+        let billed = &states[&case_id];
+        let mut replayed = billed.clone();
+        projections::billing::fold(&mut replayed, &events).unwrap();
+        assert_eq!(
+            &replayed, billed,
+            "a replayed batch changes no billing state"
+        );
+        let folded = caseloads
+            .iter()
+            .find(|c| c.opened.as_ref().is_some_and(|o| o.case_id == case_id))
+            .expect("the case's caseload row");
+        let mut replayed = folded.clone();
+        projections::caseload::fold(&mut replayed, &events).unwrap();
+        assert!(
+            &replayed == folded,
+            "a replayed batch changes no caseload state"
+        );
+    }
+    let report = projector::verify(&app.store, None).await.unwrap();
+    assert!(report.broken.is_empty(), "{:?}", report.broken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engines_one_batch_sqlite() {
+    two_engines_one_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engines_one_batch_postgres() {
+    two_engines_one_batch(Backend::Postgres).await;
+}
+
+/// Runs `SELECT`s against the test's PostgreSQL database directly: the projections' rows.
+async fn rows(app: &TestApp, sql: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let url = app.config.database_url.as_ref().expect("PostgreSQL");
+    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
+}
+
+/// Every projection's rows, in a stable order, as text.
+async fn projected(app: &TestApp) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT concat_ws('|', case_id, sequence, event_id, prev_hash, hash) FROM audit_entries \
+         ORDER BY case_id, sequence",
+        "SELECT concat_ws('|', case_id, agency, worker_id, open, version, state::text) \
+         FROM caseload_cases ORDER BY case_id",
+        "SELECT concat_ws('|', case_id, agency, state::text) FROM billing_cases ORDER BY case_id",
+        "SELECT concat_ws('|', month, case_id, agency) FROM billing_case_months \
+         ORDER BY month, case_id",
+    ] {
+        out.push(rows(app, sql).await);
+    }
+    out
+}
+
+/// Waits until every projection has applied every stored event, as `any` replica reports it.
+async fn caught_up(any: &TestApp, stored: i64) -> Vec<projector::FollowerStatus> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = projector::status(&any.store).await.expect("status");
+        if status
+            .iter()
+            .all(|p| p.lag == 0 && p.events_applied >= stored)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projections did not catch up: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the projections have caught up, then checks that each applied exactly the events
+/// stored and runs in one of the test's replicas; returns the events stored and the status.
+async fn settled(
+    app: &TestApp,
+    replicas: &HashSet<String>,
+) -> (i64, Vec<projector::FollowerStatus>) {
+    let stored = app.store.events_after(LogPosition::START).await.unwrap();
+    let status = caught_up(app, stored).await;
+    for p in &status {
+        assert_eq!(
+            p.events_applied, stored,
+            "{}: applied equals the events stored",
+            p.name
+        );
+        let runner = p.running_in.as_deref().expect("a replica runs it");
+        assert!(replicas.contains(runner), "{}: run by {runner}", p.name);
+    }
+    (stored, status)
+}
+
+/// Eight clients post contacts through every replica at once (round robin, as behind a load
+/// balancer); returns how many contacts were acknowledged.
+async fn wave(replicas: &[Arc<TestApp>], cases: &[String], token: &str, wave: u32) -> usize {
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let replicas = replicas.to_vec();
+            let cases = cases.to_vec();
+            let token = token.to_owned();
+            tokio::spawn(async move {
+                let mut posted = 0;
+                for i in 0..12u32 {
+                    let app = &replicas[(w + i as usize) % replicas.len()];
+                    let case = &cases[(w * 5 + i as usize) % cases.len()];
+                    // Distinct minutes per contact, so each line is told apart by its content too.
+                    let minutes = 15 + wave * 100 + w as u32 * 12 + i;
+                    let (s, b) = app
+                        .post(
+                            &format!("/v1/cases/{case}/contacts"),
+                            &token,
+                            &call(1 + (i % 28), minutes),
+                        )
+                        .await;
+                    assert_eq!(s, StatusCode::CREATED, "{b}");
+                    posted += 1;
+                }
+                posted
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in writers {
+        total += w.await.expect("writer");
+    }
+    total
+}
+
+async fn replicas_round(count: usize) {
+    let Some(first) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let mut replicas = vec![Arc::new(first)];
+    for _ in 1..count {
+        let next = replicas[0].second_instance().await;
+        replicas.push(Arc::new(next));
+    }
+    let names: HashSet<String> = replicas
+        .iter()
+        .map(|r| r.store.replica().to_owned())
+        .collect();
+    assert_eq!(names.len(), count, "each replica has its own name");
+    let t = replicas[0].admin_token.clone();
+    let mut cases = Vec::new();
+    for n in 0..20 {
+        cases.push(open_case(&replicas[n % count], &t, n).await);
+    }
+    let mut contacts = wave(&replicas, &cases, &t, 0).await;
+    let (_, status) = settled(&replicas[0], &names).await;
+
+    // The replica running the billing projection stops; another takes its leases over.
+    let billing_runner = status
+        .iter()
+        .find(|p| p.name == "billing")
+        .and_then(|p| p.running_in.clone())
+        .expect("billing runs somewhere");
+    let at = replicas
+        .iter()
+        .position(|r| r.store.replica() == billing_runner)
+        .expect("a replica of this test");
+    let mut stopped = replicas.remove(at);
+    Arc::get_mut(&mut stopped)
+        .expect("no writer holds it any more")
+        .stop()
+        .await;
+    contacts += wave(&replicas, &cases, &t, 1).await;
+    let (stored, status) = settled(&replicas[0], &names).await;
+    for p in &status {
+        let runner = p.running_in.as_deref().expect("a replica runs it");
+        assert_ne!(
+            runner, billing_runner,
+            "{}: the stopped replica's lease went",
+            p.name
+        );
+    }
+    assert_eq!(contacts, 8 * 12 * 2);
+
+    // The billing log holds each contact exactly once, and so does an export of the month.
+    let app = &replicas[0];
+    let billing = app.token(Role::Billing, "bill-1", "default").await;
+    let (s, body) = app
+        .get(
+            &format!("/v1/billing/tcm?month={MONTH}&format=json"),
+            &billing,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let lines = body["lines"].as_array().expect("lines");
+    let activities: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["activity_id"].as_str().expect("activity"))
+        .collect();
+    assert_eq!(lines.len(), contacts, "one line per contact");
+    assert_eq!(activities.len(), contacts, "no contact twice");
+    let (s, batch) = app
+        .post(
+            "/v1/billing/tcm/batches",
+            &billing,
+            &json!({"month": MONTH}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{batch}");
+    let billable = lines.iter().filter(|l| l["billable"] == true).count();
+    assert!(
+        billable > contacts / 2,
+        "most calls are billable: {billable}"
+    );
+    assert_eq!(batch["lines"], billable, "each billable line once: {batch}");
+
+    // Each projection equals a rebuild from zero (run beside the live replicas).
+    let before = projected(app).await;
+    for name in projector::names() {
+        projector::rebuild(&app.store, name, |_| {})
+            .await
+            .expect("rebuild");
+    }
+    caught_up(app, stored).await;
+    assert_eq!(
+        projected(app).await,
+        before,
+        "a rebuild gives the same rows"
+    );
+    let report = projector::verify(&app.store, None).await.unwrap();
+    assert!(report.broken.is_empty(), "{:?}", report.broken);
+    assert_eq!(report.pending, 0);
+}
+
+/// Two and three replicas, each twice: the race is not deterministic, so it is run more than
+/// once; the claim makes every run come out right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_apply_each_batch_once() {
+    for count in [2, 3, 2, 3] {
+        replicas_round(count).await;
+    }
+}

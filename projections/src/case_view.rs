@@ -67,6 +67,8 @@ pub struct StatusChangeView {
     pub status: ReferralStatus,
     pub on: NaiveDate,
     pub reason: Option<Text>,
+    /// The reason as a code: what subscribers to the bus see instead of `reason`.
+    pub reason_code: Option<StatusReason>,
     pub voided: bool,
 }
 
@@ -230,6 +232,7 @@ impl CaseView {
                             status: c.status,
                             on: c.on,
                             reason: c.reason.clone(),
+                            reason_code: c.reason_code,
                             voided: c.voided,
                         })
                         .collect(),

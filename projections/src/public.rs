@@ -29,7 +29,7 @@ pub fn to_public(facts: StoredFacts<'_>, event: CaseEvent) -> Option<PublicMessa
     Some(PublicMessage {
         envelope: Envelope {
             event_id: facts.event_id,
-            event_version: EVENT_VERSION.to_owned(),
+            event_version: event.event_version().to_owned(),
             case_id: facts.case_id,
             agency: facts.agency.clone(),
             case_sequence: facts.sequence,
@@ -101,46 +101,52 @@ fn public_event(event: CaseEvent) -> Option<PublicEvent> {
         E::ReferralAccepted {
             referral_id, on, ..
         } => P::ReferralAccepted(ReferralAccepted { referral_id, on }),
+        // A status's free-text reason never leaves the case record: the bus carries its code.
         E::ReferralDeclined {
             referral_id,
             on,
-            reason,
+            outcome,
+            reason_code,
             ..
         } => P::ReferralDeclined(ReferralDeclined {
             referral_id,
             on,
-            reason,
+            outcome,
+            reason_code,
         }),
         E::ReferralCancellationRequested {
             referral_id,
             on,
-            reason,
+            reason_code,
+            ..
         } => P::ReferralCancellationRequested(ReferralCancellationRequested {
             referral_id,
             on,
-            reason,
+            reason_code,
         }),
         E::ReferralCancelled {
             referral_id,
             on,
-            reason,
+            outcome,
+            reason_code,
             ..
         } => P::ReferralCancelled(ReferralCancelled {
             referral_id,
             on,
-            reason,
+            outcome,
+            reason_code,
         }),
         E::ReferralCompleted {
             referral_id,
             on,
             outcome,
-            reason,
+            reason_code,
             ..
         } => P::ReferralCompleted(ReferralCompleted {
             referral_id,
             on,
             outcome,
-            reason,
+            reason_code,
         }),
         E::AppointmentScheduled {
             appointment_id,
@@ -284,6 +290,29 @@ mod tests {
             subject("linkage", &m),
             "linkage.v1.north.referral.ReferralSent"
         );
+    }
+
+    #[test]
+    fn a_decline_goes_out_as_codes_at_version_2_without_its_words() {
+        let agency = AgencyId::parse("north").unwrap();
+        let declined = CaseEvent::ReferralDeclined {
+            referral_id: ReferralId::generate(),
+            on: day(),
+            reason: Text::parse("mother started opioid treatment, family moving to her sister's")
+                .unwrap(),
+            outcome: Some(ReferralOutcome::FamilyDeclined),
+            reported: aggregates::case::Reporter::Unrecorded,
+            reason_code: StatusReason::FamilyMoved,
+        };
+        let m = to_public(facts(&agency), declined).expect("published");
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["event_version"], "2");
+        assert_eq!(v["data"]["reason_code"], "family_moved");
+        assert_eq!(v["data"]["outcome"], "family_declined");
+        assert!(v["data"].get("reason").is_none(), "{v}");
+        for word in ["opioid", "sister", "mother"] {
+            assert!(!v.to_string().contains(word), "{word} on the bus: {v}");
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ uuid_id!(
 );
 
 macro_rules! text_newtype {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $check:expr, $allowed:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $check:expr, $allowed:literal $(, pattern = $pattern:literal)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
         #[serde(try_from = "String", into = "String")]
@@ -125,12 +125,15 @@ macro_rules! text_newtype {
                 stringify!($name).into()
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({
+                #[allow(unused_mut)]
+                let mut schema = schemars::json_schema!({
                     "type": "string",
                     "minLength": 1,
                     "maxLength": $max,
                     "description": concat!("Trimmed, non-empty; ", $allowed, ".")
-                })
+                });
+                $(schema.insert("pattern".into(), $pattern.into());)?
+                schema
             }
         }
     };
@@ -150,7 +153,8 @@ text_newtype!(
     "actor id",
     64,
     id_char,
-    "letters, digits and - _ . @"
+    "letters, digits and - _ . @",
+    pattern = "^[A-Za-z0-9._@-]+$"
 );
 text_newtype!(
     /// The organisation an actor works for; cases belong to one.
@@ -158,7 +162,8 @@ text_newtype!(
     "agency id",
     64,
     id_char,
-    "letters, digits and - _ . @"
+    "letters, digits and - _ . @",
+    pattern = "^[A-Za-z0-9._@-]+$"
 );
 text_newtype!(
     /// A provider organisation a referral is sent to.
@@ -166,7 +171,8 @@ text_newtype!(
     "provider id",
     64,
     id_char,
-    "letters, digits and - _ . @"
+    "letters, digits and - _ . @",
+    pattern = "^[A-Za-z0-9._@-]+$"
 );
 text_newtype!(
     /// A person's name as the family gives it.
@@ -214,7 +220,8 @@ text_newtype!(
     "service type",
     60,
     |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_',
-    "lower-case letters, digits and _"
+    "lower-case letters, digits and _",
+    pattern = "^[a-z0-9_]+$"
 );
 
 /// Minutes of a case-management activity: 1 to 1440 (one day).

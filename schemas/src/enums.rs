@@ -115,6 +115,37 @@ contract_enum!(ReferralOutcome {
 });
 
 contract_enum!(
+    /// Why a referral was declined, cancelled (or asked to be) or closed, as a code: what the
+    /// public events carry instead of the free-text reason, which may hold health information and
+    /// stays in the case record (HL7 FHIR Task.statusReason's role).
+    StatusReason {
+        NoCapacity => "no_capacity",
+        FamilyDeclined => "family_declined",
+        UnableToContact => "unable_to_contact",
+        NoLongerNeeded => "no_longer_needed",
+        Ineligible => "ineligible",
+        FamilyMoved => "family_moved",
+        Duplicate => "duplicate",
+        Other => "other",
+    }
+);
+
+impl StatusReason {
+    /// The reason a loop-closure outcome implies, when it implies one (`connected` does not).
+    pub fn implied_by(outcome: ReferralOutcome) -> Option<Self> {
+        use ReferralOutcome as O;
+        Some(match outcome {
+            O::Connected => return None,
+            O::NotConnected | O::Other => StatusReason::Other,
+            O::FamilyDeclined => StatusReason::FamilyDeclined,
+            O::UnableToContact => StatusReason::UnableToContact,
+            O::NoCapacity => StatusReason::NoCapacity,
+            O::NoLongerNeeded => StatusReason::NoLongerNeeded,
+        })
+    }
+}
+
+contract_enum!(
     /// How staff heard of a status the receiving provider set.
     ReportChannel {
         Phone => "phone",

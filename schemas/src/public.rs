@@ -9,8 +9,15 @@
 //!
 //! Versioning: every message names its `event_type` and `event_version`. A published shape is
 //! never changed incompatibly: a new field is optional, anything else is a new version with its
-//! own schema file. `schemas/public/v1/<EventType>.json` holds each type's JSON Schema, generated
-//! from these types (`public_schemas`); a test fails when a committed file drifts from its type.
+//! own schema file. `schemas/public/v1/<EventType>.json` holds version 1 of each type's JSON
+//! Schema and `<EventType>.v<N>.json` version N, generated from these types (`public_schemas`, and
+//! `retired_schemas` for versions no longer published); a test fails when a committed file drifts
+//! from its type.
+//!
+//! No free text: every string a public event carries is an id, a date or time, or a code from
+//! the contract (`schemas/tests/public_strings_are_codes.rs` holds every type to it). Version 1 of
+//! the four referral statuses that carried the case manager's free-text `reason` is retired
+//! (`v1`); version 2 carries the coded `reason_code` and the loop-closure `outcome` instead.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use schemars::JsonSchema;
@@ -18,14 +25,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AgencyId, AppointmentId, CaseId, EventId, MissedReason, Program, ProviderId, ReferralId,
-    ReferralOutcome, ServiceType, Text, TransitionKind, Urgency,
+    ReferralOutcome, ServiceType, StatusReason, TransitionKind, Urgency,
 };
 
 /// The major version of the public contract; it is also the second token of every subject.
 pub const CONTRACT_VERSION: &str = "v1";
 
-/// The version of every event type's public shape in this contract version.
-pub const EVENT_VERSION: &str = "1";
+/// The file of an event type's JSON Schema at `version`, under `schemas/public/<contract>/`.
+pub fn schema_file(event_type: &str, version: &str) -> String {
+    if version == "1" {
+        format!("{event_type}.json")
+    } else {
+        format!("{event_type}.v{version}.json")
+    }
+}
 
 /// What every public message says about itself, beside its `event_type` and `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -75,7 +88,7 @@ impl Entity {
 }
 
 macro_rules! public_events {
-    ($($entity:ident $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? })+) => {
+    ($($entity:ident $name:ident $version:literal { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? })+) => {
         $(
             #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
             #[serde(deny_unknown_fields)]
@@ -99,21 +112,26 @@ macro_rules! public_events {
             pub fn entity(&self) -> Entity {
                 match self { $(PublicEvent::$name(_) => Entity::$entity),+ }
             }
+
+            /// The version of this type's public shape: what the envelope's `event_version` says.
+            pub fn event_version(&self) -> &'static str {
+                match self { $(PublicEvent::$name(_) => $version),+ }
+            }
         }
 
-        /// The JSON Schema of each public event type's message, by event type.
-        pub fn public_schemas() -> Vec<(&'static str, serde_json::Value)> {
-            vec![$((stringify!($name), message_schema::<$name>(stringify!($name)))),+]
+        /// The JSON Schema of each published event type's message: (event type, version, schema).
+        pub fn public_schemas() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+            vec![$((stringify!($name), $version, message_schema::<$name>(stringify!($name), $version))),+]
         }
     };
 }
 
 public_events! {
-    Case CaseOpened {
+    Case CaseOpened "1" {
         program: Program,
         intake_date: NaiveDate,
     }
-    Case CaseTransitioned {
+    Case CaseTransitioned "1" {
         kind: TransitionKind,
         effective_on: NaiveDate,
         /// Referrals the transition cancelled.
@@ -121,10 +139,10 @@ public_events! {
         /// Referrals that stay open with the family after the transition.
         carried_over_referrals: Vec<ReferralId>,
     }
-    Case CaseReopened {
+    Case CaseReopened "1" {
         on: NaiveDate,
     }
-    Referral ReferralSent {
+    Referral ReferralSent "1" {
         referral_id: ReferralId,
         service_type: ServiceType,
         provider_id: ProviderId,
@@ -133,67 +151,151 @@ public_events! {
         /// The receiving side must not contact the family directly (e.g. domestic violence).
         do_not_contact_subject: bool,
     }
-    Referral ReferralAccepted {
+    Referral ReferralAccepted "1" {
         referral_id: ReferralId,
         on: NaiveDate,
     }
-    Referral ReferralDeclined {
+    Referral ReferralDeclined "2" {
         referral_id: ReferralId,
         on: NaiveDate,
-        reason: Text,
+        /// How the loop closed, when the decline says.
+        outcome: Option<ReferralOutcome>,
+        /// Why, as a code; the words the provider or case manager used stay in the case record.
+        reason_code: StatusReason,
     }
-    Referral ReferralCancellationRequested {
+    Referral ReferralCancellationRequested "2" {
         referral_id: ReferralId,
         on: NaiveDate,
-        reason: Text,
+        /// Why, as a code.
+        reason_code: StatusReason,
     }
-    Referral ReferralCancelled {
+    Referral ReferralCancelled "2" {
         referral_id: ReferralId,
         on: NaiveDate,
-        reason: Option<Text>,
+        /// How the loop closed, when the cancellation says.
+        outcome: Option<ReferralOutcome>,
+        /// Why, as a code, when a reason was given.
+        reason_code: Option<StatusReason>,
     }
-    Referral ReferralCompleted {
+    Referral ReferralCompleted "2" {
         referral_id: ReferralId,
         on: NaiveDate,
         outcome: ReferralOutcome,
-        reason: Option<Text>,
+        /// Why, as a code, when a reason was given or the outcome implies one.
+        reason_code: Option<StatusReason>,
     }
-    Appointment AppointmentScheduled {
+    Appointment AppointmentScheduled "1" {
         appointment_id: AppointmentId,
         /// The referral the appointment serves; later appointment events name only the
         /// appointment.
         referral_id: ReferralId,
         scheduled_for: DateTime<Utc>,
     }
-    Appointment AppointmentKept {
+    Appointment AppointmentKept "1" {
         appointment_id: AppointmentId,
         on: NaiveDate,
     }
-    Appointment AppointmentMissed {
+    Appointment AppointmentMissed "1" {
         appointment_id: AppointmentId,
         on: NaiveDate,
         missed_reason: MissedReason,
     }
-    Appointment AppointmentCancelled {
+    Appointment AppointmentCancelled "1" {
         appointment_id: AppointmentId,
         on: NaiveDate,
         cancelled_by: Option<MissedReason>,
     }
-    Appointment AppointmentRescheduled {
+    Appointment AppointmentRescheduled "1" {
         appointment_id: AppointmentId,
         on: NaiveDate,
         rescheduled_for: DateTime<Utc>,
     }
-    Case EntryVoided {
+    Case EntryVoided "1" {
         /// The earlier public event that was entered in error; consumers undo what it did.
         voided_event_id: EventId,
+        /// One of the published event types.
+        #[schemars(regex(pattern = "^[A-Z][A-Za-z]*$"), length(min = 1, max = 64))]
         voided_event_type: String,
     }
 }
 
-/// The message schema of one event type: the envelope's fields, `event_type` fixed to the type,
-/// and `data` of the type's shape; nothing else is allowed.
-fn message_schema<D: JsonSchema>(event_type: &str) -> serde_json::Value {
+/// Shapes that were published once and no longer are, kept so that their schema files stay
+/// generated and a consumer can still read the messages the stream retains. Version 1 of the four
+/// referral statuses carried the case manager's free-text reason; it was last published by
+/// releases before 2026-11-30, and version 2 replaces it on the same subjects.
+pub mod v1 {
+    use chrono::NaiveDate;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    use crate::{ReferralId, ReferralOutcome, Text};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReferralDeclined {
+        pub referral_id: ReferralId,
+        pub on: NaiveDate,
+        pub reason: Text,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReferralCancellationRequested {
+        pub referral_id: ReferralId,
+        pub on: NaiveDate,
+        pub reason: Text,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReferralCancelled {
+        pub referral_id: ReferralId,
+        pub on: NaiveDate,
+        pub reason: Option<Text>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReferralCompleted {
+        pub referral_id: ReferralId,
+        pub on: NaiveDate,
+        pub outcome: ReferralOutcome,
+        pub reason: Option<Text>,
+    }
+}
+
+/// The JSON Schemas of retired shapes: (event type, version, schema).
+pub fn retired_schemas() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    vec![
+        (
+            "ReferralDeclined",
+            "1",
+            message_schema::<v1::ReferralDeclined>("ReferralDeclined", "1"),
+        ),
+        (
+            "ReferralCancellationRequested",
+            "1",
+            message_schema::<v1::ReferralCancellationRequested>(
+                "ReferralCancellationRequested",
+                "1",
+            ),
+        ),
+        (
+            "ReferralCancelled",
+            "1",
+            message_schema::<v1::ReferralCancelled>("ReferralCancelled", "1"),
+        ),
+        (
+            "ReferralCompleted",
+            "1",
+            message_schema::<v1::ReferralCompleted>("ReferralCompleted", "1"),
+        ),
+    ]
+}
+
+/// The message schema of one event type: the envelope's fields, `event_type` and
+/// `event_version` fixed, and `data` of the type's shape; nothing else is allowed.
+fn message_schema<D: JsonSchema>(event_type: &str, version: &str) -> serde_json::Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let envelope = generator.subschema_for::<Envelope>();
     let data = generator.subschema_for::<D>();
@@ -221,14 +323,21 @@ fn message_schema<D: JsonSchema>(event_type: &str) -> serde_json::Value {
     );
     properties.insert(
         "event_version".into(),
-        serde_json::json!({"const": EVENT_VERSION}),
+        serde_json::json!({"const": version}),
     );
     properties.insert("data".into(), data.to_value());
     required.extend([serde_json::json!("event_type"), serde_json::json!("data")]);
     let mut schema = serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": format!("https://linkage.example/schemas/public/{CONTRACT_VERSION}/{event_type}.json"),
-        "title": format!("Linkage {event_type} ({CONTRACT_VERSION})"),
+        "$id": format!(
+            "https://linkage.example/schemas/public/{CONTRACT_VERSION}/{}",
+            schema_file(event_type, version)
+        ),
+        "title": if version == "1" {
+            format!("Linkage {event_type} ({CONTRACT_VERSION})")
+        } else {
+            format!("Linkage {event_type} version {version} ({CONTRACT_VERSION})")
+        },
         "type": "object",
         "properties": properties,
         "required": required,
@@ -274,8 +383,9 @@ mod tests {
     fn every_type_has_a_schema_that_fixes_its_event_type() {
         let schemas = public_schemas();
         assert_eq!(schemas.len(), PublicEvent::TYPES.len());
-        for (name, schema) in schemas {
+        for (name, version, schema) in schemas.into_iter().chain(retired_schemas()) {
             assert_eq!(schema["properties"]["event_type"]["const"], name);
+            assert_eq!(schema["properties"]["event_version"]["const"], version);
             assert_eq!(schema["additionalProperties"], false);
         }
     }

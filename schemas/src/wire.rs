@@ -157,6 +157,11 @@ pub struct ReferralStatusRequest {
     /// `completed`); `connected` only with `completed`.
     #[serde(default)]
     pub outcome: Option<ReferralOutcome>,
+    /// The reason as a code, with `declined`, `cancellation_requested`, `cancelled` or
+    /// `completed`: what subscribers to the bus see instead of `reason`. When absent, the code
+    /// the `outcome` implies; `other` for a decline or a cancellation request without either.
+    #[serde(default)]
+    pub reason_code: Option<StatusReason>,
     /// A recipient status (`accepted`, `declined`, `completed`) recorded by staff: which
     /// provider reported it and how. Not given when the provider's own system reports it.
     #[serde(default)]

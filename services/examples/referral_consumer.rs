@@ -10,7 +10,9 @@
 //!   `linkage.v1.*.referral.>` is every referral event of every agency;
 //! - every message is one `PublicMessage`: its `event_id` is unique (redeliveries repeat it),
 //!   `case_sequence` orders a case's events, `event_type`/`event_version` name the shape, whose
-//!   JSON Schema is `schemas/public/v1/<event_type>.json`;
+//!   JSON Schema is `schemas/public/v1/<event_type>.json` (version 1) or
+//!   `<event_type>.v<N>.json`; messages of a retired version (version 1 of the referral statuses
+//!   that carried free text, published before 2026-11-30) read as `schemas::public::v1`;
 //! - delivery is at least once: ack after your own write commits, and ignore an `event_id` you
 //!   have already applied.
 
@@ -41,7 +43,15 @@ async fn main() -> Result<(), async_nats::Error> {
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
-        let event: PublicMessage = serde_json::from_slice(&message.payload)?;
+        let event: PublicMessage = match serde_json::from_slice(&message.payload) {
+            Ok(event) => event,
+            // A retired version the stream still holds: this example has no use for it.
+            Err(e) => {
+                tracing_line(&format!("skipped a message of a retired shape: {e}"));
+                message.ack().await?;
+                continue;
+            }
+        };
         match &event.event {
             PublicEvent::ReferralSent(sent) => tracing_line(&format!(
                 "case {} referred to {} for {} (do not contact: {})",

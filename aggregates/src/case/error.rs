@@ -67,6 +67,8 @@ pub enum CaseError {
     OutcomeRequired,
     #[error("an outcome is recorded only when a referral's loop closes (declined, cancelled or completed), and `connected` only when it is completed")]
     OutcomeNotAllowed,
+    #[error("a reason code is given only when a referral is declined, cancelled (or asked to be) or completed")]
+    ReasonCodeNotAllowed,
     #[error("{0} is the referring side's status; the receiving provider does not set it")]
     InitiatorStatus(ReferralStatusUpdate),
     #[error("this referral was sent to another provider")]
@@ -143,6 +145,7 @@ impl CaseError {
             ReasonRequired(_) => "reason_required",
             OutcomeRequired => "outcome_required",
             OutcomeNotAllowed => "outcome_not_allowed",
+            ReasonCodeNotAllowed => "reason_code_not_allowed",
             InitiatorStatus(_) => "initiator_status",
             NotTheReferralsProvider => "other_provider",
             ReportedByRequired => "reported_by_required",

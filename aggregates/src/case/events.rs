@@ -2,8 +2,9 @@
 //!
 //! A stored shape is never edited: to change one, add a new version and an upcaster
 //! (cqrs-es `EventUpcaster`, in `upcast.rs`) that lifts old payloads. Every event here is version
-//! "1" except `AppointmentScheduled`, `ContactLogged` and the referral statuses
-//! `ReferralAccepted`, `ReferralDeclined`, `ReferralCancelled` and `ReferralCompleted`, at "2".
+//! "1" except `AppointmentScheduled`, `ContactLogged`, `ReferralAccepted` and
+//! `ReferralCancellationRequested` at "2", and `ReferralDeclined`, `ReferralCancelled` and
+//! `ReferralCompleted` at "3".
 
 use std::collections::BTreeMap;
 
@@ -171,33 +172,38 @@ pub enum CaseEvent {
         on: NaiveDate,
         reported: Reporter,
     },
-    /// Version 2 added `outcome` and `reported`.
+    /// Version 2 added `outcome` and `reported`; version 3 `reason_code`.
     ReferralDeclined {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Text,
         outcome: Option<ReferralOutcome>,
         reported: Reporter,
+        reason_code: StatusReason,
     },
+    /// Version 2 added `reason_code`.
     ReferralCancellationRequested {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Text,
+        reason_code: StatusReason,
     },
-    /// Version 2 added `outcome`.
+    /// Version 2 added `outcome`; version 3 `reason_code`.
     ReferralCancelled {
         referral_id: ReferralId,
         on: NaiveDate,
         reason: Option<Text>,
         outcome: Option<ReferralOutcome>,
+        reason_code: Option<StatusReason>,
     },
-    /// Version 2 added `reported`.
+    /// Version 2 added `reported`; version 3 `reason_code`.
     ReferralCompleted {
         referral_id: ReferralId,
         on: NaiveDate,
         outcome: ReferralOutcome,
         reason: Option<Text>,
         reported: Reporter,
+        reason_code: Option<StatusReason>,
     },
     /// Version 2 added `made_on` (see `upcast.rs`).
     AppointmentScheduled {
@@ -291,11 +297,12 @@ impl CaseEvent {
     /// The version of this event type's stored shape.
     pub fn event_version_str(&self) -> &'static str {
         match self {
+            CaseEvent::ReferralDeclined { .. }
+            | CaseEvent::ReferralCancelled { .. }
+            | CaseEvent::ReferralCompleted { .. } => "3",
             CaseEvent::AppointmentScheduled { .. }
             | CaseEvent::ReferralAccepted { .. }
-            | CaseEvent::ReferralDeclined { .. }
-            | CaseEvent::ReferralCancelled { .. }
-            | CaseEvent::ReferralCompleted { .. }
+            | CaseEvent::ReferralCancellationRequested { .. }
             | CaseEvent::ContactLogged { .. } => "2",
             _ => "1",
         }

@@ -65,6 +65,9 @@ pub struct StatusChange {
     /// Why the loop closed, on a closing status.
     #[serde(default)]
     pub outcome: Option<ReferralOutcome>,
+    /// The reason as a code (what the bus carries instead of `reason`).
+    #[serde(default)]
+    pub reason_code: Option<StatusReason>,
     pub voided: bool,
 }
 
@@ -100,8 +103,14 @@ impl StatusChange {
             reason,
             reported,
             outcome,
+            reason_code: None,
             voided: false,
         }
+    }
+
+    fn coded(mut self, reason_code: Option<StatusReason>) -> Self {
+        self.reason_code = reason_code;
+        self
     }
 }
 
@@ -448,6 +457,7 @@ impl Aggregate for Case {
                 reason,
                 outcome,
                 reported,
+                reason_code,
             } => self.push_status(
                 seq,
                 referral_id,
@@ -457,12 +467,14 @@ impl Aggregate for Case {
                     Some(reason),
                     Some(reported),
                     outcome,
-                ),
+                )
+                .coded(Some(reason_code)),
             ),
             CaseEvent::ReferralCancellationRequested {
                 referral_id,
                 on,
                 reason,
+                reason_code,
             } => self.push_status(
                 seq,
                 referral_id,
@@ -472,17 +484,20 @@ impl Aggregate for Case {
                     Some(reason),
                     None,
                     None,
-                ),
+                )
+                .coded(Some(reason_code)),
             ),
             CaseEvent::ReferralCancelled {
                 referral_id,
                 on,
                 reason,
                 outcome,
+                reason_code,
             } => self.push_status(
                 seq,
                 referral_id,
-                StatusChange::new(ReferralStatus::Cancelled, on, reason, None, outcome),
+                StatusChange::new(ReferralStatus::Cancelled, on, reason, None, outcome)
+                    .coded(reason_code),
             ),
             CaseEvent::ReferralCompleted {
                 referral_id,
@@ -490,6 +505,7 @@ impl Aggregate for Case {
                 outcome,
                 reason,
                 reported,
+                reason_code,
             } => self.push_status(
                 seq,
                 referral_id,
@@ -499,7 +515,8 @@ impl Aggregate for Case {
                     reason,
                     Some(reported),
                     Some(outcome),
-                ),
+                )
+                .coded(reason_code),
             ),
             CaseEvent::AppointmentScheduled {
                 appointment_id,

@@ -190,6 +190,7 @@ fn status(s: ReferralStatusUpdate, on: &str) -> CaseAction {
             on: d(on),
             reason: None,
             outcome: None,
+            reason_code: None,
             // Staff record the provider's statuses as the provider reported them.
             reported_by: matches!(
                 s,
@@ -694,6 +695,7 @@ fn a_referral_moves_sent_accepted_completed() {
             outcome: ReferralOutcome::Connected,
             reason: None,
             reported: by_phone(),
+            reason_code: None,
         }]);
 }
 
@@ -726,6 +728,7 @@ fn completion_needs_an_outcome_and_only_completion_takes_one() {
             reason: text("waitlist full"),
             outcome: Some(O::NoCapacity),
             reported: by_phone(),
+            reason_code: StatusReason::NoCapacity,
         }]);
     // Connected only when completed; no outcome while the loop is open.
     given(vec![sent()])
@@ -734,6 +737,76 @@ fn completion_needs_an_outcome_and_only_completion_takes_one() {
     given(vec![sent()])
         .when(with(U::Accepted, "2026-01-22", None, O::NoCapacity))
         .then_expect_error(CaseError::OutcomeNotAllowed);
+}
+
+#[test]
+fn a_status_reason_is_coded_as_given_or_as_the_outcome_implies() {
+    use ReferralStatusUpdate as U;
+    let with = |s, reason: Option<&str>, outcome, code| {
+        let mut a = status(s, "2026-01-22");
+        if let CaseAction::UpdateReferralStatus { request, .. } = &mut a {
+            request.reason = reason.map(text);
+            request.outcome = outcome;
+            request.reason_code = code;
+        }
+        cmd(a)
+    };
+    let declined = |outcome, code| CaseEvent::ReferralDeclined {
+        referral_id: referral_id(),
+        on: d("2026-01-22"),
+        reason: text("mother started treatment, family moving"),
+        outcome,
+        reported: by_phone(),
+        reason_code: code,
+    };
+    // As given: the free text stays in the stored event, the code is what the bus will carry.
+    given(vec![sent()])
+        .when(with(
+            U::Declined,
+            Some("mother started treatment, family moving"),
+            None,
+            Some(StatusReason::FamilyMoved),
+        ))
+        .then_expect_events(vec![declined(None, StatusReason::FamilyMoved)]);
+    // Not given: the outcome's code, else `other`.
+    given(vec![sent()])
+        .when(with(
+            U::Declined,
+            Some("mother started treatment, family moving"),
+            Some(ReferralOutcome::FamilyDeclined),
+            None,
+        ))
+        .then_expect_events(vec![declined(
+            Some(ReferralOutcome::FamilyDeclined),
+            StatusReason::FamilyDeclined,
+        )]);
+    given(vec![sent()])
+        .when(with(
+            U::Declined,
+            Some("mother started treatment, family moving"),
+            None,
+            None,
+        ))
+        .then_expect_events(vec![declined(None, StatusReason::Other)]);
+    // A cancellation without a reason or an outcome has no code; an acceptance takes none.
+    let requested = CaseEvent::ReferralCancellationRequested {
+        referral_id: referral_id(),
+        on: d("2026-01-22"),
+        reason: text("moved"),
+        reason_code: StatusReason::FamilyMoved,
+    };
+    given(vec![sent(), requested])
+        .when(with(U::Cancelled, None, None, None))
+        .then_expect_events(vec![CaseEvent::ReferralCancelled {
+            referral_id: referral_id(),
+            on: d("2026-01-22"),
+            reason: None,
+            outcome: None,
+            reason_code: None,
+        }]);
+    given(vec![sent()])
+        .when(with(U::Accepted, None, None, Some(StatusReason::Other)))
+        .then_expect_error(CaseError::ReasonCodeNotAllowed);
 }
 
 #[test]
@@ -757,6 +830,7 @@ fn terminal_referrals_stay_terminal() {
         reason: text("full"),
         outcome: None,
         reported: by_phone(),
+        reason_code: StatusReason::Other,
     };
     for s in ReferralStatusUpdate::ALL {
         given(vec![sent(), declined.clone()])
@@ -1062,6 +1136,7 @@ fn only_the_latest_status_change_can_be_voided() {
         referral_id: referral_id(),
         on: d("2026-01-25"),
         reason: text("moved"),
+        reason_code: StatusReason::FamilyMoved,
     };
     // seq 3 sent, 4 accepted, 5 cancellation requested
     given(vec![sent(), accepted(), cancel_req.clone()])

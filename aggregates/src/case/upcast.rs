@@ -97,17 +97,101 @@ const REFERRAL_COMPLETED: AddFields = AddFields {
     fields: r#"{"reported": {"by": "unrecorded"}}"#,
 };
 
-/// Every upcaster, in the order they apply.
-static UPCASTERS: [&dyn EventUpcaster; 6] = [
+/// The reason code a status recorded before codes were kept gets when there is no outcome to
+/// imply one.
+#[derive(Clone, Copy)]
+enum Fallback {
+    /// `other`: the status always had a reason (declines, cancellation requests).
+    Other,
+    /// `other` if it had a reason, none if not (cancellations).
+    OtherIfReason,
+    /// None (completions: a reason was optional and the outcome says how the loop closed).
+    Nothing,
+}
+
+/// A referral status's last version without `reason_code` -> the next: the code its outcome
+/// implies (`StatusReason::implied_by`, the same rule a new command follows), or the fallback.
+/// The free-text reason is never read for a code: nobody can tell a code from it.
+struct AddReasonCode {
+    event_type: &'static str,
+    from: &'static str,
+    to: &'static str,
+    fallback: Fallback,
+}
+
+impl EventUpcaster for AddReasonCode {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.event_type && event_version == self.from
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(body) = event
+            .payload
+            .get_mut(self.event_type)
+            .and_then(Value::as_object_mut)
+        {
+            let implied = body
+                .get("outcome")
+                .and_then(|o| serde_json::from_value::<schemas::ReferralOutcome>(o.clone()).ok())
+                .and_then(schemas::StatusReason::implied_by);
+            let had_reason = body.get("reason").is_some_and(|r| !r.is_null());
+            let code = implied.or(match self.fallback {
+                Fallback::Other => Some(schemas::StatusReason::Other),
+                Fallback::OtherIfReason if had_reason => Some(schemas::StatusReason::Other),
+                Fallback::OtherIfReason | Fallback::Nothing => None,
+            });
+            body.insert(
+                "reason_code".into(),
+                code.map_or(Value::Null, |c| Value::String(c.as_str().into())),
+            );
+        }
+        event.event_version = self.to.into();
+        event
+    }
+}
+
+const DECLINED_CODED: AddReasonCode = AddReasonCode {
+    event_type: "ReferralDeclined",
+    from: "2",
+    to: "3",
+    fallback: Fallback::Other,
+};
+const CANCELLATION_REQUESTED_CODED: AddReasonCode = AddReasonCode {
+    event_type: "ReferralCancellationRequested",
+    from: "1",
+    to: "2",
+    fallback: Fallback::Other,
+};
+const CANCELLED_CODED: AddReasonCode = AddReasonCode {
+    event_type: "ReferralCancelled",
+    from: "2",
+    to: "3",
+    fallback: Fallback::OtherIfReason,
+};
+const COMPLETED_CODED: AddReasonCode = AddReasonCode {
+    event_type: "ReferralCompleted",
+    from: "2",
+    to: "3",
+    fallback: Fallback::Nothing,
+};
+
+/// Every upcaster, in the order they apply: a version 1 event goes through each step to the
+/// current version.
+static UPCASTERS: [&dyn EventUpcaster; 10] = [
     &AppointmentScheduledMadeOn,
     &REFERRAL_ACCEPTED,
     &REFERRAL_DECLINED,
     &REFERRAL_CANCELLED,
     &REFERRAL_COMPLETED,
     &CONTACT_LOGGED,
+    &DECLINED_CODED,
+    &CANCELLATION_REQUESTED_CODED,
+    &CANCELLED_CODED,
+    &COMPLETED_CODED,
 ];
 
-/// Every upcaster, for cqrs-es's `PersistedEventStore::with_upcasters`.
+/// Every upcaster, for cqrs-es's `PersistedEventStore::with_upcasters` (which applies each that
+/// can upcast, in this order, as `decode` does).
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![
         Box::new(AppointmentScheduledMadeOn),
@@ -116,6 +200,10 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(REFERRAL_CANCELLED),
         Box::new(REFERRAL_COMPLETED),
         Box::new(CONTACT_LOGGED),
+        Box::new(DECLINED_CODED),
+        Box::new(CANCELLATION_REQUESTED_CODED),
+        Box::new(CANCELLED_CODED),
+        Box::new(COMPLETED_CODED),
     ]
 }
 
@@ -263,6 +351,87 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn statuses_recorded_before_codes_get_the_code_their_outcome_implies() {
+        use schemas::StatusReason as R;
+        let id = "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b12";
+        let code = |event_type: &str, version: &str, body: Value| {
+            let e = decode(
+                event_type,
+                version,
+                &json!({ event_type: body }),
+                &HashMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("{event_type} v{version}: {e}"));
+            match e {
+                CaseEvent::ReferralDeclined { reason_code, .. }
+                | CaseEvent::ReferralCancellationRequested { reason_code, .. } => Some(reason_code),
+                CaseEvent::ReferralCancelled { reason_code, .. }
+                | CaseEvent::ReferralCompleted { reason_code, .. } => reason_code,
+                other => panic!("{other:?}"),
+            }
+        };
+        let reported = json!({"by": "unrecorded"});
+        let on = "2026-01-22";
+        // (type, stored version, payload, the code it reads with); version 1 goes through 2.
+        let table = [
+            (
+                "ReferralDeclined",
+                "1",
+                json!({"referral_id": id, "on": on, "reason": "full"}),
+                Some(R::Other),
+            ),
+            (
+                "ReferralDeclined",
+                "2",
+                json!({"referral_id": id, "on": on, "reason": "full",
+                "outcome": "no_capacity", "reported": reported}),
+                Some(R::NoCapacity),
+            ),
+            (
+                "ReferralCancellationRequested",
+                "1",
+                json!({"referral_id": id, "on": on,
+                "reason": "moved"}),
+                Some(R::Other),
+            ),
+            (
+                "ReferralCancelled",
+                "1",
+                json!({"referral_id": id, "on": on, "reason": null}),
+                None,
+            ),
+            (
+                "ReferralCancelled",
+                "2",
+                json!({"referral_id": id, "on": on,
+                "reason": "moved away", "outcome": null}),
+                Some(R::Other),
+            ),
+            (
+                "ReferralCompleted",
+                "2",
+                json!({"referral_id": id, "on": on, "outcome": "connected",
+                "reason": null, "reported": reported}),
+                None,
+            ),
+            (
+                "ReferralCompleted",
+                "1",
+                json!({"referral_id": id, "on": on,
+                "outcome": "unable_to_contact", "reason": null}),
+                Some(R::UnableToContact),
+            ),
+        ];
+        for (event_type, version, body, want) in table {
+            assert_eq!(
+                code(event_type, version, body),
+                want,
+                "{event_type} v{version}"
+            );
+        }
     }
 
     #[test]

@@ -233,13 +233,13 @@ both_stores!(
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e["sequence"], i as u64 + 1);
             // Version 2: when an appointment was made; who reported a referral's status and
-            // why its loop closed; the offset a contact's time was written with.
+            // why its loop closed; the offset a contact's time was written with. Version 3 (2
+            // for a cancellation request): the reason as a code.
             let version = match e["event_type"].as_str().unwrap() {
+                "ReferralDeclined" | "ReferralCancelled" | "ReferralCompleted" => "3",
                 "AppointmentScheduled"
                 | "ReferralAccepted"
-                | "ReferralDeclined"
-                | "ReferralCancelled"
-                | "ReferralCompleted"
+                | "ReferralCancellationRequested"
                 | "ContactLogged" => "2",
                 _ => "1",
             };

@@ -42,6 +42,30 @@ async fn spawn(backend: Backend, bus: Option<&Bus>) -> Option<TestApp> {
 /// A family's referral loop: intake, a referral accepted, an appointment missed, rescheduled and
 /// kept, a contact, the referral completed, a step-down. Returns the case id.
 async fn scenario(app: &TestApp, agency: &str) -> String {
+    scenario_with(app, agency, false).await
+}
+
+/// Free text the walkthrough types that must never reach a subscriber: the child's identity, and
+/// every reason, note, concern and goal a person wrote.
+const TYPED_TEXT: &[&str] = &[
+    "Robin",
+    "Sample",
+    "2018-05-04",
+    "ZZ99000001",
+    "sleep",
+    "night terrors",
+    "first session went well",
+    "plan goals met",
+    "caregiver support",
+    "mother started opioid treatment",
+    "sister",
+    "eviction notice",
+    "found housing through their church",
+];
+
+/// The walkthrough; `closures` adds a referral the provider declines, with a sensitive reason,
+/// and one the case manager cancels.
+async fn scenario_with(app: &TestApp, agency: &str, closures: bool) -> String {
     let t = app.token(Role::Supervisor, "sup-1", agency).await;
     let (s, b) = app
         .post(
@@ -118,6 +142,48 @@ async fn scenario(app: &TestApp, agency: &str) -> String {
         )
         .await;
     assert!(s.is_success(), "{b}");
+    if closures {
+        let send = |provider: &str, reason: &str| {
+            json!({"service_type": "family_support", "provider": {"id": provider},
+                "reason": reason, "sent_on": day(35)})
+        };
+        let mut referrals = Vec::new();
+        for (provider, reason) in [
+            ("prov-harbor", "caregiver support"),
+            ("prov-shelter", "eviction notice"),
+        ] {
+            let (s, b) = app
+                .post(&p("/referrals"), &t, &send(provider, reason))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            referrals.push(b["referral_id"].as_str().expect("referral").to_owned());
+        }
+        for (referral, body) in [
+            (
+                &referrals[0],
+                json!({"status": "declined", "on": day(30),
+                "reason": "mother started opioid treatment, family moving to her sister's",
+                "reason_code": "family_moved",
+                "reported_by": {"provider_id": "prov-harbor", "channel": "fax"}}),
+            ),
+            (
+                &referrals[1],
+                json!({"status": "cancellation_requested", "on": day(30),
+                "reason": "family found housing through their church"}),
+            ),
+            (
+                &referrals[1],
+                json!({"status": "cancelled", "on": day(29),
+                "reason": "family found housing through their church",
+                "outcome": "no_longer_needed"}),
+            ),
+        ] {
+            let (s, b) = app
+                .post(&p(&format!("/referrals/{referral}/status")), &t, &body)
+                .await;
+            assert!(s.is_success(), "{body}: {b}");
+        }
+    }
     let (s, b) = app
         .post(
             &p("/transition"),
@@ -188,10 +254,10 @@ async fn wait_relayed(app: &TestApp) -> Value {
     }
 }
 
-fn schema_validator(event_type: &str) -> jsonschema::Validator {
+fn schema_validator(event_type: &str, version: &str) -> jsonschema::Validator {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../schemas/public/v1")
-        .join(format!("{event_type}.json"));
+        .join(schemas::public::schema_file(event_type, version));
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
         .expect("schema JSON");
     jsonschema::options()
@@ -207,7 +273,7 @@ async fn events_arrive_in_order(backend: Backend) {
     let Some(app) = spawn(backend, Some(&bus)).await else {
         return;
     };
-    let case = scenario(&app, "north.county").await;
+    let case = scenario_with(&app, "north.county", true).await;
     let expected = public_events_of(&app, &case).await;
     let types: Vec<&str> = expected.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
@@ -221,6 +287,11 @@ async fn events_arrive_in_order(backend: Backend) {
             "AppointmentRescheduled",
             "AppointmentKept",
             "ReferralCompleted",
+            "ReferralSent",
+            "ReferralSent",
+            "ReferralDeclined",
+            "ReferralCancellationRequested",
+            "ReferralCancelled",
             "CaseTransitioned"
         ],
         "the contact and the assignment are not public"
@@ -253,7 +324,8 @@ async fn events_arrive_in_order(backend: Backend) {
         );
         assert_eq!(&message["event_id"], id, "Nats-Msg-Id is the event id");
         assert_eq!(message["case_id"], case);
-        let validator = schema_validator(event_type);
+        let version = message["event_version"].as_str().expect("version");
+        let validator = schema_validator(event_type, version);
         let errors: Vec<String> = validator
             .iter_errors(message)
             .map(|e| e.to_string())
@@ -263,20 +335,31 @@ async fn events_arrive_in_order(backend: Backend) {
             "{event_type} breaks its schema: {errors:?}\n{message}"
         );
         let text = message.to_string();
-        for secret in [
-            "Robin",
-            "Sample",
-            "2018-05-04",
-            "ZZ99000001",
-            "night terrors",
-            "session",
-        ] {
+        for secret in TYPED_TEXT {
             assert!(!text.contains(secret), "{secret} on the bus: {text}");
         }
     }
     let sent = &messages[1].2;
     assert_eq!(sent["data"]["provider_id"], "prov-riverside");
     assert_eq!(sent["data"]["do_not_contact_subject"], true);
+    // The decline's sensitive words stayed in the case record; its codes went out, at version 2.
+    let declined = &messages[10].2;
+    assert_eq!(declined["event_type"], "ReferralDeclined");
+    assert_eq!(declined["event_version"], "2");
+    assert_eq!(declined["data"]["reason_code"], "family_moved");
+    assert_eq!(declined["data"]["outcome"], Value::Null);
+    let cancelled = &messages[12].2;
+    assert_eq!(cancelled["data"]["reason_code"], "no_longer_needed");
+    assert_eq!(cancelled["data"]["outcome"], "no_longer_needed");
+    let (_, record) = app
+        .get(&format!("/v1/cases/{case}"), &app.admin_token)
+        .await;
+    assert!(
+        record
+            .to_string()
+            .contains("mother started opioid treatment"),
+        "the words stay in the case record, where roles govern them"
+    );
 }
 
 linkage_tests::both_backends!(

@@ -42,6 +42,13 @@ impl Case {
             }
             _ => {}
         }
+        if r.reason_code.is_some() && r.status == U::Accepted {
+            return Err(CaseError::ReasonCodeNotAllowed);
+        }
+        // The coded reason subscribers see: as given, or as the outcome implies it.
+        let reason_code = r
+            .reason_code
+            .or_else(|| r.outcome.and_then(StatusReason::implied_by));
         let reported = reporter(actor, referral, r.status, r.reported_by.as_ref())?;
         let allowed = match r.status {
             U::Accepted | U::Declined => from == S::Sent,
@@ -67,15 +74,18 @@ impl Case {
                 reason: required(&r.reason, "a declined referral")?,
                 outcome: r.outcome,
                 reported: reported.ok_or(CaseError::ReportedByRequired)?,
+                reason_code: reason_code.unwrap_or(StatusReason::Other),
             },
             U::CancellationRequested => CaseEvent::ReferralCancellationRequested {
                 referral_id,
                 on: r.on,
                 reason: required(&r.reason, "a cancellation request")?,
+                reason_code: reason_code.unwrap_or(StatusReason::Other),
             },
             U::Cancelled => CaseEvent::ReferralCancelled {
                 referral_id,
                 on: r.on,
+                reason_code: reason_code.or_else(|| r.reason.as_ref().map(|_| StatusReason::Other)),
                 reason: r.reason,
                 outcome: r.outcome,
             },
@@ -85,6 +95,7 @@ impl Case {
                 outcome: r.outcome.ok_or(CaseError::OutcomeRequired)?,
                 reason: r.reason,
                 reported: reported.ok_or(CaseError::ReportedByRequired)?,
+                reason_code,
             },
         })
     }

@@ -53,12 +53,28 @@ pub struct Profile {
 #[serde(tag = "basis", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UnitRule {
     /// 15-minute units; the first needs `first_unit_minimum_minutes` (8: the 8-minute rule),
-    /// each further unit 15 more.
-    FifteenMinute { first_unit_minimum_minutes: u16 },
+    /// each further unit 15 more, counted on the minutes `rounding` says.
+    FifteenMinute {
+        first_unit_minimum_minutes: u16,
+        rounding: Rounding,
+    },
     /// One unit per recipient and day.
     Encounter,
     /// One unit per recipient and month, for the first qualifying contact.
     MonthlyCaseRate,
+}
+
+/// Which minutes the 15-minute rule is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// The qualifying minutes of one recipient, one procedure code and one local day are added
+    /// up, and the unit rule (with its minimum) applies to the total; the day's units are given to
+    /// its lines in evaluation order, each line taking the units the running total gains with it.
+    /// A day never bills more 15-minute units than its minutes support.
+    PerDayTotal,
+    /// Each contact is rounded on its own (for a payer that requires it).
+    PerContact,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +206,7 @@ impl Profile {
         }
         if let UnitRule::FifteenMinute {
             first_unit_minimum_minutes: m,
+            ..
         } = self.units
         {
             if !(1..=15).contains(&m) {
@@ -234,6 +251,7 @@ pub enum Reason {
     CollateralNotAboutChild,
     InstitutionOutsideWindow,
     BelowMinimumMinutes,
+    CombinedIntoDayTotal,
     MissingDocumentation(DocField),
     DuplicateEncounter,
     CaseRateAlreadyBilled,
@@ -243,7 +261,7 @@ pub enum Reason {
 
 impl Reason {
     /// The reasons that carry nothing; with one `MissingDocumentation` per field, every reason.
-    const SIMPLE: [Reason; 13] = [
+    const SIMPLE: [Reason; 14] = [
         Reason::Voided,
         Reason::NoMedicaidId,
         Reason::NotEnrolledOnDate,
@@ -253,6 +271,7 @@ impl Reason {
         Reason::CollateralNotAboutChild,
         Reason::InstitutionOutsideWindow,
         Reason::BelowMinimumMinutes,
+        Reason::CombinedIntoDayTotal,
         Reason::DuplicateEncounter,
         Reason::CaseRateAlreadyBilled,
         Reason::DailyCapReached,
@@ -272,6 +291,7 @@ impl Reason {
             Reason::CollateralNotAboutChild => "collateral_not_about_child",
             Reason::InstitutionOutsideWindow => "institution_outside_window",
             Reason::BelowMinimumMinutes => "below_minimum_minutes",
+            Reason::CombinedIntoDayTotal => "combined_into_day_total",
             Reason::MissingDocumentation(_) => "missing_documentation",
             Reason::DuplicateEncounter => "duplicate_encounter",
             Reason::CaseRateAlreadyBilled => "case_rate_already_billed",
@@ -386,89 +406,115 @@ pub struct Line {
 }
 
 /// Units for `minutes` under the 15-minute rule with first-unit minimum `m`.
-pub fn fifteen_minute_units(minutes: u16, m: u16) -> u32 {
-    if minutes < m {
+pub fn fifteen_minute_units(minutes: u32, m: u16) -> u32 {
+    if minutes < u32::from(m) {
         0
     } else {
-        (u32::from(minutes) + 15 - u32::from(m)) / 15
+        (minutes + 15 - u32::from(m)) / 15
     }
 }
 
-/// Evaluates every contact of one recipient in one month (callers group by case and month).
+/// Evaluates every contact of one recipient in one month (callers group by case and month), in
+/// the documented order: lines sorted by date of service, time, activity id; each line's own
+/// checks; units (per contact, or the day's total allocated to its lines); the daily cap, then
+/// the monthly cap.
 pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Contact]) -> Vec<Line> {
+    let zone = recipient.zone;
     let mut order: Vec<&Contact> = contacts.iter().collect();
     order.sort_by(|a, b| {
-        (
-            a.date_of_service(recipient.zone),
-            a.occurred_at,
-            a.activity_id,
-        )
-            .cmp(&(
-                b.date_of_service(recipient.zone),
-                b.occurred_at,
-                b.activity_id,
-            ))
+        (a.date_of_service(zone), a.occurred_at, a.activity_id).cmp(&(
+            b.date_of_service(zone),
+            b.occurred_at,
+            b.activity_id,
+        ))
     });
-    let mut day_units: HashMap<NaiveDate, u32> = HashMap::new();
-    let mut encounter_days: Vec<NaiveDate> = Vec::new();
-    let mut month_units = 0u32;
-    let mut case_rate_billed = false;
-    order
+    // Each line's own checks, then the units its minutes earn before any cap.
+    let mut lines: Vec<(&Contact, Vec<Reason>, u32)> = order
         .into_iter()
-        .map(|c| {
-            let mut reasons = qualification(profile, recipient, c);
-            let mut units = 0u32;
-            if reasons.is_empty() {
-                let day = c.date_of_service(recipient.zone);
-                units = match profile.units {
-                    UnitRule::FifteenMinute {
-                        first_unit_minimum_minutes: m,
-                    } => fifteen_minute_units(c.minutes, m),
-                    UnitRule::Encounter => {
-                        if encounter_days.contains(&day) {
-                            reasons.push(Reason::DuplicateEncounter);
-                            0
-                        } else {
-                            encounter_days.push(day);
-                            1
-                        }
-                    }
-                    UnitRule::MonthlyCaseRate => {
-                        if case_rate_billed {
-                            reasons.push(Reason::CaseRateAlreadyBilled);
-                            0
-                        } else {
-                            case_rate_billed = true;
-                            1
-                        }
-                    }
-                };
-                if let Some(cap) = profile.caps.daily_units {
-                    let used = day_units.entry(day).or_default();
-                    if *used + units > cap {
-                        units = cap.saturating_sub(*used);
-                        reasons.push(Reason::DailyCapReached);
-                    }
-                    *used += units;
-                }
-                if let Some(cap) = profile.caps.monthly_units {
-                    if month_units + units > cap {
-                        let allowed = cap.saturating_sub(month_units);
-                        if let Some(used) = day_units.get_mut(&day) {
-                            *used -= units - allowed;
-                        }
-                        units = allowed;
-                        reasons.push(Reason::MonthlyCapReached);
-                    }
-                    month_units += units;
+        .map(|c| (c, qualification(profile, recipient, c), 0))
+        .collect();
+    match profile.units {
+        UnitRule::FifteenMinute {
+            first_unit_minimum_minutes: m,
+            rounding: Rounding::PerDayTotal,
+        } => allocate_day_totals(&mut lines, m, zone),
+        UnitRule::FifteenMinute {
+            first_unit_minimum_minutes: m,
+            rounding: Rounding::PerContact,
+        } => {
+            for (c, reasons, units) in &mut lines {
+                if reasons.is_empty() {
+                    *units = fifteen_minute_units(u32::from(c.minutes), m);
                 }
             }
+        }
+        UnitRule::Encounter => {
+            let mut encounter_days: Vec<NaiveDate> = Vec::new();
+            for (c, reasons, units) in &mut lines {
+                if !reasons.is_empty() {
+                    continue;
+                }
+                let day = c.date_of_service(zone);
+                if encounter_days.contains(&day) {
+                    reasons.push(Reason::DuplicateEncounter);
+                } else {
+                    encounter_days.push(day);
+                    *units = 1;
+                }
+            }
+        }
+        UnitRule::MonthlyCaseRate => {
+            let mut billed = false;
+            for (_, reasons, units) in &mut lines {
+                if !reasons.is_empty() {
+                    continue;
+                }
+                if billed {
+                    reasons.push(Reason::CaseRateAlreadyBilled);
+                } else {
+                    billed = true;
+                    *units = 1;
+                }
+            }
+        }
+    }
+    // The caps, in order, over the units earned.
+    let mut day_units: HashMap<NaiveDate, u32> = HashMap::new();
+    let mut month_units = 0u32;
+    for (c, reasons, units) in &mut lines {
+        if *units == 0 {
+            continue;
+        }
+        let day = c.date_of_service(zone);
+        if let Some(cap) = profile.caps.daily_units {
+            let used = day_units.entry(day).or_default();
+            if *used + *units > cap {
+                *units = cap.saturating_sub(*used);
+                reasons.push(Reason::DailyCapReached);
+            }
+            *used += *units;
+        }
+        if let Some(cap) = profile.caps.monthly_units {
+            if month_units + *units > cap {
+                let allowed = cap.saturating_sub(month_units);
+                if let Some(used) = day_units.get_mut(&day) {
+                    *used -= *units - allowed;
+                }
+                *units = allowed;
+                reasons.push(Reason::MonthlyCapReached);
+            }
+            month_units += *units;
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(c, reasons, units)| {
             let billable = units > 0;
             Line {
                 activity_id: c.activity_id,
                 case_id: recipient.case_id,
                 medicaid_id: recipient.medicaid_id.clone(),
-                date_of_service: c.date_of_service(recipient.zone),
+                date_of_service: c.date_of_service(zone),
                 component: c.component,
                 contact_type: c.contact_type,
                 minutes: c.minutes,
@@ -489,6 +535,44 @@ pub fn evaluate_month(profile: &Profile, recipient: &Recipient, contacts: &[Cont
             }
         })
         .collect()
+}
+
+/// `per_day_total`: the qualifying lines of each local day (one recipient and procedure code, as
+/// `evaluate_month` is called) share the units of their added minutes. Walking the day's lines in
+/// order, each takes the units the running total gains with its minutes, so the lines add up to
+/// the day's units and the unit falls to the line that completes it. A qualifying line that gains
+/// none says why: the day's total never reached a unit (`below_minimum_minutes`), or its minutes
+/// went into units the day's other lines carry (`combined_into_day_total`).
+fn allocate_day_totals(lines: &mut [(&Contact, Vec<Reason>, u32)], minimum: u16, zone: Tz) {
+    let mut start = 0;
+    while start < lines.len() {
+        let day = lines[start].0.date_of_service(zone);
+        let end = start
+            + lines[start..]
+                .iter()
+                .take_while(|(c, _, _)| c.date_of_service(zone) == day)
+                .count();
+        let mut total = 0u32;
+        let mut earned = 0u32;
+        for (c, reasons, units) in &mut lines[start..end] {
+            if reasons.is_empty() {
+                total += u32::from(c.minutes);
+                let now = fifteen_minute_units(total, minimum);
+                *units = now - earned;
+                earned = now;
+            }
+        }
+        for (_, reasons, units) in &mut lines[start..end] {
+            if reasons.is_empty() && *units == 0 {
+                reasons.push(if earned == 0 {
+                    Reason::BelowMinimumMinutes
+                } else {
+                    Reason::CombinedIntoDayTotal
+                });
+            }
+        }
+        start = end;
+    }
 }
 
 /// Every reason a contact does not qualify on its own, in the documented order.
@@ -538,11 +622,18 @@ fn qualification(profile: &Profile, recipient: &Recipient, c: &Contact) -> Vec<R
         .get(&c.contact_type)
         .copied()
         .unwrap_or(0);
+    // Under `per_day_total` the unit's minimum applies to the day's total, not to each contact.
     let unit_minimum = match profile.units {
         UnitRule::FifteenMinute {
             first_unit_minimum_minutes: m,
+            rounding: Rounding::PerContact,
         } => m,
-        UnitRule::Encounter | UnitRule::MonthlyCaseRate => 0,
+        UnitRule::FifteenMinute {
+            rounding: Rounding::PerDayTotal,
+            ..
+        }
+        | UnitRule::Encounter
+        | UnitRule::MonthlyCaseRate => 0,
     };
     if c.minutes < type_minimum.max(unit_minimum) {
         reasons.push(Reason::BelowMinimumMinutes);
@@ -926,9 +1017,9 @@ mod tests {
             .into_iter()
             .chain(DocField::ALL.map(Reason::MissingDocumentation))
             .collect();
-        // 13 reasons that carry nothing and one per documentation field: a new variant must be
+        // 14 reasons that carry nothing and one per documentation field: a new variant must be
         // listed in `Reason::SIMPLE` (or carry a field) to be read back.
-        assert_eq!(all.len(), 13 + DocField::ALL.len());
+        assert_eq!(all.len(), 14 + DocField::ALL.len());
         for r in &all {
             let code = r.to_string();
             assert_eq!(code.parse::<Reason>(), Ok(*r), "{code}");

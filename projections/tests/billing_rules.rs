@@ -15,6 +15,16 @@ fn texas() -> Profile {
     load(include_str!("../../ops/billing/texas_like.toml"))
 }
 
+/// The same 15-minute profile, rounding each contact on its own (today's payer that requires it).
+fn texas_per_contact() -> Profile {
+    let mut p = texas();
+    p.units = UnitRule::FifteenMinute {
+        first_unit_minimum_minutes: 8,
+        rounding: Rounding::PerContact,
+    };
+    p
+}
+
 fn california() -> Profile {
     load(include_str!("../../ops/billing/california_like.toml"))
 }
@@ -106,6 +116,37 @@ fn same_day(n: usize, minutes: u16) -> Vec<Contact> {
     (0..n)
         .map(|i| with(minutes, |c| c.occurred_at = at(10, 8 + i as u32)))
         .collect()
+}
+
+/// Contacts of these minutes on March 10th, 20 minutes apart from 08:00, in that order.
+fn a_day_of(minutes: &[u16]) -> Vec<Contact> {
+    minutes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            with(*m, |c| {
+                c.occurred_at = at(10, 8) + chrono::Duration::minutes(20 * i as i64)
+            })
+        })
+        .collect()
+}
+
+/// A batch's adjustments as the store would hold them once exported: `line-0`, `line-1`, ...
+fn as_exported(batch: &[Adjustment]) -> Vec<Exported> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Exported {
+            line_id: format!("line-{i}"),
+            kind: x.kind,
+            fingerprint: fingerprint(&x.line),
+            line: x.line.clone(),
+        })
+        .collect()
+}
+
+fn combined() -> (bool, u32, Vec<&'static str>) {
+    (false, 0, vec!["combined_into_day_total"])
 }
 
 fn rows() -> Vec<Row> {
@@ -323,7 +364,7 @@ fn rows() -> Vec<Row> {
         ),
         Row {
             name: "every reason is named, in order",
-            profile: texas(),
+            profile: texas_per_contact(),
             recipient: Recipient {
                 medicaid_id: None,
                 ..recipient()
@@ -339,6 +380,106 @@ fn rows() -> Vec<Row> {
                 "missing_documentation:note",
             ])],
         },
+        // Units from the day's minutes (`per_day_total`, the shipped default).
+        row(
+            "8+8+8+9 minutes on one day are 33 minutes: 2 units, not 4",
+            texas(),
+            a_day_of(&[8, 8, 8, 9]),
+            vec![ok(1), combined(), ok(1), combined()],
+        ),
+        row(
+            "calls of 7 and 5 minutes reach the minimum together: 1 unit",
+            texas(),
+            a_day_of(&[7, 5]),
+            vec![combined(), ok(1)],
+        ),
+        row(
+            "a voicemail among them is not counted",
+            texas(),
+            // 4 + 3 minutes stay below the minimum; with the voicemail's 5 they would not.
+            {
+                let mut day = a_day_of(&[4, 5, 3]);
+                day[1].contact_type = ContactType::Voicemail;
+                day
+            },
+            vec![
+                no(&["below_minimum_minutes"]),
+                no(&["contact_type_not_billable"]),
+                no(&["below_minimum_minutes"]),
+            ],
+        ),
+        row(
+            "a non-qualifying contact's minutes do not count either",
+            texas(),
+            {
+                let mut day = a_day_of(&[5, 5]);
+                day[0].has_note = false;
+                day
+            },
+            vec![
+                no(&["missing_documentation:note"]),
+                no(&["below_minimum_minutes"]),
+            ],
+        ),
+        Row {
+            name: "either side of local midnight are two days, each below the minimum",
+            profile: texas(),
+            recipient: Recipient {
+                zone: chrono_tz::America::Chicago,
+                ..recipient()
+            },
+            // 23:50 on March 9th and 00:10 on March 10th in Chicago (CDT, UTC-5).
+            contacts: vec![
+                with(7, |c| {
+                    c.occurred_at = at(10, 4) + chrono::Duration::minutes(50)
+                }),
+                with(7, |c| {
+                    c.occurred_at = at(10, 5) + chrono::Duration::minutes(10)
+                }),
+            ],
+            expect: vec![
+                no(&["below_minimum_minutes"]),
+                no(&["below_minimum_minutes"]),
+            ],
+        },
+        row(
+            "the same two calls in one UTC day make a unit",
+            texas(),
+            vec![
+                with(7, |c| {
+                    c.occurred_at = at(10, 4) + chrono::Duration::minutes(50)
+                }),
+                with(7, |c| {
+                    c.occurred_at = at(10, 5) + chrono::Duration::minutes(10)
+                }),
+            ],
+            vec![combined(), ok(1)],
+        ),
+        row(
+            "twenty 15-minute calls in a day: the daily cap applies after the allocation",
+            texas(),
+            a_day_of(&[15; 20]),
+            {
+                let mut e: Vec<_> = (0..16).map(|_| ok(1)).collect();
+                e.extend((0..4).map(|_| no(&["daily_cap_reached"])));
+                e
+            },
+        ),
+        row(
+            "per_contact rounds each contact up on its own: 4 units",
+            texas_per_contact(),
+            a_day_of(&[8, 8, 8, 9]),
+            vec![ok(1), ok(1), ok(1), ok(1)],
+        ),
+        row(
+            "per_contact: 7 and 5 minutes bill nothing",
+            texas_per_contact(),
+            a_day_of(&[7, 5]),
+            vec![
+                no(&["below_minimum_minutes"]),
+                no(&["below_minimum_minutes"]),
+            ],
+        ),
         // Caps, applied daily then monthly, in date-time order.
         row(
             "the daily cap cuts the third 90-minute contact",
@@ -577,12 +718,20 @@ fn a_broken_profile_is_refused_with_a_clear_reason() {
     let mut p = texas();
     p.units = UnitRule::FifteenMinute {
         first_unit_minimum_minutes: 0,
+        rounding: Rounding::PerDayTotal,
     };
     assert!(p.validate().unwrap_err().to_string().contains("1 to 15"));
     let unknown = include_str!("../../ops/billing/texas_like.toml")
         .replace("[caps]", "[caps]\nweekly_units = 3");
     let err = toml::from_str::<Profile>(&unknown).unwrap_err().to_string();
     assert!(err.contains("weekly_units"), "{err}");
+    // The rounding basis is data the profile must state: a file without it is refused.
+    let unstated = include_str!("../../ops/billing/texas_like.toml")
+        .replace("rounding = \"per_day_total\"\n", "");
+    let err = toml::from_str::<Profile>(&unstated)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rounding"), "{err}");
     let bad_type = include_str!("../../ops/billing/texas_like.toml")
         .replace("\"phone\", \"video\"", "\"pigeon\", \"video\"");
     let err = toml::from_str::<Profile>(&bad_type)
@@ -599,7 +748,11 @@ fn units_follow_the_eight_minute_rule_everywhere() {
         } else {
             (u32::from(minutes) - 8) / 15 + 1
         };
-        assert_eq!(fifteen_minute_units(minutes, 8), want, "{minutes} minutes");
+        assert_eq!(
+            fifteen_minute_units(u32::from(minutes), 8),
+            want,
+            "{minutes} minutes"
+        );
     }
     assert_eq!(
         fifteen_minute_units(14, 15),
@@ -621,16 +774,7 @@ fn adjustments_bill_new_lines_once_and_reverse_what_changed() {
         batch1.iter().map(|x| x.kind).collect::<Vec<_>>(),
         [LineKind::Original, LineKind::Original]
     );
-    let exported: Vec<Exported> = batch1
-        .iter()
-        .enumerate()
-        .map(|(i, x)| Exported {
-            line_id: format!("line-{i}"),
-            kind: x.kind,
-            fingerprint: fingerprint(&x.line),
-            line: x.line.clone(),
-        })
-        .collect();
+    let exported = as_exported(&batch1);
     assert!(
         adjustments(&first, &exported).is_empty(),
         "nothing changed, nothing sent"
@@ -697,4 +841,61 @@ fn a_line_billed_again_after_its_void_replaces_the_voided_line() {
         .map(|x| (x.kind, x.adjusts.as_deref()))
         .collect();
     assert_eq!(kinds, [(LineKind::Replacement, Some("line-0"))]);
+}
+
+#[test]
+fn a_void_after_export_reallocates_the_day_in_the_next_batch() {
+    let profile = texas();
+    let r = recipient();
+    let day = a_day_of(&[8, 8, 8, 9]);
+    let first = evaluate_month(&profile, &r, &day);
+    let units: Vec<u32> = first.iter().map(|l| l.units).collect();
+    assert_eq!(
+        units,
+        [1, 0, 1, 0],
+        "33 minutes: 2 units, on the lines that complete them"
+    );
+    let batch1 = adjustments(&first, &[]);
+    assert_eq!(batch1.len(), 2, "only the lines with units are billed");
+    let exported = as_exported(&batch1);
+    // The first contact is voided after the export: 25 minutes remain, still 2 units, now on the
+    // second and fourth lines.
+    let mut corrected = day.clone();
+    corrected[0].voided = true;
+    let now = evaluate_month(&profile, &r, &corrected);
+    let units: Vec<u32> = now.iter().map(|l| l.units).collect();
+    assert_eq!(units, [0, 1, 0, 1]);
+    assert_eq!(
+        now.iter().map(|l| u32::from(l.minutes)).sum::<u32>(),
+        33,
+        "minutes always show"
+    );
+    let batch2 = adjustments(&now, &exported);
+    let got: Vec<(LineKind, ActivityId, Option<&str>, u32)> = batch2
+        .iter()
+        .map(|x| {
+            (
+                x.kind,
+                x.line.activity_id,
+                x.adjusts.as_deref(),
+                x.line.units,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (LineKind::Void, day[0].activity_id, Some("line-0"), 1),
+            (LineKind::Original, day[1].activity_id, None, 1),
+            (LineKind::Void, day[2].activity_id, Some("line-1"), 1),
+            (LineKind::Original, day[3].activity_id, None, 1),
+        ],
+        "every line of the day whose units changed, once"
+    );
+    let signed = |x: &Adjustment| match x.kind {
+        LineKind::Void => -i64::from(x.line.units),
+        LineKind::Original | LineKind::Replacement => i64::from(x.line.units),
+    };
+    let billed: i64 = batch1.iter().chain(&batch2).map(signed).sum();
+    assert_eq!(billed, 2, "the day stands billed for its 2 units");
 }

@@ -146,16 +146,14 @@ both_stores!(a_month_of_the_billing_log, |app: TestApp| async move {
     assert!(l.get("note").is_none(), "billing sees no clinical notes");
 
     let expect = [
+        // 7 minutes alone on its day: the day's total does not reach the first unit.
         (&short, false, 0, json!(["below_minimum_minutes"])),
+        // A voicemail is not counted into any day's total, so no minimum applies to it.
         (
             &voicemail,
             false,
             0,
-            json!([
-                "contact_type_not_billable",
-                "below_minimum_minutes",
-                "missing_documentation:note"
-            ]),
+            json!(["contact_type_not_billable", "missing_documentation:note"]),
         ),
         (&visit, true, 3, json!([])),
         (
@@ -193,7 +191,11 @@ both_stores!(a_month_of_the_billing_log, |app: TestApp| async move {
         .iter()
         .find(|r| r.starts_with(voicemail.as_str()))
         .expect("row");
-    assert!(voicemail_row.contains(",false,contact_type_not_billable;below_minimum_minutes;missing_documentation:note,T1017,,"), "{voicemail_row}");
+    assert!(
+        voicemail_row
+            .contains(",false,contact_type_not_billable;missing_documentation:note,T1017,,"),
+        "{voicemail_row}"
+    );
 
     // Who may pull it.
     let admin = pull(&app, &app.admin_token, &format!("month={MONTH}")).await;
@@ -293,6 +295,35 @@ async fn an_unknown_profile_stops_the_server_at_start() {
 
 async fn post_batch(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
     app.post("/v1/billing/tcm/batches", token, &body).await
+}
+
+/// A recorded batch as JSON, and its lines as (activity id, kind, units).
+async fn batch_lines(
+    app: &TestApp,
+    token: &str,
+    batch_id: &str,
+) -> (Value, Vec<(String, String, u64)>) {
+    let (s, body) = pull_path(
+        app,
+        token,
+        &format!("/v1/billing/tcm/batches/{batch_id}?format=json"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let lines = v["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["activity_id"].as_str().expect("a").to_owned(),
+                l["kind"].as_str().expect("k").to_owned(),
+                l["units"].as_u64().expect("u"),
+            )
+        })
+        .collect();
+    (v, lines)
 }
 
 fn at(day: u32, hour: u32) -> String {
@@ -397,26 +428,9 @@ both_stores!(
         let (s, third) = post_batch(&app, &billing, json!({"month": MONTH})).await;
         assert_eq!(s, StatusCode::CREATED, "{third}");
         let third_id = third["batch_id"].as_str().expect("id").to_owned();
-        let (s, body) = pull_path(
-            &app,
-            &billing,
-            &format!("/v1/billing/tcm/batches/{third_id}?format=json"),
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        let v: Value = serde_json::from_str(&body).expect("json");
+        let (v, got) = batch_lines(&app, &billing, &third_id).await;
         assert_eq!(v["batch"]["batch_no"], 3);
         let lines = v["lines"].as_array().expect("lines");
-        let got: Vec<(String, String, u64)> = lines
-            .iter()
-            .map(|l| {
-                (
-                    l["activity_id"].as_str().expect("a").to_owned(),
-                    l["kind"].as_str().expect("k").to_owned(),
-                    l["units"].as_u64().expect("u"),
-                )
-            })
-            .collect();
         assert_eq!(
         got,
         vec![
@@ -705,3 +719,81 @@ async fn local_days(backend: Backend) {
 }
 
 linkage_tests::both_backends!(dates_are_local_to_the_agency, local_days);
+
+both_stores!(
+    a_day_of_short_contacts_bills_its_total,
+    |app: TestApp| async move {
+        let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+        let billing = app.token(Role::Billing, "bill-1", "default").await;
+        let case = open_case(&app, &sup, Some("ZZ00000021")).await;
+        // Four short calls on the 14th: 33 minutes, 2 units (per contact it would be 4).
+        let mut day = Vec::new();
+        for (hour, minutes) in [(9, 8), (10, 8), (11, 8), (12, 9)] {
+            day.push(contact(&app, &sup, &case, call(minutes, 14, hour)).await);
+        }
+        app.wait_projected().await;
+        let (s, body) = pull(&app, &billing, &format!("month={MONTH}&format=json")).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let lines = v["lines"].as_array().expect("lines");
+        let got: Vec<(u64, u64, Value)> = day
+            .iter()
+            .map(|(activity, _)| {
+                let l = line(lines, activity);
+                (
+                    l["minutes"].as_u64().expect("minutes"),
+                    l["units"].as_u64().expect("units"),
+                    l["reasons"].clone(),
+                )
+            })
+            .collect();
+        let combined = json!(["combined_into_day_total"]);
+        assert_eq!(
+            got,
+            [
+                (8, 1, json!([])),
+                (8, 0, combined.clone()),
+                (8, 1, json!([])),
+                (9, 0, combined.clone()),
+            ]
+        );
+        let (_, csv) = pull(&app, &billing, &format!("month={MONTH}&format=csv")).await;
+        let second = csv
+            .lines()
+            .find(|r| r.starts_with(day[1].0.as_str()))
+            .expect("the second call's row");
+        assert!(
+            second.contains(",8,0,false,combined_into_day_total,"),
+            "{second}"
+        );
+
+        // Exported, then the first call is voided: the day's units move to other lines, and the
+        // next batch reverses and bills exactly the lines whose units changed.
+        let (s, first) = post_batch(&app, &billing, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::CREATED, "{first}");
+        assert_eq!(first["lines"], 2, "{first}");
+        let (s, v) = app
+            .post(
+                &format!("/v1/cases/{case}/corrections"),
+                &sup,
+                &json!({"voids_event_id": day[0].1, "reason": "logged twice"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        app.wait_projected().await;
+        let (s, second) = post_batch(&app, &billing, json!({"month": MONTH})).await;
+        assert_eq!(s, StatusCode::CREATED, "{second}");
+        let id = second["batch_id"].as_str().expect("id");
+        let (_, got) = batch_lines(&app, &billing, id).await;
+        let kind = |i: usize, k: &str| (day[i].0.clone(), k.to_owned(), 1);
+        assert_eq!(
+            got,
+            [
+                kind(0, "void"),
+                kind(1, "original"),
+                kind(2, "void"),
+                kind(3, "original"),
+            ]
+        );
+    }
+);

@@ -181,3 +181,72 @@ where
     sink.flush().await.map_err(send_err)?;
     Ok(summary)
 }
+
+/// One page of a month's lines as JSON serves them: cases in id order, each case's lines in
+/// activity id order (a key that never moves, so a page starts strictly after the last line
+/// served), at most `limit` lines after `after` (`"<case id>:<activity id>"`).
+pub struct MonthPage {
+    pub lines: Vec<Line>,
+    /// Of this page's lines.
+    pub summary: Summary,
+    /// Whether lines follow this page.
+    pub more: bool,
+}
+
+/// The page key of a line.
+pub fn line_key(line: &Line) -> String {
+    format!(
+        "{}:{}",
+        line.case_id.map(|c| c.to_string()).unwrap_or_default(),
+        line.activity_id
+    )
+}
+
+pub async fn page_month(
+    store: &Store,
+    profile: &Profile,
+    zones: &Zones,
+    month: Month,
+    agency: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<MonthPage, StoreError> {
+    let (from_case, from_activity) = match after.and_then(|a| a.split_once(':')) {
+        Some((case, activity)) => (Some(case), Some(activity)),
+        None => (None, None),
+    };
+    let mut lines: Vec<Line> = Vec::with_capacity(limit + 1);
+    // The store returns the cursor's case and those after it, in its own order; only the
+    // cursor's case is cut, by activity id.
+    let mut cases = store.billing_cases_of_month_from(month, agency, from_case);
+    while let Some(case) = cases.next().await {
+        let case = case?;
+        let mut case_lines = case.lines(profile, month, zones.of(case.agency.as_ref()));
+        case_lines.sort_by_key(|l| l.activity_id);
+        let is_cursor_case = case.case_id.map(|c| c.to_string()).as_deref() == from_case;
+        lines.extend(case_lines.into_iter().filter(|l| {
+            !is_cursor_case || from_activity.is_none_or(|a| l.activity_id.to_string().as_str() > a)
+        }));
+        if lines.len() > limit {
+            break;
+        }
+    }
+    let more = lines.len() > limit;
+    lines.truncate(limit);
+    let mut summary = Summary::default();
+    let mut last_case = None;
+    for l in &lines {
+        if last_case != Some(l.case_id) {
+            summary.cases += 1;
+            last_case = Some(l.case_id);
+        }
+        summary.lines += 1;
+        summary.billable_lines += u64::from(l.billable);
+        summary.units += u64::from(l.units);
+    }
+    Ok(MonthPage {
+        lines,
+        summary,
+        more,
+    })
+}

@@ -3,7 +3,7 @@
 //! Billing, auditors and admins only; lines carry units, dates and codes, never clinical notes.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -12,33 +12,75 @@ use projections::billing::Month;
 use serde::Deserialize;
 
 use crate::auth::{agency_scope, Access, Caller};
+use crate::billing::export::line_key;
 use crate::billing::export::{export_month, Format};
 use crate::error::ApiError;
+use crate::http::page::{encode, seq_key, Page, StrictQuery};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TcmQuery {
     /// The month of service, `YYYY-MM`.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
-    /// `json` (default) or `csv` (with a header row).
+    /// `json` (default: a page of lines) or `csv` (the whole month, streamed, with a header row).
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
+    /// JSON only: how many lines (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// JSON only: `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/billing/tcm", tag = "billing", params(TcmQuery),
-    responses((status = 200, description = "the month's activity lines: {month, profile, lines: [{activity_id, case_id, medicaid_id, date_of_service, component, contact_type, minutes, units, billable, reasons, procedure_code, modifiers, rendering_provider}], summary}, or the same as CSV"),
+    responses((status = 200, description = "a page of the month's activity lines: {month, profile, lines: [{activity_id, case_id, medicaid_id, date_of_service, component, contact_type, minutes, units, billable, reasons, procedure_code, modifiers, rendering_provider}], summary (of the page's lines), next_cursor}; or, as CSV, the whole month"),
               (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(actor = %caller.0.id, role = %caller.0.role, month = %query.month))]
 pub async fn get_tcm(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<TcmQuery>,
+    StrictQuery(query): StrictQuery<TcmQuery>,
 ) -> Result<Response, ApiError> {
     let agency = log_scope(&caller.0)?;
     let month = parse_month(&query.month)?;
     let format = parse_format(query.format.as_deref(), Format::Json)?;
     tracing::info!(%month, ?agency, "billing log pulled");
+    if format == Format::Json {
+        let page = Page::parse("lines", query.limit.as_deref(), query.cursor.as_deref())?;
+        let found = crate::billing::export::page_month(
+            &state.store,
+            &state.billing,
+            &state.zones,
+            month,
+            agency.as_deref(),
+            page.after.as_deref(),
+            page.limit,
+        )
+        .await?;
+        let next_cursor = found
+            .more
+            .then(|| found.lines.last().map(|l| encode("lines", &line_key(l))))
+            .flatten();
+        return Ok(axum::Json(serde_json::json!({
+            "month": month.to_string(),
+            "profile": state.billing.name,
+            "lines": found.lines,
+            "summary": found.summary,
+            "next_cursor": next_cursor,
+        }))
+        .into_response());
+    }
+    if query.limit.is_some() || query.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "not_paged",
+            "the CSV export streams the whole month; limit and cursor are for JSON",
+        ));
+    }
     // A task renders the month into a bounded channel that is the response body: the client's
     // pace sets the export's, and nothing is held beyond a few cases' lines.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(16);
@@ -84,15 +126,25 @@ pub struct CreateBatchRequest {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BatchesQuery {
     /// The month of service, `YYYY-MM`.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
+    /// How many batches (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BatchQuery {
     /// `csv` (default, with a header row) or `json`.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 
@@ -180,15 +232,25 @@ pub async fn create_batch(
 pub async fn list_batches(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<BatchesQuery>,
+    StrictQuery(query): StrictQuery<BatchesQuery>,
 ) -> Result<Response, ApiError> {
+    let page = Page::parse("batches", query.limit.as_deref(), query.cursor.as_deref())?;
     let agency = log_scope(&caller.0)?;
     let month = parse_month(&query.month)?;
-    let batches = state
+    let mut batches = state
         .store
         .billing_batches(month, agency.as_deref())
         .await?;
-    Ok(axum::Json(serde_json::json!({"batches": batches})).into_response())
+    // By agency, then number: a key that sorts the same everywhere (ids cannot hold a tab).
+    let key = |b: &crate::store::BatchRecord| {
+        format!("{}\t{}", b.agency, seq_key(b.batch_no.max(0) as u64))
+    };
+    batches.sort_by_key(key);
+    let (batches, next_cursor) = page.of(batches, key);
+    Ok(
+        axum::Json(serde_json::json!({"batches": batches, "next_cursor": next_cursor}))
+            .into_response(),
+    )
 }
 
 /// The agency whose billing log the caller reads (None: every agency), or the refusal.
@@ -206,7 +268,7 @@ pub async fn get_batch(
     State(state): State<AppState>,
     caller: Caller,
     axum::extract::Path(batch_id): axum::extract::Path<String>,
-    Query(query): Query<BatchQuery>,
+    StrictQuery(query): StrictQuery<BatchQuery>,
 ) -> Result<Response, ApiError> {
     let agency = log_scope(&caller.0)?;
     let format = parse_format(query.format.as_deref(), Format::Csv)?;

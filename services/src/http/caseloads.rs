@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{agency_scope, Access, Caller};
 use crate::error::ApiError;
+use crate::http::page::{ListQuery, StrictQuery};
 use crate::startup::AppState;
 
 const WORKER_ROUTE: &str = "GET /v1/caseloads/{worker_id}";
@@ -104,17 +105,22 @@ pub struct WorkerLoad {
 pub struct TeamView {
     /// The agency shown; absent for an admin's view of every agency.
     pub agency: Option<String>,
+    /// A page of the workers, by worker id.
     pub workers: Vec<WorkerLoad>,
+    /// The next page's cursor; null at the end.
+    pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/caseloads", tag = "caseloads",
+#[utoipa::path(get, path = "/v1/caseloads", tag = "caseloads", params(ListQuery),
     responses((status = 200, body = TeamView), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(actor = %caller.0.id))]
 pub async fn get_team(
     State(state): State<AppState>,
     caller: Caller,
+    StrictQuery(query): StrictQuery<ListQuery>,
 ) -> Result<Json<TeamView>, ApiError> {
+    let page = query.page("workers")?;
     let agency = scope(&caller, Access::TeamView, None)?;
     let cases = state.store.open_caseload(None, agency.as_deref()).await?;
     let mut by_worker: BTreeMap<String, Vec<aggregates::Case>> = BTreeMap::new();
@@ -126,7 +132,9 @@ pub async fn get_team(
             .unwrap_or_default();
         by_worker.entry(worker).or_default().push(case);
     }
-    let ids = ids_of(by_worker.values().flatten());
+    // Workers in id order; only this page's are evaluated.
+    let (by_worker, next_cursor) = page.of(by_worker.into_iter().collect(), |(w, _)| w.clone());
+    let ids = ids_of(by_worker.iter().flat_map(|(_, cases)| cases));
     let last_billable = last_billable_of(&state, ids).await?;
     let workers = by_worker
         .into_iter()
@@ -148,5 +156,9 @@ pub async fn get_team(
             }
         })
         .collect();
-    Ok(Json(TeamView { agency, workers }))
+    Ok(Json(TeamView {
+        agency,
+        workers,
+        next_cursor,
+    }))
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{Duration, NaiveDate};
 use projections::measures::{compute, Measures};
@@ -40,7 +40,7 @@ fn date(query: &HashMap<String, String>, key: &str) -> Result<Option<NaiveDate>,
 pub async fn get_measures(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    crate::http::page::StrictQuery(query): crate::http::page::StrictQuery<HashMap<String, String>>,
 ) -> Result<Json<Measures>, ApiError> {
     let agency = crate::auth::agency_scope(&caller.0, crate::auth::Access::Measures, None)?
         .map(|a| a.to_string());

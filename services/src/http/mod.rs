@@ -7,6 +7,7 @@ pub mod events;
 pub mod extract;
 pub mod measures;
 pub mod openapi;
+pub mod page;
 pub mod reads;
 
 use axum::extract::DefaultBodyLimit;

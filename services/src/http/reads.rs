@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::auth::{check, Access, Caller};
 use crate::error::ApiError;
 use crate::http::commands::parse_case_id;
+use crate::http::page::{seq_key, ListQuery, StrictQuery};
 use crate::startup::AppState;
 use crate::store::StoredEvent;
 
@@ -57,12 +58,14 @@ async fn load_readable(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadsResponse {
-    /// Every read of this case's data, oldest first, including denied attempts.
+    /// Every read of this case's data, oldest first, including denied attempts (a page of them).
     pub reads: Vec<crate::store::reads::ReadEntry>,
+    /// The next page's cursor; null at the end.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/cases/{case_id}/reads", tag = "cases",
-    params(("case_id" = String, Path)),
+    params(("case_id" = String, Path), ListQuery),
     responses((status = 200, body = ReadsResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
@@ -70,11 +73,24 @@ pub async fn get_reads(
     State(state): State<AppState>,
     caller: Caller,
     Path(case_id): Path<String>,
+    StrictQuery(query): StrictQuery<ListQuery>,
 ) -> Result<Json<ReadsResponse>, ApiError> {
+    let page = query.page("reads")?;
+    let after = page
+        .after
+        .as_deref()
+        .map(|a| a.parse::<i64>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor is not one this list gave out")
+        })?;
     let route = "GET /v1/cases/{case_id}/reads";
     let (case_id, _) = load_readable(&state, &caller, &case_id, Access::Audit, route).await?;
+    let mut reads = state.store.reads_of(case_id, after, page.limit + 1).await?;
+    let next_cursor = page.cut(&mut reads, |(id, _)| id.to_string());
     Ok(Json(ReadsResponse {
-        reads: state.store.reads_of(case_id).await?,
+        reads: reads.into_iter().map(|(_, r)| r).collect(),
+        next_cursor,
     }))
 }
 
@@ -131,7 +147,10 @@ pub struct EventView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsResponse {
+    /// A page of the case's events, in sequence order.
     pub events: Vec<EventView>,
+    /// The next page's cursor; null at the end.
+    pub next_cursor: Option<String>,
 }
 
 impl From<StoredEvent> for EventView {
@@ -167,7 +186,7 @@ impl From<StoredEvent> for EventView {
 }
 
 #[utoipa::path(get, path = "/v1/cases/{case_id}/events", tag = "cases",
-    params(("case_id" = String, Path)),
+    params(("case_id" = String, Path), ListQuery),
     responses((status = 200, body = EventsResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
@@ -175,7 +194,9 @@ pub async fn get_events(
     State(state): State<AppState>,
     caller: Caller,
     Path(case_id): Path<String>,
+    StrictQuery(query): StrictQuery<ListQuery>,
 ) -> Result<Json<EventsResponse>, ApiError> {
+    let page = query.page("events")?;
     let (case_id, _) = load_readable(
         &state,
         &caller,
@@ -185,8 +206,10 @@ pub async fn get_events(
     )
     .await?;
     let events = state.store.events_of(case_id).await?;
+    let (events, next_cursor) = page.of(events, |e| seq_key(e.sequence));
     Ok(Json(EventsResponse {
         events: events.into_iter().map(EventView::from).collect(),
+        next_cursor,
     }))
 }
 
@@ -196,10 +219,12 @@ pub struct AuditResponse {
     pub entries: Vec<crate::store::projections::AuditEntry>,
     /// Events of the case not yet in the trail (the projection follows the log).
     pub pending: usize,
+    /// The next page's cursor; null at the end.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/cases/{case_id}/audit", tag = "cases",
-    params(("case_id" = String, Path)),
+    params(("case_id" = String, Path), ListQuery),
     responses((status = 200, body = AuditResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, actor = %caller.0.id))]
@@ -207,7 +232,9 @@ pub async fn get_audit(
     State(state): State<AppState>,
     caller: Caller,
     Path(case_id): Path<String>,
+    StrictQuery(query): StrictQuery<ListQuery>,
 ) -> Result<Json<AuditResponse>, ApiError> {
+    let page = query.page("audit")?;
     let (case_id, context) = load_readable(
         &state,
         &caller,
@@ -218,7 +245,12 @@ pub async fn get_audit(
     .await?;
     let entries = state.store.audit_entries(case_id).await?;
     let pending = context.current_sequence.saturating_sub(entries.len());
-    Ok(Json(AuditResponse { entries, pending }))
+    let (entries, next_cursor) = page.of(entries, |e| seq_key(e.sequence.max(0) as u64));
+    Ok(Json(AuditResponse {
+        entries,
+        pending,
+        next_cursor,
+    }))
 }
 
 /// The stored events of a case, as history folds them.
@@ -298,7 +330,7 @@ pub async fn get_history(
     State(state): State<AppState>,
     caller: Caller,
     Path(case_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    StrictQuery(query): StrictQuery<HashMap<String, String>>,
 ) -> Result<Json<HistoryView>, ApiError> {
     if let Some(unknown) = query
         .keys()

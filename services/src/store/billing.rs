@@ -133,12 +133,24 @@ impl Store {
         month: Month,
         agency: Option<&'a str>,
     ) -> impl Stream<Item = Result<BillingCase, StoreError>> + Send + 'a {
+        self.billing_cases_of_month_from(month, agency, None)
+    }
+
+    /// As `billing_cases_of_month`, from the case `from` on (inclusive), for a page.
+    pub fn billing_cases_of_month_from<'a>(
+        &'a self,
+        month: Month,
+        agency: Option<&'a str>,
+        from: Option<&'a str>,
+    ) -> impl Stream<Item = Result<BillingCase, StoreError>> + Send + 'a {
         let sql = "SELECT c.state FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
-                   WHERE m.month = $1 AND ($2 IS NULL OR m.agency = $2) ORDER BY m.case_id";
+                   WHERE m.month = $1 AND ($2 IS NULL OR m.agency = $2) AND ($3 IS NULL OR m.case_id >= $3) \
+                   ORDER BY m.case_id";
         let month = month.to_string();
         on_pool!(self, pool => sqlx::query_scalar::<_, Json<BillingCase>>(sql)
             .bind(month)
             .bind(agency)
+            .bind(from)
             .fetch(pool)
             .map_ok(|Json(c)| c)
             .map_err(StoreError::from)

@@ -46,21 +46,32 @@ impl Store {
         Ok(())
     }
 
-    pub async fn reads_of(&self, case: CaseId) -> Result<Vec<ReadEntry>, StoreError> {
-        let sql = "SELECT read_at, actor_id, actor_role, actor_agency, route, outcome \
-                   FROM case_reads WHERE case_id = $1 ORDER BY id";
+    /// Up to `limit` reads of a case after the read with id `after`, oldest first, with their ids.
+    pub async fn reads_of(
+        &self,
+        case: CaseId,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, ReadEntry)>, StoreError> {
+        let sql = "SELECT id, read_at, actor_id, actor_role, actor_agency, route, outcome \
+                   FROM case_reads WHERE case_id = $1 AND id > $2 ORDER BY id LIMIT $3";
         let case = case.to_string();
         on_pool!(self, pool => {
-            let rows = sqlx::query(sql).bind(&case).fetch_all(pool).await?;
+            let rows = sqlx::query(sql)
+                .bind(&case)
+                .bind(after.unwrap_or(0))
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
             rows.iter()
-                .map(|r| Ok(ReadEntry {
+                .map(|r| Ok((r.try_get("id")?, ReadEntry {
                     read_at: r.try_get("read_at")?,
                     actor: r.try_get("actor_id")?,
                     role: r.try_get("actor_role")?,
                     agency: r.try_get("actor_agency")?,
                     route: r.try_get("route")?,
                     outcome: r.try_get("outcome")?,
-                }))
+                })))
                 .collect()
         })
     }

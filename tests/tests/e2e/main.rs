@@ -13,5 +13,6 @@ mod contract;
 mod history;
 mod log;
 mod measures;
+mod paging;
 mod replicas;
 mod roles;

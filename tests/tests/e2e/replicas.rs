@@ -302,7 +302,7 @@ async fn replicas_round(count: usize) {
     let billing = app.token(Role::Billing, "bill-1", "default").await;
     let (s, body) = app
         .get(
-            &format!("/v1/billing/tcm?month={MONTH}&format=json"),
+            &format!("/v1/billing/tcm?month={MONTH}&format=json&limit=1000"),
             &billing,
         )
         .await;

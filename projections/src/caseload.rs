@@ -283,6 +283,7 @@ mod tests {
                 guardians: vec![],
                 referral_source: None,
                 presenting_concerns: vec![],
+                duplicate_reviewed: None,
             },
         );
         case

@@ -9,6 +9,7 @@ pub mod history;
 pub mod log;
 pub mod measures;
 pub mod public;
+pub mod search;
 pub mod zones;
 
 pub use case_view::CaseView;

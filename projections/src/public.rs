@@ -246,6 +246,7 @@ mod tests {
             guardians: vec![],
             referral_source: Some(Text::parse("school nurse").unwrap()),
             presenting_concerns: vec![Text::parse("sleep").unwrap()],
+            duplicate_reviewed: None,
         };
         let m = to_public(facts(&agency), opened.clone()).expect("published");
         let text = serde_json::to_string(&m).unwrap();

@@ -44,6 +44,17 @@ pub struct OpenCaseRequest {
     pub referral_source: Option<Text>,
     #[serde(default)]
     pub presenting_concerns: Vec<Text>,
+    /// Sent after a `409 possible_duplicate`, when the intake worker has checked that this child
+    /// needs a case of its own anyway: why. The reason is kept with the case.
+    #[serde(default)]
+    pub duplicate_reviewed: Option<DuplicateReviewed>,
+}
+
+/// Why an intake goes ahead although an open case of the agency matches the child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateReviewed {
+    pub reason: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

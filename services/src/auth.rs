@@ -100,6 +100,8 @@ pub enum Access {
     BillingBatch,
     /// The public event stream.
     EventStream,
+    /// Finding cases (`GET /v1/cases`); which rows show the child is decided by `Read`.
+    Search,
 }
 
 /// How far a role's permission for one `Access` reaches.
@@ -124,9 +126,9 @@ pub const fn reach(role: Role, access: Access) -> Reach {
         (Role::Supervisor, Audit | BillingLog | BillingBatch) => Reach::None,
         (Role::Supervisor, _) => Reach::Agency,
         (Role::CaseManager, Read | Command | RecipientReport | OpenCase | Caseload) => Reach::Own,
-        (Role::CaseManager, EventStream) => Reach::Agency,
+        (Role::CaseManager, EventStream | Search) => Reach::Agency,
         (Role::CaseManager, _) => Reach::None,
-        (Role::Auditor, Read | Audit | History | Measures | BillingLog | EventStream) => {
+        (Role::Auditor, Read | Audit | History | Measures | BillingLog | EventStream | Search) => {
             Reach::Agency
         }
         (Role::Auditor, _) => Reach::None,
@@ -139,7 +141,7 @@ pub const fn reach(role: Role, access: Access) -> Reach {
 
 impl Access {
     /// Every access, in declaration order.
-    pub const ALL: [Access; 13] = [
+    pub const ALL: [Access; 14] = [
         Access::Read,
         Access::Command,
         Access::Assign,
@@ -153,6 +155,7 @@ impl Access {
         Access::BillingLog,
         Access::BillingBatch,
         Access::EventStream,
+        Access::Search,
     ];
 
     /// What it is, for a refusal: "the billing role may not <this>".
@@ -171,6 +174,7 @@ impl Access {
             Access::BillingLog => "see the billing log",
             Access::BillingBatch => "record export batches",
             Access::EventStream => "receive referral events",
+            Access::Search => "search cases",
         }
     }
 
@@ -279,12 +283,12 @@ mod tests {
                 })
                 .collect()
         };
-        //                                       RCAPAHOCTMBBE
-        assert_eq!(row(Role::Admin), /*       */ "*************");
-        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--a");
-        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----a");
-        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-a");
-        assert_eq!(row(Role::Billing), /*     */ "----------aa-");
-        assert_eq!(row(Role::Service), /*     */ "---a--------a");
+        //                                       RCAPAHOCTMBBES
+        assert_eq!(row(Role::Admin), /*       */ "**************");
+        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--aa");
+        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----aa");
+        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-aa");
+        assert_eq!(row(Role::Billing), /*     */ "----------aa--");
+        assert_eq!(row(Role::Service), /*     */ "---a--------a-");
     }
 }

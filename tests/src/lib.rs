@@ -68,6 +68,16 @@ pub fn days_ago(days: i64) -> String {
     (today() - chrono::Duration::days(days)).to_string()
 }
 
+/// A birth date no other child of this test process has (2010-01-01 plus a counter), for tests
+/// that open several cases in one agency: an intake that matches an open case's child by name
+/// and birth date is refused as a possible duplicate.
+pub fn unique_birth_date() -> String {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = NaiveDate::from_ymd_opt(2010, 1, 1).expect("a date");
+    (base + chrono::Duration::days(n % 4000)).to_string()
+}
+
 /// The clock of a test run that names none.
 /// It is later than every fixed date the suites use (the billing suite's months run to 2026-10).
 pub const DEFAULT_TEST_CLOCK: &str = "2026-11-16T12:00:00Z";

@@ -41,6 +41,9 @@ pub enum CaseAction {
         case_id: CaseId,
         agency: AgencyId,
         request: OpenCaseRequest,
+        /// Open cases of the agency that match the child (by Medicaid id, or by name and birth
+        /// date), as the caller found them.
+        possible_duplicates: Vec<CaseId>,
     },
     AssignCaseManager(AssignCaseManagerRequest),
     RecordScreening {

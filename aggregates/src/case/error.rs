@@ -1,6 +1,6 @@
 use chrono::NaiveDate;
 use schemas::instruments::RatingProblem;
-use schemas::{AppointmentStatus, ItemCode, ReferralStatus, ReferralStatusUpdate};
+use schemas::{AppointmentStatus, CaseId, ItemCode, ReferralStatus, ReferralStatusUpdate};
 
 /// Every business-rule refusal of the Case aggregate. Each is a variant with a stable `code()`;
 /// the HTTP layer maps `kind()` to a status.
@@ -67,6 +67,8 @@ pub enum CaseError {
     OutcomeRequired,
     #[error("an outcome is recorded only when a referral's loop closes (declined, cancelled or completed), and `connected` only when it is completed")]
     OutcomeNotAllowed,
+    #[error("an open case of this agency matches the child: {}; if this intake is deliberate, send duplicate_reviewed with a reason", join_ids(.0))]
+    PossibleDuplicate(Vec<CaseId>),
     #[error("a reason code is given only when a referral is declined, cancelled (or asked to be) or completed")]
     ReasonCodeNotAllowed,
     #[error("{0} is the referring side's status; the receiving provider does not set it")]
@@ -146,6 +148,7 @@ impl CaseError {
             OutcomeRequired => "outcome_required",
             OutcomeNotAllowed => "outcome_not_allowed",
             ReasonCodeNotAllowed => "reason_code_not_allowed",
+            PossibleDuplicate(_) => "possible_duplicate",
             InitiatorStatus(_) => "initiator_status",
             NotTheReferralsProvider => "other_provider",
             ReportedByRequired => "reported_by_required",
@@ -186,10 +189,18 @@ impl CaseError {
             | OpenReferralsNeedDisposition
             | NotVoidable(_)
             | AlreadyVoided
-            | LaterEntryDepends => RefusalKind::Conflict,
+            | LaterEntryDepends
+            | PossibleDuplicate(_) => RefusalKind::Conflict,
             _ => RefusalKind::Invalid,
         }
     }
+}
+
+fn join_ids(ids: &[CaseId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn join_codes(codes: &[ItemCode]) -> String {

@@ -2,7 +2,7 @@
 //!
 //! A stored shape is never edited: to change one, add a new version and an upcaster
 //! (cqrs-es `EventUpcaster`, in `upcast.rs`) that lifts old payloads. Every event here is version
-//! "1" except `AppointmentScheduled`, `ContactLogged`, `ReferralAccepted` and
+//! "1" except `CaseOpened`, `AppointmentScheduled`, `ContactLogged`, `ReferralAccepted` and
 //! `ReferralCancellationRequested` at "2", and `ReferralDeclined`, `ReferralCancelled` and
 //! `ReferralCompleted` at "3".
 
@@ -13,6 +13,14 @@ use cqrs_es::DomainEvent;
 use schemas::instruments::RatingValue;
 use schemas::*;
 use serde::{Deserialize, Serialize};
+
+/// An intake that went ahead although open cases of the agency matched the child: why, and
+/// which cases the intake worker reviewed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateReview {
+    pub reason: Text,
+    pub matched: Vec<CaseId>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Child {
@@ -123,6 +131,7 @@ impl From<wire::ProviderIn> for Provider {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CaseEvent {
     /// Intake: the case exists from here on.
+    /// Version 2 added `duplicate_reviewed`.
     CaseOpened {
         case_id: CaseId,
         agency: AgencyId,
@@ -132,6 +141,7 @@ pub enum CaseEvent {
         guardians: Vec<Guardian>,
         referral_source: Option<Text>,
         presenting_concerns: Vec<Text>,
+        duplicate_reviewed: Option<DuplicateReview>,
     },
     CaseManagerAssigned {
         case_manager: ActorId,
@@ -300,7 +310,8 @@ impl CaseEvent {
             CaseEvent::ReferralDeclined { .. }
             | CaseEvent::ReferralCancelled { .. }
             | CaseEvent::ReferralCompleted { .. } => "3",
-            CaseEvent::AppointmentScheduled { .. }
+            CaseEvent::CaseOpened { .. }
+            | CaseEvent::AppointmentScheduled { .. }
             | CaseEvent::ReferralAccepted { .. }
             | CaseEvent::ReferralCancellationRequested { .. }
             | CaseEvent::ContactLogged { .. } => "2",

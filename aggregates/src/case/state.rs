@@ -359,6 +359,7 @@ impl Aggregate for Case {
                 guardians,
                 referral_source,
                 presenting_concerns,
+                duplicate_reviewed: _,
             } => {
                 self.opened = Some(Opened {
                     case_id,

@@ -100,6 +100,7 @@ fn open_request() -> OpenCaseRequest {
         guardians: vec![],
         referral_source: None,
         presenting_concerns: vec![text("trouble sleeping")],
+        duplicate_reviewed: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn opened() -> Vec<CaseEvent> {
             guardians: vec![],
             referral_source: None,
             presenting_concerns: vec![text("trouble sleeping")],
+            duplicate_reviewed: None,
         },
         CaseEvent::CaseManagerAssigned {
             case_manager: ActorId::parse("cm-ada").unwrap(),
@@ -278,6 +280,7 @@ fn opening_a_case_records_intake_and_assignment() {
             case_id: case_id(),
             agency: AgencyId::parse("agency-north").unwrap(),
             request: open_request(),
+            possible_duplicates: vec![],
         }))
         .then_expect_events(opened());
 }
@@ -307,6 +310,7 @@ fn today_and_the_future_are_local_to_the_agency() {
                     intake_date: intake,
                     ..open_request()
                 },
+                possible_duplicates: vec![],
             },
         };
         CaseTest::with(services())
@@ -332,6 +336,7 @@ fn a_case_opens_once() {
             case_id: case_id(),
             agency: AgencyId::parse("agency-north").unwrap(),
             request: open_request(),
+            possible_duplicates: vec![],
         }))
         .then_expect_error(CaseError::CaseAlreadyExists);
 }
@@ -346,6 +351,7 @@ fn intake_cannot_be_in_the_future_or_before_birth() {
             case_id: case_id(),
             agency: AgencyId::parse("a").unwrap(),
             request: r,
+            possible_duplicates: vec![],
         }))
         .then_expect_error(CaseError::DateInFuture {
             field: "intake_date",
@@ -359,6 +365,7 @@ fn intake_cannot_be_in_the_future_or_before_birth() {
             case_id: case_id(),
             agency: AgencyId::parse("a").unwrap(),
             request: r,
+            possible_duplicates: vec![],
         }))
         .inspect_result()
         .unwrap_err();
@@ -807,6 +814,40 @@ fn a_status_reason_is_coded_as_given_or_as_the_outcome_implies() {
     given(vec![sent()])
         .when(with(U::Accepted, None, None, Some(StatusReason::Other)))
         .then_expect_error(CaseError::ReasonCodeNotAllowed);
+}
+
+#[test]
+fn a_second_intake_of_an_open_case_s_child_needs_a_reviewed_reason() {
+    let other = CaseId::parse("0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b99").unwrap();
+    let open = |reviewed: Option<&str>| {
+        cmd(CaseAction::OpenCase {
+            case_id: case_id(),
+            agency: AgencyId::parse("agency-north").unwrap(),
+            request: OpenCaseRequest {
+                duplicate_reviewed: reviewed.map(|r| DuplicateReviewed { reason: text(r) }),
+                ..open_request()
+            },
+            possible_duplicates: vec![other],
+        })
+    };
+    CaseTest::with(services())
+        .given_no_previous_events()
+        .when(open(None))
+        .then_expect_error(CaseError::PossibleDuplicate(vec![other]));
+    let mut events = opened();
+    if let CaseEvent::CaseOpened {
+        duplicate_reviewed, ..
+    } = &mut events[0]
+    {
+        *duplicate_reviewed = Some(DuplicateReview {
+            reason: text("twins: the other case is the sibling's"),
+            matched: vec![other],
+        });
+    }
+    CaseTest::with(services())
+        .given_no_previous_events()
+        .when(open(Some("twins: the other case is the sibling's")))
+        .then_expect_events(events);
 }
 
 #[test]

@@ -87,6 +87,11 @@ const REFERRAL_CANCELLED: AddFields = AddFields {
     event_type: "ReferralCancelled",
     fields: r#"{"outcome": null}"#,
 };
+/// Version 1 knew nothing of duplicate intakes: none was reviewed.
+const CASE_OPENED: AddFields = AddFields {
+    event_type: "CaseOpened",
+    fields: r#"{"duplicate_reviewed": null}"#,
+};
 /// Version 1 did not keep the offset a contact's time was written with.
 const CONTACT_LOGGED: AddFields = AddFields {
     event_type: "ContactLogged",
@@ -177,8 +182,9 @@ const COMPLETED_CODED: AddReasonCode = AddReasonCode {
 
 /// Every upcaster, in the order they apply: a version 1 event goes through each step to the
 /// current version.
-static UPCASTERS: [&dyn EventUpcaster; 10] = [
+static UPCASTERS: [&dyn EventUpcaster; 11] = [
     &AppointmentScheduledMadeOn,
+    &CASE_OPENED,
     &REFERRAL_ACCEPTED,
     &REFERRAL_DECLINED,
     &REFERRAL_CANCELLED,
@@ -195,6 +201,7 @@ static UPCASTERS: [&dyn EventUpcaster; 10] = [
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![
         Box::new(AppointmentScheduledMadeOn),
+        Box::new(CASE_OPENED),
         Box::new(REFERRAL_ACCEPTED),
         Box::new(REFERRAL_DECLINED),
         Box::new(REFERRAL_CANCELLED),

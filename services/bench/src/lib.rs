@@ -112,7 +112,10 @@ pub(crate) fn open_case(id: CaseId, intake_date: NaiveDate) -> CaseAction {
             guardians: vec![],
             referral_source: None,
             presenting_concerns: vec![],
+            duplicate_reviewed: None,
         },
+        // The bench drives the aggregate directly: no intake check in front of it.
+        possible_duplicates: vec![],
     }
 }
 

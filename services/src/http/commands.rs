@@ -47,6 +47,8 @@ pub async fn open_case(
         Some(scope) => CaseId::from_uuid(Uuid::new_v5(&CASE_ID_NAMESPACE, scope.as_bytes())),
         None => CaseId::generate(),
     };
+    let possible_duplicates =
+        possible_duplicates(&state, &actor.agency, &body.value, case_id).await?;
     execute(
         &state,
         meta,
@@ -59,10 +61,67 @@ pub async fn open_case(
                 case_id,
                 agency: actor.agency.clone(),
                 request: body.value.clone(),
+                possible_duplicates: possible_duplicates.clone(),
             })
         },
     )
     .await
+}
+
+/// Open cases of `agency` that an intake of `request` would duplicate: the same Medicaid id, or
+/// the same given and family name (case and accents ignored) and birth date. Read from the
+/// caseload projection, so a case opened a moment ago elsewhere may not be seen yet (this guards
+/// against duplicates by accident, not by a race). The case being opened (an idempotent retry)
+/// is not its own duplicate.
+async fn possible_duplicates(
+    state: &AppState,
+    agency: &AgencyId,
+    request: &OpenCaseRequest,
+    case_id: CaseId,
+) -> Result<Vec<CaseId>, ApiError> {
+    use projections::search::{name_key, CaseFilter};
+    const ENOUGH: usize = 20;
+    let mut found = std::collections::BTreeSet::new();
+    let child = &request.child;
+    if let Some(m) = &child.medicaid_id {
+        let by_id = CaseFilter {
+            medicaid_id: Some(m.clone()),
+            open: Some(true),
+            ..CaseFilter::default()
+        };
+        for case in state
+            .store
+            .search_cases(&by_id, Some(agency.as_str()), None, ENOUGH)
+            .await?
+        {
+            found.extend(case.opened.map(|o| o.case_id));
+        }
+    }
+    let (given, family) = (
+        name_key(child.given_name.as_str()),
+        name_key(child.family_name.as_str()),
+    );
+    let by_name = CaseFilter {
+        name: family.split(' ').map(str::to_owned).collect(),
+        birth_date: Some(child.birth_date),
+        open: Some(true),
+        ..CaseFilter::default()
+    };
+    for case in state
+        .store
+        .search_cases(&by_name, Some(agency.as_str()), None, ENOUGH)
+        .await?
+    {
+        if let Some(o) = case.opened {
+            if name_key(o.child.given_name.as_str()) == given
+                && name_key(o.child.family_name.as_str()) == family
+            {
+                found.insert(o.case_id);
+            }
+        }
+    }
+    found.remove(&case_id);
+    Ok(found.into_iter().collect())
 }
 
 macro_rules! case_command {

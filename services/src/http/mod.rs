@@ -22,7 +22,10 @@ use crate::startup::AppState;
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
-        .route("/v1/cases", post(commands::open_case))
+        .route(
+            "/v1/cases",
+            post(commands::open_case).get(reads::search_cases),
+        )
         .route("/v1/cases/{case_id}", get(reads::get_case))
         .route("/v1/cases/{case_id}/events", get(reads::get_events))
         .route("/v1/cases/{case_id}/audit", get(reads::get_audit))

@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         commands::transition_case,
         commands::reopen_case,
         commands::correct_entry,
+        reads::search_cases,
         reads::get_case,
         reads::get_events,
         reads::get_audit,

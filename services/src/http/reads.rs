@@ -486,3 +486,167 @@ mod tests {
         assert!(parse_as_of("yesterday").is_err());
     }
 }
+
+/// `GET /v1/cases`: the filters, each optional; every one given must hold.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// Exactly this Medicaid id.
+    #[param(min_length = 1, max_length = 20)]
+    pub medicaid_id: Option<String>,
+    /// Words that each begin the child's given or family name (case and accents ignored), at
+    /// most three: `rob`, `robin sam`.
+    #[param(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    #[param(value_type = Option<String>, format = Date)]
+    pub birth_date: Option<String>,
+    /// `open` or `closed`.
+    #[param(pattern = "^(open|closed)$")]
+    pub status: Option<String>,
+    #[param(value_type = Option<Program>)]
+    pub program: Option<String>,
+    /// The assigned case manager's actor id.
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
+    pub assigned_to: Option<String>,
+    /// How many cases (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 512)]
+    pub cursor: Option<String>,
+}
+
+impl SearchQuery {
+    fn filter(&self) -> Result<projections::search::CaseFilter, ApiError> {
+        let bad =
+            |field: &str, e: String| ApiError::invalid("invalid_value", format!("{field}: {e}"));
+        Ok(projections::search::CaseFilter {
+            medicaid_id: self
+                .medicaid_id
+                .as_deref()
+                .map(MedicaidId::parse)
+                .transpose()
+                .map_err(|e| bad("medicaid_id", e.to_string()))?,
+            name: match self.name.as_deref() {
+                None => Vec::new(),
+                Some(n) => projections::search::CaseFilter::name_words(n, 3).ok_or_else(|| {
+                    bad(
+                        "name",
+                        "one to three words, each the start of a name".into(),
+                    )
+                })?,
+            },
+            birth_date: self
+                .birth_date
+                .as_deref()
+                .map(|d| d.parse::<chrono::NaiveDate>())
+                .transpose()
+                .map_err(|e| bad("birth_date", format!("{e} (YYYY-MM-DD)")))?,
+            open: match self.status.as_deref() {
+                None => None,
+                Some("open") => Some(true),
+                Some("closed") => Some(false),
+                Some(other) => {
+                    return Err(bad("status", format!("`{other}`; expected open or closed")))
+                }
+            },
+            program: self
+                .program
+                .as_deref()
+                .map(|p| p.parse::<Program>())
+                .transpose()
+                .map_err(|e| bad("program", e))?,
+            assigned_to: self
+                .assigned_to
+                .as_deref()
+                .map(ActorId::parse)
+                .transpose()
+                .map_err(|e| bad("assigned_to", e.to_string()))?,
+        })
+    }
+
+    /// The filters as asked, for the search log (the paging parameters left out).
+    fn logged(&self) -> String {
+        let pairs = [
+            ("medicaid_id", &self.medicaid_id),
+            ("name", &self.name),
+            ("birth_date", &self.birth_date),
+            ("status", &self.status),
+            ("program", &self.program),
+            ("assigned_to", &self.assigned_to),
+        ];
+        let map: serde_json::Map<String, Value> = pairs
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), Value::String(v.clone()))))
+            .collect();
+        Value::Object(map).to_string()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// A page of the cases found, by case id. Rows of cases the caller may not read carry only
+    /// `case_id`, `status`, `program` and `assigned_to`.
+    pub cases: Vec<projections::search::CaseRow>,
+    /// The next page's cursor; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Finds cases by Medicaid id, name, birth date, status, program or case manager. Minimum
+/// necessary: the child shows only on cases the caller may read (a case manager's own, any of
+/// the agency for supervisors and auditors); other cases of the agency show only that they
+/// exist, their status, program and case manager. Billing and service tokens may not search.
+/// Every search is logged (who, filters, rows), and each case whose child was shown gets a read.
+#[utoipa::path(get, path = "/v1/cases", tag = "cases", params(SearchQuery),
+    responses((status = 200, body = SearchResponse), (status = "4XX", body = schemas::wire::ErrorBody)),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(actor = %caller.0.id, role = %caller.0.role))]
+pub async fn search_cases(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictQuery(query): StrictQuery<SearchQuery>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let actor = &caller.0;
+    let agency = crate::auth::agency_scope(actor, Access::Search, None)?.map(|a| a.to_string());
+    let page =
+        crate::http::page::Page::parse("cases", query.limit.as_deref(), query.cursor.as_deref())?;
+    let filter = query.filter()?;
+    let mut found = state
+        .store
+        .search_cases(
+            &filter,
+            agency.as_deref(),
+            page.after.as_deref(),
+            page.limit + 1,
+        )
+        .await?;
+    let next_cursor = page.cut(&mut found, |c| {
+        c.opened
+            .as_ref()
+            .map(|o| o.case_id.to_string())
+            .unwrap_or_default()
+    });
+    let rows: Vec<projections::search::CaseRow> = found
+        .iter()
+        .filter_map(|case| {
+            projections::search::CaseRow::of(case, check(actor, case, Access::Read).is_ok())
+        })
+        .collect();
+    let now = state.clock.now();
+    let full = rows.iter().filter(|r| r.is_full()).count();
+    state
+        .store
+        .log_search(actor, &query.logged(), rows.len(), full, now)
+        .await?;
+    for row in rows.iter().filter(|r| r.is_full()) {
+        state
+            .store
+            .log_read(actor, row.case_id, "GET /v1/cases", true, now)
+            .await?;
+    }
+    Ok(Json(SearchResponse {
+        cases: rows,
+        next_cursor,
+    }))
+}

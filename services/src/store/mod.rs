@@ -53,6 +53,7 @@ mod pg_repository;
 pub mod projections;
 mod billing;
 pub mod reads;
+mod search;
 
 pub use billing::{BatchOf, BatchRecord, BatchRow};
 pub use bus::RelayLease;

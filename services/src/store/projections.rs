@@ -11,6 +11,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 
 use projections::log::group_by_case;
+use projections::search::name_key;
 
 use super::{Backend, LogEvent, LogPosition, Store};
 use crate::error::StoreError;
@@ -106,10 +107,13 @@ ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.posit
   updated_at = excluded.updated_at, applied_by = excluded.applied_by";
 
 const UPSERT_CASELOAD: &str = "\
-INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state, medicaid_id,
+  given_key, family_key, birth_date, program)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
-  open = excluded.open, version = excluded.version, state = excluded.state";
+  open = excluded.open, version = excluded.version, state = excluded.state,
+  medicaid_id = excluded.medicaid_id, given_key = excluded.given_key,
+  family_key = excluded.family_key, birth_date = excluded.birth_date, program = excluded.program";
 
 /// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with
 /// none yet: one primary-key lookup per case, whatever plan the statement is given.
@@ -224,16 +228,22 @@ impl Store {
                     .await?;
                 let mut case = stored.map(|Json(c)| c).unwrap_or_default();
                 ::projections::caseload::fold(&mut case, events)?;
-                let Some(agency) = case.agency().cloned() else {
+                let Some(opened) = case.opened.as_ref() else {
                     continue;
                 };
+                let child = &opened.child;
                 sqlx::query(UPSERT_CASELOAD)
                     .bind(&id)
-                    .bind(agency.as_str())
+                    .bind(opened.agency.as_str())
                     .bind(case.assigned_to.as_ref().map(|w| w.as_str().to_owned()))
                     .bind(case.closed.is_none())
                     .bind(case.version as i64)
                     .bind(Json(&case))
+                    .bind(child.medicaid_id.as_ref().map(|m| m.as_str().to_owned()))
+                    .bind(name_key(child.given_name.as_str()))
+                    .bind(name_key(child.family_name.as_str()))
+                    .bind(child.birth_date.to_string())
+                    .bind(opened.program.as_str())
                     .execute(&mut *tx)
                     .await?;
             }

@@ -234,10 +234,12 @@ both_stores!(
             assert_eq!(e["sequence"], i as u64 + 1);
             // Version 2: when an appointment was made; who reported a referral's status and
             // why its loop closed; the offset a contact's time was written with. Version 3 (2
-            // for a cancellation request): the reason as a code.
+            // for a cancellation request): the reason as a code. A case opening says whether a
+            // possible duplicate was reviewed (version 2).
             let version = match e["event_type"].as_str().unwrap() {
                 "ReferralDeclined" | "ReferralCancelled" | "ReferralCompleted" => "3",
-                "AppointmentScheduled"
+                "CaseOpened"
+                | "AppointmentScheduled"
                 | "ReferralAccepted"
                 | "ReferralCancellationRequested"
                 | "ContactLogged" => "2",
@@ -483,9 +485,13 @@ both_stores!(
         let (s, b) = app.post_with_key(&contacts, &sup, &body, "contact-1").await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
 
-        // Concurrent retries of one intake open one case.
+        // Concurrent retries of one intake (another child's) open one case.
+        let mut sibling = intake("cm-ada");
+        sibling["child"]["given_name"] = json!("Sam");
+        sibling["child"]["medicaid_id"] = json!("ZZ99000002");
         let tasks: Vec<_> = (0..8)
             .map(|_| {
+                let sibling = sibling.clone();
                 let client = app.client.clone();
                 let url = format!("{}/v1/cases", app.address);
                 let t = t.clone();
@@ -494,7 +500,7 @@ both_stores!(
                         .post(url)
                         .bearer_auth(t)
                         .header("Idempotency-Key", "intake-77")
-                        .json(&intake("cm-ada"))
+                        .json(&sibling)
                         .send()
                         .await
                         .unwrap();

@@ -18,7 +18,7 @@ async fn case_with_activity(app: &TestApp, contacts: usize) -> String {
             "/v1/cases",
             t,
             &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(20),
-            "child": {"given_name": "Ari", "family_name": "Sample", "birth_date": "2017-07-07"}}),
+            "child": {"given_name": "Ari", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 const MONTH: &str = "2026-09";
 
 async fn open_case(app: &TestApp, token: &str, medicaid_id: Option<&str>) -> String {
-    let mut child =
-        json!({"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04"});
+    let mut child = json!({"given_name": "Robin", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()});
     if let Some(id) = medicaid_id {
         child["medicaid_id"] = json!(id);
     }
@@ -700,7 +699,7 @@ async fn local_days(backend: Backend) {
         .date_naive();
     let intake = |date: chrono::NaiveDate| {
         json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": date.to_string(),
-            "child": {"given_name": "Lou", "family_name": "Sample", "birth_date": "2018-05-04"}})
+            "child": {"given_name": "Lou", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}})
     };
     let (s, b) = app
         .post(

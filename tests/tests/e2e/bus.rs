@@ -198,7 +198,10 @@ async fn scenario_with(app: &TestApp, agency: &str, closures: bool) -> String {
 /// The case's stored events that are public, in order: (event id, event type).
 async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
     let (s, b) = app
-        .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+        .get(
+            &format!("/v1/cases/{case}/events?limit=1000"),
+            &app.admin_token,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["events"]
@@ -386,7 +389,7 @@ async fn survives_a_broker_restart(backend: Backend) {
                 "/v1/cases",
                 &t,
                 &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(30),
-                    "child": {"given_name": "Kim", "family_name": "Sample", "birth_date": "2019-02-03"}}),
+                    "child": {"given_name": "Kim", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");

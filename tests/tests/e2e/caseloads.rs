@@ -17,7 +17,7 @@ async fn open(app: &TestApp, worker: &str, intake_days_ago: i64) -> String {
             &app.admin_token,
             &json!({"program": "wraparound", "assigned_to": worker,
             "intake_date": day(intake_days_ago),
-            "child": {"given_name": "Sky", "family_name": "Sample", "birth_date": "2015-05-05"}}),
+            "child": {"given_name": "Sky", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -259,8 +259,7 @@ both_stores!(
         // profile (no_medicaid_id), so only the other is flagged for no billable contact.
         let mut ids = Vec::new();
         for medicaid_id in [None, Some("ZZ00000041")] {
-            let mut child =
-                json!({"given_name": "Ash", "family_name": "Sample", "birth_date": "2016-06-06"});
+            let mut child = json!({"given_name": "Ash", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()});
             if let Some(id) = medicaid_id {
                 child["medicaid_id"] = json!(id);
             }

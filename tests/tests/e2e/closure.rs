@@ -21,7 +21,7 @@ async fn open(app: &TestApp, token: &str, intake: &str) -> String {
         token,
         "/v1/cases",
         json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": intake,
-            "child": {"given_name": "Lee", "family_name": "Sample", "birth_date": "2017-07-07",
+            "child": {"given_name": "Lee", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date(),
                       "medicaid_id": "ZZ00000031"}}),
     )
     .await;

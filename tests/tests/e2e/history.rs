@@ -41,7 +41,7 @@ both_stores!(
                 "/v1/cases",
                 &t,
                 &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(30),
-            "child": {"given_name": "Jo", "family_name": "Sample", "birth_date": "2016-06-06"}}),
+            "child": {"given_name": "Jo", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -152,7 +152,7 @@ async fn case_with_accepted_referral(app: &TestApp) -> (String, String) {
         "/v1/cases".into(),
         json!({"program": "tcm", "assigned_to": "cm-ada",
         "intake_date": day(30),
-        "child": {"given_name": "Jo", "family_name": "Sample", "birth_date": "2016-06-06"}}),
+        "child": {"given_name": "Jo", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
     )
     .await;
     let case = b["case_id"].as_str().unwrap().to_owned();

@@ -56,7 +56,7 @@ both_stores!(
                 let (s, b) = app
                     .post("/v1/cases", &t, &json!({"program": "tcm", "assigned_to": "cm-ada",
                         "intake_date": (linkage_tests::now().date_naive() - Days::days(10)).to_string(),
-                        "child": {"given_name": "Lane", "family_name": "Sample", "birth_date": "2019-02-02"}}))
+                        "child": {"given_name": "Lane", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}))
                     .await;
                 assert_eq!(s, StatusCode::CREATED, "{b}");
                 let case = b["case_id"].as_str().unwrap().to_owned();

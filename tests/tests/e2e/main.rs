@@ -16,3 +16,4 @@ mod measures;
 mod paging;
 mod replicas;
 mod roles;
+mod search;

@@ -17,7 +17,7 @@ async fn ok(app: &TestApp, path: String, body: Value) -> Value {
 
 async fn open(app: &TestApp, program: &str) -> String {
     let b = ok(app, "/v1/cases".into(), json!({"program": program, "assigned_to": "cm-ada",
-        "intake_date": day(40), "child": {"given_name": "Rae", "family_name": "Sample", "birth_date": "2018-08-08"}})).await;
+        "intake_date": day(40), "child": {"given_name": "Rae", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}})).await;
     b["case_id"].as_str().unwrap().to_owned()
 }
 

@@ -17,8 +17,8 @@ async fn open_case(app: &TestApp, token: &str, worker: &str) -> String {
             "/v1/cases",
             token,
             &json!({"program": "tcm", "assigned_to": worker, "intake_date": "2026-08-01",
-                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04",
-                          "medicaid_id": "ZZ00000031"}}),
+                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date(),
+                          "medicaid_id": format!("ZZ{:08}", worker.len() * 7 + worker.as_bytes()[3] as usize)}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

@@ -25,7 +25,7 @@ async fn open_case(app: &TestApp, token: &str, n: usize) -> String {
             "/v1/cases",
             token,
             &json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": "2026-09-01",
-                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2018-05-04",
+                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date(),
                           "medicaid_id": format!("ZZ{n:08}")}}),
         )
         .await;

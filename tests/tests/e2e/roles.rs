@@ -109,7 +109,7 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
                 sup,
                 &json!({"program": "tcm", "assigned_to": "cm-ada",
                 "intake_date": day(30), "child": {"given_name": "Kit", "family_name": "Sample",
-                "birth_date": "2020-01-01"}}),
+                "birth_date": linkage_tests::unique_birth_date()}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -301,7 +301,7 @@ both_stores!(every_role_on_every_route, |app: TestApp| async move {
     for (who, token) in &tokens {
         let (role, actor, _) = who.identity();
         let body = json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(5),
-            "child": {"given_name": "Kit", "family_name": "Sample", "birth_date": "2020-01-01"}});
+            "child": {"given_name": "Kit", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}});
         let (status, reply) = app.post("/v1/cases", token, &body).await;
         let expect = matches!(role, Role::Admin | Role::Supervisor) || actor == "cm-ada";
         if (status == StatusCode::CREATED) != expect {
@@ -326,7 +326,7 @@ async fn referral_ready_for(app: &TestApp, sup: &str, status: &str) -> (String, 
         "/v1/cases".into(),
         json!({"program": "tcm", "assigned_to": "cm-ada",
         "intake_date": day(30),
-        "child": {"given_name": "Rae", "family_name": "Sample", "birth_date": "2019-09-09"}}),
+        "child": {"given_name": "Rae", "family_name": "Sample", "birth_date": linkage_tests::unique_birth_date()}}),
     )
     .await;
     let case = b["case_id"].as_str().unwrap().to_owned();

@@ -54,7 +54,8 @@ impl Case {
                 case_id,
                 agency,
                 request,
-            } => self.decide_open_case(today, case_id, agency, request),
+                possible_duplicates,
+            } => self.decide_open_case(today, case_id, agency, request, possible_duplicates),
             CaseAction::ReopenCase(r) => self.decide_reopen_case(today, r).map(one),
             CaseAction::AssignCaseManager(r) => {
                 self.decide_assign_case_manager(&open()?, r).map(one)

@@ -8,16 +8,22 @@ use crate::case::*;
 
 impl Case {
     /// Open a case: only once, with an intake date that is not in the future and not before the
-    /// child's birth. The intake assigns the first case manager from the intake date.
+    /// child's birth, and not beside an open case of the same child unless the intake worker
+    /// reviewed the match and says why. The intake assigns the first case manager from the
+    /// intake date.
     pub(super) fn decide_open_case(
         &self,
         today: NaiveDate,
         case_id: CaseId,
         agency: AgencyId,
         request: OpenCaseRequest,
+        possible_duplicates: Vec<CaseId>,
     ) -> Result<Vec<CaseEvent>, CaseError> {
         if self.exists() {
             return Err(CaseError::CaseAlreadyExists);
+        }
+        if !possible_duplicates.is_empty() && request.duplicate_reviewed.is_none() {
+            return Err(CaseError::PossibleDuplicate(possible_duplicates));
         }
         if request.intake_date > today {
             return Err(CaseError::DateInFuture {
@@ -42,6 +48,10 @@ impl Case {
                 guardians: request.guardians.into_iter().map(Into::into).collect(),
                 referral_source: request.referral_source,
                 presenting_concerns: request.presenting_concerns,
+                duplicate_reviewed: request.duplicate_reviewed.map(|r| DuplicateReview {
+                    reason: r.reason,
+                    matched: possible_duplicates,
+                }),
             },
             CaseEvent::CaseManagerAssigned {
                 case_manager: request.assigned_to,

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, StoreError};
 use crate::startup::AppState;
-use crate::store::{Store, TokenRecord};
+use crate::store::{Store, TokenLife, TokenRecord};
+use chrono::{DateTime, Utc};
 
 const TOKEN_PREFIX: &str = "lkg_";
 
@@ -30,11 +31,79 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Creates and stores a token; returns the plain token, which is never stored.
-pub async fn issue_token(store: &Store, record: &TokenRecord) -> Result<String, StoreError> {
+/// How long a token holds unless asked otherwise.
+pub const DEFAULT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(90);
+
+/// How often a token's `last_used_at` is written: at most once a minute per token, so that the
+/// request path does not write on every request.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+/// How long a new token holds: a duration (`90d`, `12h`, `30m`; humantime's units) or `never`,
+/// which only `service` tokens (a receiving system's) may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    For(chrono::Duration),
+    Never,
+}
+
+impl Lifetime {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "never" {
+            return Ok(Lifetime::Never);
+        }
+        let d = humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration like 90d, 12h or never: {e}"))?;
+        let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+        if d < chrono::Duration::minutes(1) || d > chrono::Duration::days(3650) {
+            return Err(format!("`{s}`: a token lives from 1 minute to 10 years"));
+        }
+        Ok(Lifetime::For(d))
+    }
+
+    /// When a token of `role` made at `now` expires; `never` is refused but for `service`.
+    pub fn expires_at(
+        self,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, String> {
+        match self {
+            Lifetime::For(d) => Ok(Some(now + d)),
+            Lifetime::Never if role == Role::Service => Ok(None),
+            Lifetime::Never => Err("only service tokens may never expire".into()),
+        }
+    }
+}
+
+impl Default for Lifetime {
+    fn default() -> Self {
+        Lifetime::For(DEFAULT_TOKEN_LIFETIME)
+    }
+}
+
+/// A token just made: the secret (shown once, never stored) and what is stored beside its hash.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub token: String,
+    pub life: TokenLife,
+}
+
+/// Creates and stores a token made at `now` that expires at `expires_at` (None: never).
+pub async fn issue_token(
+    store: &Store,
+    record: &TokenRecord,
+    now: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<NewToken, StoreError> {
     let token = new_token();
-    store.insert_token(&hash_token(&token), record).await?;
-    Ok(token)
+    let life = TokenLife {
+        id: uuid::Uuid::now_v7().to_string(),
+        created_at: now,
+        expires_at,
+    };
+    store
+        .insert_token(&hash_token(&token), record, &life)
+        .await?;
+    Ok(NewToken { token, life })
 }
 
 /// The authenticated caller of a request.
@@ -55,11 +124,25 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| t.starts_with(TOKEN_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
-        let record = state
+        let found = state
             .store
             .token(&hash_token(token))
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        let now = state.clock.now();
+        if found.life.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::TokenExpired);
+        }
+        if found.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
+            // Off the request's path: a lost touch only makes `last_used_at` a minute older.
+            let (store, id) = (state.store.clone(), found.life.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_token(&id, now).await {
+                    tracing::debug!(error = %e, "could not record a token's use");
+                }
+            });
+        }
+        let record = found.record;
         Ok(Caller(Actor {
             id: record.actor_id,
             role: record.role,
@@ -102,6 +185,8 @@ pub enum Access {
     EventStream,
     /// Finding cases (`GET /v1/cases`); which rows show the child is decided by `Read`.
     Search,
+    /// Creating, listing and revoking tokens.
+    ManageTokens,
 }
 
 /// How far a role's permission for one `Access` reaches.
@@ -123,7 +208,7 @@ pub const fn reach(role: Role, access: Access) -> Reach {
     use Access::*;
     match (role, access) {
         (Role::Admin, _) => Reach::All,
-        (Role::Supervisor, Audit | BillingLog | BillingBatch) => Reach::None,
+        (Role::Supervisor, Audit | BillingLog | BillingBatch | ManageTokens) => Reach::None,
         (Role::Supervisor, _) => Reach::Agency,
         (Role::CaseManager, Read | Command | RecipientReport | OpenCase | Caseload) => Reach::Own,
         (Role::CaseManager, EventStream | Search) => Reach::Agency,
@@ -141,7 +226,7 @@ pub const fn reach(role: Role, access: Access) -> Reach {
 
 impl Access {
     /// Every access, in declaration order.
-    pub const ALL: [Access; 14] = [
+    pub const ALL: [Access; 15] = [
         Access::Read,
         Access::Command,
         Access::Assign,
@@ -156,6 +241,7 @@ impl Access {
         Access::BillingBatch,
         Access::EventStream,
         Access::Search,
+        Access::ManageTokens,
     ];
 
     /// What it is, for a refusal: "the billing role may not <this>".
@@ -175,6 +261,7 @@ impl Access {
             Access::BillingBatch => "record export batches",
             Access::EventStream => "receive referral events",
             Access::Search => "search cases",
+            Access::ManageTokens => "manage tokens",
         }
     }
 
@@ -283,12 +370,12 @@ mod tests {
                 })
                 .collect()
         };
-        //                                       RCAPAHOCTMBBES
-        assert_eq!(row(Role::Admin), /*       */ "**************");
-        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--aa");
-        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----aa");
-        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-aa");
-        assert_eq!(row(Role::Billing), /*     */ "----------aa--");
-        assert_eq!(row(Role::Service), /*     */ "---a--------a-");
+        //                                       RCAPAHOCTMBBEST
+        assert_eq!(row(Role::Admin), /*       */ "***************");
+        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--aa-");
+        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----aa-");
+        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-aa-");
+        assert_eq!(row(Role::Billing), /*     */ "----------aa---");
+        assert_eq!(row(Role::Service), /*     */ "---a--------a--");
     }
 }

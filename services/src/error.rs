@@ -34,6 +34,8 @@ pub enum StoreError {
 pub enum ApiError {
     #[error("no or unknown bearer token")]
     Unauthorized,
+    #[error("the bearer token expired")]
+    TokenExpired,
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
@@ -86,6 +88,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "send a valid token as `Authorization: Bearer <token>`".into(),
+            ),
+            ApiError::TokenExpired => (
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "this token expired; ask an admin for a new one".into(),
             ),
             ApiError::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message.clone()),
             ApiError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone()),

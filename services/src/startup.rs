@@ -101,7 +101,7 @@ impl Application {
             tracing::warn!(now = %clock.now(), "the clock is pinned: \"now\" stands still until set");
         }
         let store = open_store(&config).await?;
-        ensure_admin_token(&store, &config.data_dir).await?;
+        ensure_admin_token(&store, &config.data_dir, clock.now()).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -180,8 +180,13 @@ impl Application {
 }
 
 /// On first start (no admin token in the store) creates one and writes it to
-/// `<data_dir>/admin.token` with mode 0600. Logs the path, never the token.
-async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<(), StartupError> {
+/// `<data_dir>/admin.token` with mode 0600. Logs the path, never the token. It expires like any
+/// token (90 days); `linkage token create --role admin` makes the next one.
+async fn ensure_admin_token(
+    store: &Store,
+    data_dir: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StartupError> {
     if store.has_admin_token().await? {
         return Ok(());
     }
@@ -191,7 +196,8 @@ async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<(), Startu
         agency: AgencyId::parse("default").expect("static id"),
         provider: None,
     };
-    let token = issue_token(store, &record).await?;
+    let expires_at = Some(now + crate::auth::DEFAULT_TOKEN_LIFETIME);
+    let token = issue_token(store, &record, now, expires_at).await?.token;
     let path = data_dir.join("admin.token");
     write_secret(&path, &token).map_err(|source| StartupError::AdminToken {
         path: path.clone(),

@@ -28,6 +28,11 @@ impl Drop for TempDir {
 
 /// The token record stored for `token` (by its hash) in the embedded store under `dir`.
 async fn stored_token(dir: &std::path::Path, token: &str) -> services::store::TokenRecord {
+    stored(dir, token).await.record
+}
+
+/// The stored token (record and lifecycle) for `token`, unless revoked.
+async fn stored(dir: &std::path::Path, token: &str) -> services::store::StoredToken {
     let store = Store::sqlite(dir).await.unwrap();
     let record = store
         .token(&hash_token(token))
@@ -36,6 +41,11 @@ async fn stored_token(dir: &std::path::Path, token: &str) -> services::store::To
         .expect("stored by hash");
     store.close().await;
     record
+}
+
+/// The last line printed: the token, after its id and expiry.
+fn last_line(printed: &str) -> String {
+    printed.trim().lines().last().unwrap_or_default().to_owned()
 }
 
 fn temp_dir() -> TempDir {
@@ -120,8 +130,13 @@ async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(token.starts_with("lkg_"), "{token}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let token = last_line(&printed);
+    assert!(token.starts_with("lkg_"), "{printed}");
+    assert!(
+        printed.starts_with("id: "),
+        "the token's id comes first: {printed}"
+    );
 
     let record = stored_token(&dir.0, &token).await;
     assert_eq!(record.actor_id.as_str(), "cm-ada");
@@ -167,9 +182,134 @@ async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
         "{}",
         String::from_utf8_lossy(&bound.stderr)
     );
-    let token = String::from_utf8(bound.stdout).unwrap().trim().to_owned();
+    let token = last_line(&String::from_utf8(bound.stdout).unwrap());
     let record = stored_token(&dir.0, &token).await;
     assert_eq!(record.provider.as_ref().map(|p| p.as_str()), Some("prov-1"));
+}
+
+/// A token's lifecycle from the command line: it expires when asked (90 days by default; `never`
+/// only for service tokens), is listed without its secret, and is refused once revoked.
+#[tokio::test]
+async fn tokens_expire_are_listed_and_are_revoked() {
+    let dir = temp_dir();
+    let run = |args: &[&str]| {
+        let out = linkage()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let field = |printed: &str, name: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ok, made, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "supervisor",
+        "--actor",
+        "sup-1",
+    ]);
+    assert!(ok, "{err}");
+    let (id, token) = (field(&made, "id"), last_line(&made));
+    assert_eq!(
+        field(&made, "expires"),
+        "2027-02-14T23:59:30+00:00",
+        "90 days from the clock"
+    );
+    let (ok, short, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "auditor",
+        "--actor",
+        "aud-1",
+        "--expires-in",
+        "12h",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&short, "expires"), "2026-11-17T11:59:30+00:00");
+    let (ok, _, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--actor",
+        "a",
+        "--expires-in",
+        "never",
+    ]);
+    assert!(
+        !ok && err.contains("only service tokens may never expire"),
+        "{err}"
+    );
+    let (ok, never, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "service",
+        "--actor",
+        "svc",
+        "--provider",
+        "prov-1",
+        "--expires-in",
+        "never",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&never, "expires"), "never");
+    let (ok, _, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "auditor",
+        "--actor",
+        "a",
+        "--expires-in",
+        "soon",
+    ]);
+    assert!(!ok && err.contains("soon"), "{err}");
+
+    let (ok, listed, err) = run(&["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(listed.contains(&id) && listed.contains("sup-1"), "{listed}");
+    assert!(!listed.contains("lkg_"), "never a secret: {listed}");
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "a header and three tokens: {listed}"
+    );
+
+    let life = stored(&dir.0, &token).await;
+    assert_eq!(life.life.id, id);
+    let (ok, _, err) = run(&["token", "revoke", &id]);
+    assert!(ok, "{err}");
+    let store = Store::sqlite(&dir.0).await.unwrap();
+    assert!(
+        store.token(&hash_token(&token)).await.unwrap().is_none(),
+        "refused once revoked"
+    );
+    store.close().await;
+    let (ok, _, err) = run(&["token", "revoke", "no-such-id"]);
+    assert!(!ok && err.contains("no token with id"), "{err}");
+    let (_, listed, _) = run(&["token", "list"]);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("still listed");
+    assert!(
+        line.ends_with("2026-11-16T23:59Z"),
+        "revoked at the clock's time: {line}"
+    );
 }
 
 /// The operations commands against a store with data in it: status, rebuild, verify (intact,

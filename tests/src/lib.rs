@@ -196,10 +196,26 @@ impl TestApp {
         let address = format!("http://{}", app.local_addr());
         let store = app.state().store.clone();
         let clock = app.state().clock.clone();
-        let admin_token = std::fs::read_to_string(config.data_dir.join("admin.token"))
-            .expect("an admin token on first start")
-            .trim()
-            .to_owned();
+        // The first start wrote an admin token (it expires in 90 days); tests act as an admin
+        // whose token outlives the clock moves they make.
+        let first_admin = std::fs::read_to_string(config.data_dir.join("admin.token"))
+            .expect("an admin token on first start");
+        assert!(first_admin.trim().starts_with("lkg_"));
+        let now = clock.now();
+        let admin_token = services::auth::issue_token(
+            &store,
+            &TokenRecord {
+                actor_id: ActorId::parse("admin").expect("actor"),
+                role: Role::Admin,
+                agency: AgencyId::parse("default").expect("agency"),
+                provider: None,
+            },
+            now,
+            Some(now + chrono::Duration::days(3650)),
+        )
+        .await
+        .expect("an admin token for the tests")
+        .token;
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
@@ -225,9 +241,11 @@ impl TestApp {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().expect("addr");
         let admin_token = self.admin_token.clone();
-        let mut app = Self::start(self.backend, config, cleanup).await;
+        let first_admin = std::fs::read_to_string(config.data_dir.join("admin.token")).ok();
+        let mut app = Self::start(self.backend, config.clone(), cleanup).await;
         assert_eq!(
-            app.admin_token, admin_token,
+            std::fs::read_to_string(config.data_dir.join("admin.token")).ok(),
+            first_admin,
             "a restart keeps the admin token"
         );
         app.admin_token = admin_token;
@@ -273,32 +291,39 @@ impl TestApp {
 
     /// A token for `role`, acting as `actor` in `agency`.
     pub async fn token(&self, role: Role, actor: &str, agency: &str) -> String {
+        self.issue(TokenRecord {
+            actor_id: ActorId::parse(actor).expect("actor"),
+            role,
+            agency: AgencyId::parse(agency).expect("agency"),
+            provider: None,
+        })
+        .await
+    }
+
+    /// A token for `record`, made now by this server's clock. It lasts ten years, so that a test
+    /// that moves the clock on by months keeps its caller (expiry has tests of its own).
+    pub async fn issue(&self, record: TokenRecord) -> String {
+        let now = self.clock.now();
         services::auth::issue_token(
             &self.store,
-            &TokenRecord {
-                actor_id: ActorId::parse(actor).expect("actor"),
-                role,
-                agency: AgencyId::parse(agency).expect("agency"),
-                provider: None,
-            },
+            &record,
+            now,
+            Some(now + chrono::Duration::days(3650)),
         )
         .await
         .expect("token stored")
+        .token
     }
 
     /// A `service` token of `agency` speaking for `provider` (a receiving system).
     pub async fn service_token(&self, actor: &str, agency: &str, provider: &str) -> String {
-        services::auth::issue_token(
-            &self.store,
-            &TokenRecord {
-                actor_id: ActorId::parse(actor).expect("actor"),
-                role: Role::Service,
-                agency: AgencyId::parse(agency).expect("agency"),
-                provider: Some(schemas::ProviderId::parse(provider).expect("provider")),
-            },
-        )
+        self.issue(TokenRecord {
+            actor_id: ActorId::parse(actor).expect("actor"),
+            role: Role::Service,
+            agency: AgencyId::parse(agency).expect("agency"),
+            provider: Some(schemas::ProviderId::parse(provider).expect("provider")),
+        })
         .await
-        .expect("token stored")
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
@@ -427,7 +452,10 @@ impl TestApp {
     /// The number of events stored for a case, read through the API as admin.
     pub async fn event_count(&self, case_id: &str) -> usize {
         let (s, body) = self
-            .get(&format!("/v1/cases/{case_id}/events"), &self.admin_token)
+            .get(
+                &format!("/v1/cases/{case_id}/events?limit=1000"),
+                &self.admin_token,
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
         body["events"].as_array().expect("events").len()

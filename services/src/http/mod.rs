@@ -9,9 +9,10 @@ pub mod measures;
 pub mod openapi;
 pub mod page;
 pub mod reads;
+pub mod tokens;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -58,6 +59,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/caseloads", get(caseloads::get_team))
         .route("/v1/caseloads/{worker_id}", get(caseloads::get_caseload))
         .route("/v1/measures", get(measures::get_measures))
+        .route(
+            "/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/v1/tokens/{token_id}", delete(tokens::revoke_token))
         .route("/v1/instruments", get(reads::list_instruments))
         .route("/v1/instruments/{instrument}", get(reads::get_instrument))
         .route("/v1/openapi.json", get(openapi::serve))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{billing, caseloads, commands, events, measures, reads};
+use super::{billing, caseloads, commands, events, measures, reads, tokens};
 
 struct BearerAuth;
 
@@ -43,6 +43,9 @@ impl Modify for BearerAuth {
         caseloads::get_caseload,
         caseloads::get_team,
         measures::get_measures,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token,
         events::stream,
         billing::get_tcm,
         billing::create_batch,

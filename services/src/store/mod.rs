@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aggregates::{Case, CaseError, CaseEvent};
+use chrono::{DateTime, Utc};
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
@@ -124,6 +125,59 @@ pub struct TokenRecord {
     pub agency: AgencyId,
     /// The provider a `service` token speaks for.
     pub provider: Option<ProviderId>,
+}
+
+/// When a token was made and until when it holds, under its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenLife {
+    /// A UUID v7, shown by `linkage token list` and `GET /v1/tokens`; revocation names it.
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// None: never (service tokens only).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    pub record: TokenRecord,
+    pub life: TokenLife,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const TOKEN_COLUMNS: &str = "actor_id, role, agency_id, provider_id, token_id, created_at, \
+                             expires_at, last_used_at, revoked_at";
+
+fn stored_token<R: Row>(row: &R) -> Result<StoredToken, StoreError>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'c> String: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> Option<String>: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> DateTime<Utc>: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> Option<DateTime<Utc>>: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    Ok(StoredToken {
+        record: TokenRecord {
+            actor_id: ActorId::parse(row.try_get::<String, _>("actor_id")?)
+                .map_err(|e| corrupt(e.to_string()))?,
+            role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(corrupt)?,
+            agency: AgencyId::parse(row.try_get::<String, _>("agency_id")?)
+                .map_err(|e| corrupt(e.to_string()))?,
+            provider: row
+                .try_get::<Option<String>, _>("provider_id")?
+                .map(|p| ProviderId::parse(p).map_err(|e| corrupt(e.to_string())))
+                .transpose()?,
+        },
+        life: TokenLife {
+            id: row.try_get("token_id")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        },
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 /// The outcome of committing a command's events.
@@ -372,9 +426,16 @@ impl Store {
         })
     }
 
-    pub async fn insert_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+    /// Stores a token (its hash only) under `id`.
+    pub async fn insert_token(
+        &self,
+        hash: &str,
+        token: &TokenRecord,
+        life: &TokenLife,
+    ) -> Result<(), StoreError> {
         let sql =
-            "INSERT INTO tokens (token_hash, actor_id, role, agency_id, provider_id) VALUES ($1, $2, $3, $4, $5)";
+            "INSERT INTO tokens (token_hash, actor_id, role, agency_id, provider_id, token_id, \
+                   created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         on_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(hash)
@@ -382,29 +443,62 @@ impl Store {
                 .bind(token.role.as_str())
                 .bind(token.agency.as_str())
                 .bind(token.provider.as_ref().map(ProviderId::as_str))
+                .bind(&life.id)
+                .bind(life.created_at)
+                .bind(life.expires_at)
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = "SELECT actor_id, role, agency_id, provider_id FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+    /// The token with this hash, unless it was revoked (expired ones are returned: the caller
+    /// tells an expired token from an unknown one).
+    pub async fn token(&self, hash: &str) -> Result<Option<StoredToken>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+        );
         on_pool!(self, pool => {
-            let Some(row) = sqlx::query(sql).bind(hash).fetch_optional(pool).await? else {
-                return Ok(None);
-            };
-            let corrupt = |e: String| StoreError::Corrupt(e);
-            Ok(Some(TokenRecord {
-                actor_id: ActorId::parse(row.try_get::<String, _>("actor_id")?).map_err(|e| corrupt(e.to_string()))?,
-                role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(corrupt)?,
-                agency: AgencyId::parse(row.try_get::<String, _>("agency_id")?).map_err(|e| corrupt(e.to_string()))?,
-                provider: row
-                    .try_get::<Option<String>, _>("provider_id")?
-                    .map(|p| ProviderId::parse(p).map_err(|e| corrupt(e.to_string())))
-                    .transpose()?,
-            }))
+            let row = sqlx::query(&sql).bind(hash).fetch_optional(pool).await?;
+            row.as_ref().map(stored_token).transpose()
         })
+    }
+
+    /// Up to `limit` tokens after the id `after`, by id (ids are UUID v7: creation order),
+    /// revoked ones included. Never the secret: only its hash is stored.
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredToken>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_id > $1 ORDER BY token_id LIMIT $2"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(after.unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(stored_token).collect()
+        })
+    }
+
+    /// Revokes a token from `at` on; false when there is no token with this id. Revoking a
+    /// revoked token keeps its first revocation time.
+    pub async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE token_id = $1";
+        let done = on_pool!(self, pool => sqlx::query(sql).bind(id).bind(at).execute(pool).await?.rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Records that a token was used at `at`.
+    pub async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "UPDATE tokens SET last_used_at = $2 WHERE token_id = $1";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(id).bind(at).execute(pool).await?;
+        });
+        Ok(())
     }
 
     pub async fn has_admin_token(&self) -> Result<bool, StoreError> {

@@ -17,3 +17,4 @@ mod paging;
 mod replicas;
 mod roles;
 mod search;
+mod tokens;

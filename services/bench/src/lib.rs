@@ -26,9 +26,11 @@ use services::startup::AppState;
 use services::store::{Commit, Store};
 
 mod billing;
+mod http;
 mod projection;
 mod relay;
 pub use billing::BillingBench;
+pub use http::HttpBench;
 pub use projection::ProjectionBench;
 pub use relay::RelayBench;
 
@@ -65,12 +67,12 @@ pub enum BenchError {
     Histogram(String),
 }
 
-struct Row {
-    label: String,
-    clients: usize,
-    ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Row {
+    pub(crate) label: String,
+    pub(crate) clients: usize,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 pub(crate) fn actor() -> Actor {
@@ -291,7 +293,7 @@ pub(crate) async fn commit_actions(
     }
 }
 
-async fn run_clients<F, Fut>(
+pub(crate) async fn run_clients<F, Fut>(
     clients: usize,
     seconds: u64,
     op: F,
@@ -337,7 +339,7 @@ where
     Ok((total.len() as f64 / measure.as_secs_f64(), total))
 }
 
-fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row {
+pub(crate) fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row {
     Row {
         label: label.to_owned(),
         clients,

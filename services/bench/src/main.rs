@@ -2,7 +2,7 @@
 //! the same database (and NATS server). `ops/bench.sh` builds it in release mode and runs it.
 
 use clap::{Parser, Subcommand};
-use linkage_bench::{AppendBench, BillingBench, ProjectionBench, RelayBench};
+use linkage_bench::{AppendBench, BillingBench, HttpBench, ProjectionBench, RelayBench};
 use services::config::LogFormat;
 
 /// The same allocator as the `linkage` server, so that the figures are the server's.
@@ -31,6 +31,8 @@ enum Bench {
     Relay(RelayBench),
     /// A month's billing export beside a plain COPY (SELECT ...) TO STDOUT of the same rows
     Billing(BillingBench),
+    /// Contacts posted over real HTTP connections beside a raw INSERT at the same concurrency
+    Http(HttpBench),
 }
 
 #[tokio::main]
@@ -43,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Projections(bench) => bench.run(out).await?,
         Bench::Relay(bench) => bench.run(out).await?,
         Bench::Billing(bench) => bench.run(out).await?,
+        Bench::Http(bench) => bench.run(out).await?,
     }
     Ok(())
 }

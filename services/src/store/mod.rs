@@ -82,6 +82,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     cache: CaseCache,
+    /// Tokens looked up in the last `TOKEN_CACHE_TTL`, by hash (see `token`).
+    tokens: std::sync::Mutex<HashMap<String, (std::time::Instant, StoredToken)>>,
     /// Counts this process's commits: log tailers (relay, event stream) wake on a change instead
     /// of waiting for their next poll. Other processes' commits are found by polling.
     commits: tokio::sync::watch::Sender<u64>,
@@ -146,6 +148,13 @@ pub struct StoredToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// How long a token looked up is trusted without asking the store again: the bound on how long
+/// a revocation through another replica takes to reach this one.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tokens remembered at most; past that, expired entries go, then all.
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
+
 const TOKEN_COLUMNS: &str = "actor_id, role, agency_id, provider_id, token_id, created_at, \
                              expires_at, last_used_at, revoked_at";
 
@@ -207,6 +216,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Postgres { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
+            tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
             replica: default_replica_id(),
         })
@@ -235,6 +245,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Sqlite { pool, es },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
+            tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
             replica: default_replica_id(),
         })
@@ -453,15 +464,39 @@ impl Store {
     }
 
     /// The token with this hash, unless it was revoked (expired ones are returned: the caller
-    /// tells an expired token from an unknown one).
+    /// tells an expired token from an unknown one). A token found is remembered for
+    /// `TOKEN_CACHE_TTL`, so a busy client costs the store one lookup per interval, not one per
+    /// request; a revocation through another replica therefore takes effect here within that
+    /// bound (through this one, at once). Unknown tokens are never remembered.
     pub async fn token(&self, hash: &str) -> Result<Option<StoredToken>, StoreError> {
+        if let Some((at, found)) = self.tokens.lock().expect("not poisoned").get(hash) {
+            if at.elapsed() < TOKEN_CACHE_TTL {
+                return Ok(Some(found.clone()));
+            }
+        }
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
         );
-        on_pool!(self, pool => {
+        let found = on_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(hash).fetch_optional(pool).await?;
-            row.as_ref().map(stored_token).transpose()
-        })
+            row.as_ref().map(stored_token).transpose()?
+        });
+        let mut cache = self.tokens.lock().expect("not poisoned");
+        match &found {
+            Some(token) => {
+                if cache.len() >= TOKEN_CACHE_ENTRIES {
+                    cache.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+                    if cache.len() >= TOKEN_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                }
+                cache.insert(hash.to_owned(), (std::time::Instant::now(), token.clone()));
+            }
+            None => {
+                cache.remove(hash);
+            }
+        }
+        Ok(found)
     }
 
     /// Up to `limit` tokens after the id `after`, by id (ids are UUID v7: creation order),
@@ -489,11 +524,22 @@ impl Store {
     pub async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let sql = "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE token_id = $1";
         let done = on_pool!(self, pool => sqlx::query(sql).bind(id).bind(at).execute(pool).await?.rows_affected());
+        // Refused here from the next request on; other replicas' caches let it go within
+        // `TOKEN_CACHE_TTL`.
+        self.tokens
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (_, t)| t.life.id != id);
         Ok(done == 1)
     }
 
     /// Records that a token was used at `at`.
     pub async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        for (_, t) in self.tokens.lock().expect("not poisoned").values_mut() {
+            if t.life.id == id {
+                t.last_used_at = Some(at);
+            }
+        }
         let sql = "UPDATE tokens SET last_used_at = $2 WHERE token_id = $1";
         on_pool!(self, pool => {
             sqlx::query(sql).bind(id).bind(at).execute(pool).await?;

@@ -1,0 +1,217 @@
+//! `linkage-bench http`: the whole HTTP command path. Real HTTP/1.1 keep-alive connections post
+//! contacts to a real server (`Application`, on PostgreSQL, in this process), beside the raw
+//! single-row INSERT into the same events table at the same concurrency, in the same run.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use services::config::Config;
+use services::Application;
+use uuid::Uuid;
+
+use crate::{row, run_clients, settle, BenchError, Row, Scratch};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpBench {
+    /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Concurrent connections, one measurement each
+    #[arg(long, value_delimiter = ',', default_values_t = [16])]
+    pub clients: Vec<usize>,
+    /// Seconds per measurement
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Cases each connection cycles through
+    #[arg(long, default_value_t = 8)]
+    pub cases_per_client: usize,
+    /// Run the server without its projection engine (to see what the projections cost; the
+    /// target is measured with them running, as a server runs)
+    #[arg(long)]
+    pub without_projections: bool,
+}
+
+impl HttpBench {
+    pub async fn run(&self, out: &mut impl Write) -> Result<(), BenchError> {
+        Scratch::with(&self.database_url, async |s| {
+            self.run_on(&s.url, &s.version, &s.fsync, out).await
+        })
+        .await
+    }
+
+    async fn run_on(
+        &self,
+        url: &str,
+        version: &str,
+        fsync: &str,
+        out: &mut impl Write,
+    ) -> Result<(), BenchError> {
+        let data_dir =
+            std::env::temp_dir().join(format!("linkage-bench-http-{}", Uuid::new_v4().simple()));
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            data_dir: data_dir.clone(),
+            database_url: Some(url.to_owned()),
+            run_projections: !self.without_projections,
+            ..Config::default()
+        };
+        let app = Application::build(config)
+            .await
+            .map_err(|e| BenchError::Refused(e.to_string()))?;
+        let base = format!("http://{}", app.local_addr());
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))?
+            .trim()
+            .to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let max_clients = self.clients.iter().copied().max().unwrap_or(1);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(max_clients * 2)
+            .build()
+            .map_err(|e| BenchError::Refused(e.to_string()))?;
+        writeln!(
+            out,
+            "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs; \
+             the server and the HTTP clients share this process",
+            self.seconds,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        )?;
+        let today = chrono::Utc::now().date_naive();
+        let mut cases = Vec::new();
+        for n in 0..max_clients * self.cases_per_client {
+            let birth = (today - chrono::Duration::days(2000 + n as i64)).to_string();
+            let body = json!({"program": "tcm", "assigned_to": "cm-bench",
+                "intake_date": (today - chrono::Duration::days(30)).to_string(),
+                "child": {"given_name": "Bench", "family_name": "Sample", "birth_date": birth}});
+            let r = client
+                .post(format!("{base}/v1/cases"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| BenchError::Refused(e.to_string()))?;
+            let v: Value = r
+                .json()
+                .await
+                .map_err(|e| BenchError::Refused(e.to_string()))?;
+            let id = v["case_id"]
+                .as_str()
+                .ok_or_else(|| BenchError::Refused(format!("intake refused: {v}")))?;
+            cases.push(id.to_owned());
+        }
+        let raw_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_clients as u32 + 4)
+            .connect(url)
+            .await?;
+        let contact = json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+            "occurred_at": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+            "minutes": 20, "note": "called the guardian about the next appointment",
+            "location": "office"});
+        let mut rows: Vec<Row> = Vec::new();
+        let run_id = Uuid::new_v4().simple().to_string();
+        for &clients in &self.clients {
+            settle(&raw_pool).await;
+            let (pool, run_id2) = (raw_pool.clone(), run_id.clone());
+            let stored = contact.clone();
+            let raw = run_clients(clients, self.seconds, move |c, n| {
+                let pool = pool.clone();
+                let stream = format!("raw-{run_id2}-{clients}-{c}");
+                let payload = json!({"ContactLogged": stored});
+                async move {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                         event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')",
+                    )
+                    .bind(stream)
+                    .bind(n as i64 + 1)
+                    .bind(payload)
+                    .execute(&pool)
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row("raw single-row INSERT (baseline)", clients, raw));
+            settle(&raw_pool).await;
+            let (client, base, token, cases, body, per) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                cases.clone(),
+                contact.to_string(),
+                self.cases_per_client,
+            );
+            let measured = run_clients(clients, self.seconds, move |c, n| {
+                let request = client
+                    .post(format!(
+                        "{base}/v1/cases/{}/contacts",
+                        cases[c * per + n % per]
+                    ))
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                async move {
+                    let r = request
+                        .send()
+                        .await
+                        .map_err(|e| BenchError::Refused(e.to_string()))?;
+                    if r.status() != reqwest::StatusCode::CREATED {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        return Err(BenchError::Refused(format!("{status}: {text}")));
+                    }
+                    r.bytes()
+                        .await
+                        .map_err(|e| BenchError::Refused(e.to_string()))?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row("POST /v1/cases/{id}/contacts", clients, measured));
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<36} {:>7} {:>10} {:>8} {:>8} {:>12}",
+            "workload", "clients", "ops/s", "p50 ms", "p99 ms", "vs baseline"
+        )?;
+        for r in &rows {
+            let base = rows
+                .iter()
+                .find(|b| b.clients == r.clients && b.label.starts_with("raw"))
+                .map_or(f64::NAN, |b| b.ops_per_sec);
+            writeln!(
+                out,
+                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>11.0}%",
+                r.label,
+                r.clients,
+                r.ops_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                100.0 * r.ops_per_sec / base
+            )?;
+        }
+        for &clients in &self.clients {
+            let rate = |raw: bool| {
+                rows.iter()
+                    .find(|r| r.clients == clients && r.label.starts_with("raw") == raw)
+                    .map(|r| r.ops_per_sec)
+            };
+            if let (Some(h), Some(b)) = (rate(false), rate(true)) {
+                writeln!(out, "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (target at 16 >= 60%)", 100.0 * h / b)?;
+            }
+        }
+        raw_pool.close().await;
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .map_err(|_| BenchError::Refused("the server did not stop".into()))?
+            .map_err(|e| BenchError::Refused(e.to_string()))?
+            .map_err(BenchError::Io)?;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        Ok(())
+    }
+}

@@ -75,10 +75,26 @@ uuid_id!(
 macro_rules! text_newtype {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $check:expr, $allowed:literal $(, pattern = $pattern:literal)?) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String)]
         pub struct $name(String);
+
+        // The OpenAPI document states what `parse` enforces (lengths, and the characters where a
+        // pattern can say them), so that clients and generated tests see the same rules.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let pattern: Option<&str> = None $(.or(Some($pattern)))?;
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some($max))
+                    .pattern(pattern)
+                    .description(Some(concat!("Trimmed, non-empty; ", $allowed, ".")))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub fn parse(s: impl Into<String>) -> Result<Self, SchemaError> {
@@ -196,7 +212,8 @@ text_newtype!(
     "item code",
     40,
     |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.',
-    "lower-case letters, digits, _ and ."
+    "lower-case letters, digits, _ and .",
+    pattern = "^[a-z0-9_.]+$"
 );
 text_newtype!(
     /// A state Medicaid recipient id. Synthetic in every fixture of this project.
@@ -204,7 +221,8 @@ text_newtype!(
     "medicaid id",
     20,
     |c| c.is_ascii_uppercase() || c.is_ascii_digit(),
-    "upper-case letters and digits"
+    "upper-case letters and digits",
+    pattern = "^[A-Z0-9]+$"
 );
 text_newtype!(
     /// A client-chosen key that makes a POST safe to retry.
@@ -212,7 +230,8 @@ text_newtype!(
     "idempotency key",
     200,
     |c| c.is_ascii_graphic(),
-    "visible ASCII"
+    "visible ASCII",
+    pattern = "^[!-~]+$"
 );
 text_newtype!(
     /// A kind of service a referral asks for (e.g. `outpatient_therapy`, `housing`).

@@ -18,8 +18,11 @@ export LINKAGE_TEST_DATABASE_URL="$DATABASE_URL"
 export LINKAGE_TEST_NATS_URL="${NATS_URL:-}"
 LINKAGE_NATS_SERVER=$(ops/nats-install.sh)
 export LINKAGE_NATS_SERVER
+# The single-sign-on tests start a real OpenID provider (npm's oidc-provider, on node).
+LINKAGE_OIDC_PROVIDER=$(ops/oidc-install.sh)
+export LINKAGE_OIDC_PROVIDER
 # A missing database or broker is a failure here, never a silent skip.
-export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1
+export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1 LINKAGE_REQUIRE_OIDC=1
 
 # Time is an input: every test server's clock is pinned (LINKAGE_TEST_CLOCK). The whole workspace
 # runs just after 00:00 UTC, then the end-to-end suites and the binary's tests run again just

@@ -122,8 +122,16 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
-            .filter(|t| t.starts_with(TOKEN_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
+        if !token.starts_with(TOKEN_PREFIX) {
+            // Not one of ours: the agency's identity provider's, if single sign-on is set up.
+            return match &state.oidc {
+                Some(oidc) if crate::oidc::Verifier::looks_like_jwt(token) => {
+                    Ok(Caller(oidc.verify(token, state.clock.now()).await?))
+                }
+                _ => Err(ApiError::Unauthorized),
+            };
+        }
         let found = state
             .store
             .token(&hash_token(token))

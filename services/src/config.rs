@@ -55,6 +55,16 @@ pub struct Config {
     /// This server's name among replicas (`LINKAGE_REPLICA_ID`), shown by `linkage projections
     /// status` and `linkage relay status`. Absent: `<hostname>-<pid>-<random>`, new at each start.
     pub replica_id: Option<String>,
+    /// How callers sign in besides Linkage's own tokens (`[auth.oidc]`).
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Single sign-on with the agency's OpenID provider (`LINKAGE_AUTH__OIDC__ISSUER`, ...).
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +95,7 @@ impl Default for Config {
             documentation_window_days: aggregates::CaseServices::DEFAULT_DOCUMENTATION_WINDOW_DAYS,
             clock: None,
             replica_id: None,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod oidc;
 pub mod projector;
 pub mod startup;
 pub mod store;

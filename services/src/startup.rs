@@ -33,6 +33,8 @@ pub struct AppState {
     pub clock: crate::clock::Clock,
     /// Each agency's time zone: where "now" becomes "today" and a contact a date of service.
     pub zones: Arc<projections::zones::Zones>,
+    /// The OpenID provider's token verifier, when single sign-on is configured.
+    pub oidc: Option<Arc<crate::oidc::Verifier>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,11 @@ impl Application {
             billing: Arc::new(billing),
             clock,
             zones: Arc::new(zones),
+            oidc: config
+                .auth
+                .oidc
+                .clone()
+                .map(|c| Arc::new(crate::oidc::Verifier::new(c))),
             config: Arc::new(config),
         };
         Ok(Self { listener, state })

@@ -229,6 +229,7 @@ pub(crate) fn bench_state(
         relay: None,
         clock: services::clock::Clock::system(),
         zones: Default::default(),
+        oidc: None,
         billing: Arc::new(
             services::billing::select(services::billing::DEFAULT_PROFILE, None)
                 .map_err(bench_err)?,

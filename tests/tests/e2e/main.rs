@@ -17,4 +17,5 @@ mod paging;
 mod replicas;
 mod roles;
 mod search;
+mod sso;
 mod tokens;

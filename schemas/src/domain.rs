@@ -244,12 +244,22 @@ text_newtype!(
 );
 
 /// Minutes of a case-management activity: 1 to 1440 (one day).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u16")]
-#[schema(value_type = u16, description = "1 to 1440")]
 pub struct Minutes(u16);
+
+impl utoipa::PartialSchema for Minutes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(Minutes::MAX))
+            .description(Some("Minutes of the activity: 1 to 1440 (one day)."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Minutes {}
 
 impl Minutes {
     pub const MAX: u16 = 1440;

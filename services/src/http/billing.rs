@@ -119,6 +119,7 @@ pub async fn get_tcm(
 #[serde(deny_unknown_fields)]
 pub struct CreateBatchRequest {
     /// The month of service, `YYYY-MM`.
+    #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
     /// The agency whose lines are exported; a billing user's own by default (admins must name one).
     pub agency: Option<String>,

@@ -26,7 +26,7 @@ pub fn parse_case_id(s: &str) -> Result<CaseId, ApiError> {
 
 #[utoipa::path(post, path = "/v1/cases", tag = "cases",
     request_body = OpenCaseRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    params(("Idempotency-Key" = Option<schemas::IdempotencyKey>, Header, description = "makes a retry safe")),
     responses((status = 201, body = OpenCaseResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(actor = %meta.actor.id))]
@@ -135,7 +135,7 @@ macro_rules! case_command {
             request_body = $req,
             params(
                 ("case_id" = String, Path, description = "the case"),
-                ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe"),
+                ("Idempotency-Key" = Option<schemas::IdempotencyKey>, Header, description = "makes a retry safe"),
             ),
             responses((status = $status, body = $resp), (status = "4XX", body = ErrorBody)),
             security(("bearer" = [])))]
@@ -260,7 +260,7 @@ case_command!(
 #[utoipa::path(post, path = "/v1/cases/{case_id}/referrals/{referral_id}/status", tag = "cases",
     request_body = ReferralStatusRequest,
     params(("case_id" = String, Path), ("referral_id" = String, Path),
-           ("Idempotency-Key" = Option<String>, Header)),
+           ("Idempotency-Key" = Option<schemas::IdempotencyKey>, Header)),
     responses((status = 200, body = VersionResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, referral_id = %referral_id, actor = %meta.actor.id))]
@@ -293,7 +293,7 @@ pub async fn update_referral_status(
 #[utoipa::path(post, path = "/v1/cases/{case_id}/appointments/{appointment_id}/outcome", tag = "cases",
     request_body = AppointmentOutcomeRequest,
     params(("case_id" = String, Path), ("appointment_id" = String, Path),
-           ("Idempotency-Key" = Option<String>, Header)),
+           ("Idempotency-Key" = Option<schemas::IdempotencyKey>, Header)),
     responses((status = 200, body = VersionResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, appointment_id = %appointment_id, actor = %meta.actor.id))]
@@ -325,7 +325,7 @@ pub async fn record_appointment_outcome(
 
 #[utoipa::path(post, path = "/v1/cases/{case_id}/corrections", tag = "cases",
     request_body = CorrectionRequest,
-    params(("case_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("case_id" = String, Path), ("Idempotency-Key" = Option<schemas::IdempotencyKey>, Header)),
     responses((status = 201, body = VersionResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(case_id = %case_id, actor = %meta.actor.id))]

@@ -33,7 +33,7 @@ pub struct StreamQuery {
 }
 
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
-    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}-[0-9]{1,19}$", description = "resume after this event (an SSE id this stream sent)")),
     responses((status = 200, description = "text/event-stream of public events (schemas/public)"),
               (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]

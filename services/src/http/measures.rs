@@ -31,8 +31,8 @@ fn date(query: &HashMap<String, String>, key: &str) -> Result<Option<NaiveDate>,
 /// definition is in the `Measures` schema. Supervisors and auditors see their agency's cases,
 /// admins every agency's.
 #[utoipa::path(get, path = "/v1/measures", tag = "measures",
-    params(("from" = Option<String>, Query, description = "first day, YYYY-MM-DD (default: 90 days before `to`)"),
-           ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD (default: today)"),
+    params(("from" = Option<chrono::NaiveDate>, Query, description = "first day, YYYY-MM-DD (default: 90 days before `to`)"),
+           ("to" = Option<chrono::NaiveDate>, Query, description = "last day, YYYY-MM-DD (default: today)"),
            ("program" = Option<Program>, Query, description = "only cases of this program")),
     responses((status = 200, body = Measures), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]

@@ -33,9 +33,10 @@ pub struct CreateTokenRequest {
     #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
     #[serde(default)]
     pub provider: Option<ProviderId>,
-    /// How long it holds: `90d` (default), `12h`, `30m`, ...; `never` only for `service`.
+    /// How long it holds: `90d` (default), `12h`, `30m` (up to 999 days); `never` only for
+    /// `service`.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 32)]
+    #[schema(pattern = "^(never|[1-9][0-9]{0,2}(m|h|d))$")]
     pub expires_in: Option<String>,
 }
 

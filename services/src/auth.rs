@@ -10,7 +10,7 @@
 use aggregates::{Actor, Case};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use schemas::{ActorId, AgencyId, Role};
+use schemas::{ActorId, AgencyId, ProviderId, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, StoreError};
@@ -78,6 +78,40 @@ impl Default for Lifetime {
     fn default() -> Self {
         Lifetime::For(DEFAULT_TOKEN_LIFETIME)
     }
+}
+
+/// When a new token of `role` (speaking for `provider`) made at `now` expires, as `expires_in`
+/// asks (default 90 days), or why it may not be made: the one rule the admin routes and
+/// `linkage token create` share.
+pub fn token_expiry(
+    role: Role,
+    provider: Option<ProviderId>,
+    expires_in: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match (role, &provider) {
+        (Role::Service, None) => {
+            return Err(ApiError::invalid(
+                "provider_required",
+                "a service token speaks for a provider: name it",
+            ))
+        }
+        (r, Some(_)) if r != Role::Service => {
+            return Err(ApiError::invalid(
+                "provider_not_allowed",
+                "only a service token speaks for a provider",
+            ))
+        }
+        _ => {}
+    }
+    let lifetime = expires_in
+        .map(Lifetime::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_value", format!("expires_in: {e}")))?
+        .unwrap_or_default();
+    lifetime
+        .expires_at(role, now)
+        .map_err(|e| ApiError::invalid("never_expires_not_allowed", e))
 }
 
 /// A token just made: the secret (shown once, never stored) and what is stored beside its hash.

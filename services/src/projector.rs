@@ -49,63 +49,53 @@ pub trait Projection: Sync {
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
-/// The hash-chained audit trail of every case (`projections::audit`).
-pub struct AuditTrail;
-/// Each case's folded state for caseload views (`projections::caseload`).
-pub struct Caseloads;
-/// Each case's billing state and months (`projections::billing`).
-pub struct Billing;
+/// A projection: its name, the store method that applies a batch, and the tables a reset empties
+/// (in order).
+macro_rules! projection {
+    ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+]) => {
+        $(#[$doc])*
+        pub struct $type;
 
-impl Projection for AuditTrail {
-    fn name(&self) -> &'static str {
-        "audit_trail"
-    }
-    fn apply<'a>(
-        &'a self,
-        store: &'a Store,
-        claim: Claim<'a>,
-        batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(store.project_audit(self.name(), claim, batch))
-    }
-    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.reset_projection(self.name(), &["audit_entries"]))
-    }
+        impl Projection for $type {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn apply<'a>(
+                &'a self,
+                store: &'a Store,
+                claim: Claim<'a>,
+                batch: &'a [LogEvent],
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(store.$apply($name, claim, batch))
+            }
+            fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+                Box::pin(store.reset_projection($name, &[$($table),+]))
+            }
+        }
+    };
 }
 
-impl Projection for Caseloads {
-    fn name(&self) -> &'static str {
-        "caseloads"
-    }
-    fn apply<'a>(
-        &'a self,
-        store: &'a Store,
-        claim: Claim<'a>,
-        batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(store.project_caseloads(self.name(), claim, batch))
-    }
-    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.reset_projection(self.name(), &["caseload_cases"]))
-    }
-}
-
-impl Projection for Billing {
-    fn name(&self) -> &'static str {
-        "billing"
-    }
-    fn apply<'a>(
-        &'a self,
-        store: &'a Store,
-        claim: Claim<'a>,
-        batch: &'a [LogEvent],
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(store.project_billing(self.name(), claim, batch))
-    }
-    fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(store.reset_projection(self.name(), &["billing_case_months", "billing_cases"]))
-    }
-}
+projection!(
+    /// The hash-chained audit trail of every case (`projections::audit`).
+    AuditTrail,
+    "audit_trail",
+    project_audit,
+    ["audit_entries"]
+);
+projection!(
+    /// Each case's folded state for caseload views (`projections::caseload`).
+    Caseloads,
+    "caseloads",
+    project_caseloads,
+    ["caseload_cases"]
+);
+projection!(
+    /// Each case's billing state and months (`projections::billing`).
+    Billing,
+    "billing",
+    project_billing,
+    ["billing_case_months", "billing_cases"]
+);
 
 /// Every projection this server runs: the engine, `linkage projections status|rebuild` and
 /// /readyz all read this list.

@@ -449,6 +449,28 @@ impl TestApp {
         }
     }
 
+    /// Runs a statement against the test's store directly, as someone with database access
+    /// would, and returns its rows' first column as text (or the database's refusal).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<String>, String> {
+        let rows = match &self.config.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql).fetch_all(&mut c).await
+            }
+            None => {
+                let path = self.config.data_dir.join("linkage.db");
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql).fetch_all(&mut c).await
+            }
+        };
+        rows.map_err(|e| e.to_string())
+    }
+
     /// The number of events stored for a case, read through the API as admin.
     pub async fn event_count(&self, case_id: &str) -> usize {
         let (s, body) = self

@@ -43,6 +43,15 @@ pub struct Summary {
     pub units: u64,
 }
 
+impl Summary {
+    /// Counts one line (its case is counted by the caller, who knows where cases change).
+    fn count(&mut self, line: &Line) {
+        self.lines += 1;
+        self.billable_lines += u64::from(line.billable);
+        self.units += u64::from(line.units);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
@@ -148,11 +157,7 @@ where
             continue;
         }
         summary.cases += 1;
-        for l in &lines {
-            summary.lines += 1;
-            summary.billable_lines += u64::from(l.billable);
-            summary.units += u64::from(l.units);
-        }
+        lines.iter().for_each(|l| summary.count(l));
         let chunk = match format {
             Format::Csv => csv_chunk(lines.iter().map(csv_row)),
             Format::Json => {
@@ -240,9 +245,7 @@ pub async fn page_month(
             summary.cases += 1;
             last_case = Some(l.case_id);
         }
-        summary.lines += 1;
-        summary.billable_lines += u64::from(l.billable);
-        summary.units += u64::from(l.units);
+        summary.count(l);
     }
     Ok(MonthPage {
         lines,

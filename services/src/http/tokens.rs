@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::ToSchema;
 
-use crate::auth::{agency_scope, issue_token, Access, Caller, Lifetime};
+use crate::auth::{agency_scope, issue_token, token_expiry, Access, Caller};
 use crate::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::http::page::{ListQuery, StrictQuery};
@@ -93,38 +93,6 @@ pub struct TokensResponse {
     pub next_cursor: Option<String>,
 }
 
-/// The record and expiry a create request asks for, or why not.
-pub fn new_token_spec(
-    role: Role,
-    provider: Option<ProviderId>,
-    expires_in: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match (role, &provider) {
-        (Role::Service, None) => {
-            return Err(ApiError::invalid(
-                "provider_required",
-                "a service token speaks for a provider: name it",
-            ))
-        }
-        (r, Some(_)) if r != Role::Service => {
-            return Err(ApiError::invalid(
-                "provider_not_allowed",
-                "only a service token speaks for a provider",
-            ))
-        }
-        _ => {}
-    }
-    let lifetime = expires_in
-        .map(Lifetime::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("invalid_value", format!("expires_in: {e}")))?
-        .unwrap_or_default();
-    lifetime
-        .expires_at(role, now)
-        .map_err(|e| ApiError::invalid("never_expires_not_allowed", e))
-}
-
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
     responses((status = 201, body = TokenCreated), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
@@ -137,7 +105,7 @@ pub async fn create_token(
     agency_scope(&caller.0, Access::ManageTokens, None)?;
     let r = body.value;
     let now = state.clock.now();
-    let expires_at = new_token_spec(r.role, r.provider.clone(), r.expires_in.as_deref(), now)?;
+    let expires_at = token_expiry(r.role, r.provider.clone(), r.expires_in.as_deref(), now)?;
     let record = TokenRecord {
         actor_id: r.actor,
         role: r.role,

@@ -334,28 +334,6 @@ fn call(minutes: u32, day: u32, hour: u32) -> Value {
         "occurred_at": at(day, hour), "minutes": minutes, "note": "monitoring call"})
 }
 
-/// Runs a statement against the test's store directly, as someone with database access would,
-/// and returns its rows' first column as text.
-async fn raw_sql(app: &TestApp, sql: &str) -> Result<Vec<String>, String> {
-    use sqlx::Connection;
-    let rows = match &app.config.database_url {
-        Some(url) => {
-            let mut c = sqlx::PgConnection::connect(url)
-                .await
-                .map_err(|e| e.to_string())?;
-            sqlx::query_scalar(sql).fetch_all(&mut c).await
-        }
-        None => {
-            let path = app.config.data_dir.join("linkage.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .map_err(|e| e.to_string())?;
-            sqlx::query_scalar(sql).fetch_all(&mut c).await
-        }
-    };
-    rows.map_err(|e| e.to_string())
-}
-
 both_stores!(
     export_batches_adjust_and_reproduce,
     |app: TestApp| async move {
@@ -474,13 +452,13 @@ both_stores!(
 
         // Each batch is recorded by an event in the log, in its version 1 shape, naming its
         // lines in order.
-        let events = raw_sql(
-            &app,
-            "SELECT CAST(payload AS TEXT) FROM events WHERE aggregate_type = 'BillingBatch' \
+        let events = app
+            .sql(
+                "SELECT CAST(payload AS TEXT) FROM events WHERE aggregate_type = 'BillingBatch' \
              AND event_type = 'BillingBatchExported' AND event_version = '1' ORDER BY aggregate_id",
-        )
-        .await
-        .expect("batch events");
+            )
+            .await
+            .expect("batch events");
         assert_eq!(events.len(), 3, "one event per batch");
         let recorded: Value = serde_json::from_str(&events[0]).expect("json");
         let recorded = &recorded["BillingBatchExported"];
@@ -508,7 +486,9 @@ both_stores!(
         assert_eq!(recorded["lines"], 3);
 
         // Exported batches cannot be edited in place.
-        let refused = raw_sql(&app, "UPDATE billing_batch_lines SET kind = 'original'").await;
+        let refused = app
+            .sql("UPDATE billing_batch_lines SET kind = 'original'")
+            .await;
         assert!(
             refused.is_err_and(|e| e.contains("immutable")),
             "an exported line was editable"
@@ -525,7 +505,7 @@ both_stores!(
                  'f', '{{}}')"
             )
         };
-        let twice = raw_sql(&app, &insert(&b, "dup-1", "original", None)).await;
+        let twice = app.sql(&insert(&b, "dup-1", "original", None)).await;
         assert!(
             twice
                 .as_ref()
@@ -533,7 +513,9 @@ both_stores!(
                     || e.contains("billing_batch_lines.month, billing_batch_lines.activity_id")),
             "a second original of one activity: {twice:?}"
         );
-        let dangling = raw_sql(&app, &insert(&b, "dup-2", "void", Some("no-such-line"))).await;
+        let dangling = app
+            .sql(&insert(&b, "dup-2", "void", Some("no-such-line")))
+            .await;
         assert!(
             dangling
                 .as_ref()
@@ -541,7 +523,9 @@ both_stores!(
                     || e.contains("adjust a line already exported")),
             "a void of a line never exported: {dangling:?}"
         );
-        let again = raw_sql(&app, &insert(&c, "dup-3", "void", Some(&c_line_id))).await;
+        let again = app
+            .sql(&insert(&c, "dup-3", "void", Some(&c_line_id)))
+            .await;
         assert!(
             again
                 .as_ref()

@@ -148,14 +148,6 @@ async fn two_engines_one_batch_postgres() {
     two_engines_one_batch(Backend::Postgres).await;
 }
 
-/// Runs `SELECT`s against the test's PostgreSQL database directly: the projections' rows.
-async fn rows(app: &TestApp, sql: &str) -> Vec<String> {
-    use sqlx::Connection;
-    let url = app.config.database_url.as_ref().expect("PostgreSQL");
-    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-    sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
-}
-
 /// Every projection's rows, in a stable order, as text.
 async fn projected(app: &TestApp) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -168,7 +160,7 @@ async fn projected(app: &TestApp) -> Vec<Vec<String>> {
         "SELECT concat_ws('|', month, case_id, agency) FROM billing_case_months \
          ORDER BY month, case_id",
     ] {
-        out.push(rows(app, sql).await);
+        out.push(app.sql(sql).await.expect(sql));
     }
     out
 }

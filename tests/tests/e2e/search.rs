@@ -199,12 +199,13 @@ both_stores!(finding_a_case, |app: TestApp| async move {
     }
 
     // Every search is logged: who, the filters, how many rows; a full row is a read of its case.
-    let ada_searches = raw(
-        &app,
-        "SELECT filters || '|' || CAST(rows AS TEXT) || '|' || CAST(full_rows AS TEXT) \
-         FROM case_searches WHERE actor_id = 'cm-ada' ORDER BY id",
-    )
-    .await;
+    let ada_searches = app
+        .sql(
+            "SELECT filters || '|' || CAST(rows AS TEXT) || '|' || CAST(full_rows AS TEXT) \
+             FROM case_searches WHERE actor_id = 'cm-ada' ORDER BY id",
+        )
+        .await
+        .expect("the search log");
     assert_eq!(ada_searches[0], r#"{"name":"zoe"}|2|1"#, "{ada_searches:?}");
     let auditor = app.token(Role::Auditor, "aud-1", "default").await;
     let (_, reads) = app.get(&format!("/v1/cases/{zoe}/reads"), &auditor).await;
@@ -335,24 +336,6 @@ both_stores!(
         );
     }
 );
-
-/// Runs a statement against the test's store directly; the first column of each row, as text.
-async fn raw(app: &TestApp, sql: &str) -> Vec<String> {
-    use sqlx::Connection;
-    match &app.config.database_url {
-        Some(url) => {
-            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
-        }
-        None => {
-            let path = app.config.data_dir.join("linkage.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
-        }
-    }
-}
 
 /// At 100,000 cases every filter is served by an index: no plan reads the whole table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

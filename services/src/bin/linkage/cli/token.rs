@@ -6,8 +6,9 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Subcommand;
 use schemas::{ActorId, AgencyId, ProviderId, Role};
+use services::auth::token_expiry;
 use services::config::LogFormat;
-use services::http::tokens::{new_token_spec, TokenView};
+use services::http::tokens::TokenView;
 use services::store::TokenRecord;
 use services::{auth, telemetry, Clock};
 
@@ -74,7 +75,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .context("--provider")?;
             let (config, store) = store.open().await?;
             let now = Clock::from_config(config.clock).now();
-            let expires_at = new_token_spec(role, provider.clone(), Some(&expires_in), now)
+            let expires_at = token_expiry(role, provider.clone(), Some(&expires_in), now)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let record = TokenRecord {
                 actor_id: ActorId::parse(actor).context("--actor")?,

@@ -21,8 +21,12 @@ export LINKAGE_NATS_SERVER
 # The single-sign-on tests start a real OpenID provider (npm's oidc-provider, on node).
 LINKAGE_OIDC_PROVIDER=$(ops/oidc-install.sh)
 export LINKAGE_OIDC_PROVIDER
-# A missing database or broker is a failure here, never a silent skip.
+# The API fuzzing suite runs schemathesis (PyPI) against a real server on each store.
+LINKAGE_SCHEMATHESIS=$(ops/schemathesis-install.sh)
+export LINKAGE_SCHEMATHESIS
+# A missing database, broker or tool is a failure here, never a silent skip.
 export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1 LINKAGE_REQUIRE_OIDC=1
+export LINKAGE_REQUIRE_SCHEMATHESIS=1
 
 # Time is an input: every test server's clock is pinned (LINKAGE_TEST_CLOCK). The whole workspace
 # runs just after 00:00 UTC, then the end-to-end suites and the binary's tests run again just

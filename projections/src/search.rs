@@ -37,13 +37,22 @@ pub struct CaseFilter {
 
 impl CaseFilter {
     /// The name filter from a query: its words, as keys (at most `max` of them).
+    /// The name keys of a query of one to `max` words (split at whitespace as given, so that
+    /// the count is what a client sees); None for no words or too many. A word that folding
+    /// empties (combining marks alone) asks nothing and is left out.
     pub fn name_words(query: &str, max: usize) -> Option<Vec<String>> {
-        let words: Vec<String> = name_key(query)
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .map(str::to_owned)
-            .collect();
-        (!words.is_empty() && words.len() <= max).then_some(words)
+        let words: Vec<&str> = query.split_whitespace().collect();
+        if words.is_empty() || words.len() > max {
+            return None;
+        }
+        Some(
+            words
+                .into_iter()
+                .map(name_key)
+                .flat_map(|k| k.split(' ').map(str::to_owned).collect::<Vec<_>>())
+                .filter(|w| !w.is_empty())
+                .collect(),
+        )
     }
 }
 
@@ -117,5 +126,6 @@ mod tests {
         );
         assert_eq!(CaseFilter::name_words("   ", 3), None);
         assert_eq!(CaseFilter::name_words("a b c d", 3), None);
+        assert_eq!(CaseFilter::name_words("\u{301}", 3), Some(vec![]));
     }
 }

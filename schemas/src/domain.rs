@@ -73,7 +73,7 @@ uuid_id!(
 );
 
 macro_rules! text_newtype {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $check:expr, $allowed:literal $(, pattern = $pattern:literal)?) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $check:expr, $allowed:literal $(, pattern = $pattern:literal)? $(, openapi_pattern = $openapi_pattern:expr)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -83,7 +83,9 @@ macro_rules! text_newtype {
         // pattern can say them), so that clients and generated tests see the same rules.
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                let pattern: Option<&str> = None $(.or(Some($pattern)))?;
+                // `openapi_pattern` is for rules only the API document states (the public event
+                // schemas, already published, keep theirs).
+                let pattern: Option<&str> = None $(.or(Some($pattern)))? $(.or(Some($openapi_pattern)))?;
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .min_length(Some(1))
@@ -159,6 +161,15 @@ fn id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
 }
 
+/// What `printable` text is, as a regular expression (ECMA-262 and Python alike): no control
+/// character but newline and tab, and at least one character that trimming keeps. Spelled out
+/// rather than `\s`, whose meaning differs between regex dialects.
+const PRINTABLE_PATTERN: &str = concat!(
+    "^[^\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F]*",
+    "[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]",
+    "[^\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F]*$"
+);
+
 fn printable(c: char) -> bool {
     !c.is_control() || c == '\n' || c == '\t'
 }
@@ -196,7 +207,8 @@ text_newtype!(
     "name",
     100,
     printable,
-    "printable characters"
+    "printable characters",
+    openapi_pattern = PRINTABLE_PATTERN
 );
 text_newtype!(
     /// Free text a person writes: a reason, a note, a goal.
@@ -204,7 +216,8 @@ text_newtype!(
     "text",
     4000,
     printable,
-    "printable characters"
+    "printable characters",
+    openapi_pattern = PRINTABLE_PATTERN
 );
 text_newtype!(
     /// A screening item or question code from an instrument definition.
@@ -243,9 +256,49 @@ text_newtype!(
     pattern = "^[a-z0-9_]+$"
 );
 
+/// A JSON number with no fractional part, as JSON Schema's `integer` means it: `3` and `3.0`
+/// alike (a client's JSON library may write either). Anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WholeNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<WholeNumber, E> {
+                i64::try_from(n)
+                    .map(WholeNumber)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<WholeNumber, E> {
+                // Within ±2^53 every whole f64 is exact and converts losslessly.
+                const EXACT: f64 = 9_007_199_254_740_992.0;
+                if n.fract() == 0.0 && n.abs() <= EXACT {
+                    Ok(WholeNumber(n as i64))
+                } else {
+                    Err(E::custom(format!("{n} is not a whole number")))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Deserializes an `i64` field that JSON may write as `3` or `3.0` (see [`WholeNumber`]).
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    WholeNumber::deserialize(d).map(|w| w.0)
+}
+
 /// Minutes of a case-management activity: 1 to 1440 (one day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u16")]
+#[serde(try_from = "WholeNumber", into = "u16")]
 pub struct Minutes(u16);
 
 impl utoipa::PartialSchema for Minutes {
@@ -279,10 +332,10 @@ impl Minutes {
     }
 }
 
-impl TryFrom<i64> for Minutes {
+impl TryFrom<WholeNumber> for Minutes {
     type Error = SchemaError;
-    fn try_from(n: i64) -> Result<Self, Self::Error> {
-        Self::parse(n)
+    fn try_from(n: WholeNumber) -> Result<Self, Self::Error> {
+        Self::parse(n.0)
     }
 }
 

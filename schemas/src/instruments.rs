@@ -67,7 +67,7 @@ pub struct Instrument {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RatingValue {
-    Score(i64),
+    Score(#[serde(deserialize_with = "crate::domain::whole_number")] i64),
     Answer(String),
 }
 

@@ -78,7 +78,7 @@ pub struct RecordScreeningRequest {
     #[serde(default)]
     pub instrument_version: Option<String>,
     pub administered_on: NaiveDate,
-    #[schema(value_type = Object)]
+    /// Item code to value: a score for rated items, an answer code for questions.
     pub ratings: BTreeMap<ItemCode, RatingValue>,
 }
 
@@ -109,6 +109,7 @@ pub struct DeferredNeedIn {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviseCarePlanRequest {
+    #[schema(min_items = 1)]
     pub goals: Vec<GoalIn>,
     #[serde(default)]
     pub deferred_needs: Vec<DeferredNeedIn>,
@@ -225,6 +226,7 @@ pub struct AppointmentOutcomeRequest {
 pub struct LogContactRequest {
     pub component: TcmComponent,
     pub contact_type: ContactType,
+    #[schema(min_items = 1)]
     pub with: Vec<Participant>,
     /// When it happened, with the offset the writer's clock had; the offset is kept with the
     /// event (the date of service is taken in the agency's time zone).

@@ -122,7 +122,7 @@ pub struct CreateBatchRequest {
     #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
     /// The agency whose lines are exported; a billing user's own by default (admins must name one).
-    pub agency: Option<String>,
+    pub agency: Option<schemas::AgencyId>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -176,8 +176,14 @@ fn zone_of(state: &AppState, agency: &str) -> Result<chrono_tz::Tz, ApiError> {
 }
 
 /// The agency a caller's batch request is for: an admin names it; billing records its own.
-fn batch_agency(actor: &aggregates::Actor, asked: Option<String>) -> Result<String, ApiError> {
-    match (agency_scope(actor, Access::BillingBatch, None)?, asked) {
+fn batch_agency(
+    actor: &aggregates::Actor,
+    asked: Option<schemas::AgencyId>,
+) -> Result<String, ApiError> {
+    match (
+        agency_scope(actor, Access::BillingBatch, None)?,
+        asked.map(String::from),
+    ) {
         (None, Some(a)) => Ok(a),
         (None, None) => Err(ApiError::invalid(
             "agency_required",

@@ -29,7 +29,7 @@ fn scope(
 }
 
 #[utoipa::path(get, path = "/v1/caseloads/{worker_id}", tag = "caseloads",
-    params(("worker_id" = String, Path)),
+    params(("worker_id" = schemas::ActorId, Path)),
     responses((status = 200, body = Caseload), (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
 #[instrument(skip_all, fields(worker_id = %worker_id, actor = %caller.0.id))]
@@ -38,6 +38,9 @@ pub async fn get_caseload(
     caller: Caller,
     Path(worker_id): Path<String>,
 ) -> Result<Json<Caseload>, ApiError> {
+    let worker_id = schemas::ActorId::parse(worker_id)
+        .map_err(|e| ApiError::invalid("invalid_value", format!("worker_id: {e}")))?
+        .to_string();
     let agency = scope(&caller, Access::Caseload, Some(&worker_id))?;
     let cases = state
         .store

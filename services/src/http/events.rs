@@ -27,13 +27,15 @@ use crate::store::{LogPosition, Store};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// `start` for every event in the log, `now` (default) for new ones only.
+    #[param(pattern = "^(start|now)$")]
     pub from: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
-    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}-[0-9]{1,19}$", description = "resume after this event (an SSE id this stream sent)")),
+    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, pattern = "^([0-9]{1,18}-[0-9]{1,18})?$", description = "resume after this event (an SSE id this stream sent; empty: none)")),
     responses((status = 200, description = "text/event-stream of public events (schemas/public)"),
               (status = "4XX", body = schemas::wire::ErrorBody)),
     security(("bearer" = [])))]
@@ -47,8 +49,10 @@ pub async fn stream(
     let actor = caller.0;
     // Callers see their own agency's events (admins: all); billing has no business with them.
     let agency = crate::auth::agency_scope(&actor, crate::auth::Access::EventStream, None)?;
+    // An empty Last-Event-ID is no id (as an EventSource sends after an empty `id:` line).
     let resume = headers
         .get("last-event-id")
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
         .map(|v| {
             v.to_str().ok().and_then(parse_event_id).ok_or_else(|| {
                 ApiError::bad_request(

@@ -59,7 +59,7 @@ pub async fn get_measures(
     let from = date(&query, "from")?.unwrap_or(to - Duration::days(90));
     if from > to {
         return Err(ApiError::invalid(
-            "invalid_value",
+            "invalid_period",
             "from must not be after to",
         ));
     }

@@ -493,11 +493,15 @@ mod tests {
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Exactly this Medicaid id.
-    #[param(min_length = 1, max_length = 20)]
+    #[param(min_length = 1, max_length = 20, pattern = "^[A-Z0-9]+$")]
     pub medicaid_id: Option<String>,
-    /// Words that each begin the child's given or family name (case and accents ignored), at
-    /// most three: `rob`, `robin sam`.
-    #[param(min_length = 1, max_length = 100)]
+    /// Words that each begin the child's given or family name (case and accents ignored), one
+    /// to three, separated by whitespace: `rob`, `robin sam`.
+    #[param(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+([\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+){0,2}[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: Option<String>,
     #[param(value_type = Option<String>, format = Date)]
     pub birth_date: Option<String>,
@@ -530,6 +534,9 @@ impl SearchQuery {
                 .map_err(|e| bad("medicaid_id", e.to_string()))?,
             name: match self.name.as_deref() {
                 None => Vec::new(),
+                Some(n) if n.chars().count() > 100 => {
+                    return Err(bad("name", "at most 100 characters".into()))
+                }
                 Some(n) => projections::search::CaseFilter::name_words(n, 3).ok_or_else(|| {
                     bad(
                         "name",

@@ -82,3 +82,71 @@ fn every_route_of_the_contract_is_in_the_openapi_document() {
         "routes of CONTRACT.md missing from the OpenAPI document: {missing:?}"
     );
 }
+
+/// The text rules the document states (patterns, lengths) say exactly what the parsers accept:
+/// the same verdict for every sample, control characters, Unicode spaces and trimming included.
+#[test]
+fn text_schemas_agree_with_the_parsers() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(committed_path()).expect("schemas/openapi.json"),
+    )
+    .expect("json");
+    let validator = |name: &str| {
+        jsonschema::validator_for(&doc["components"]["schemas"][name]).expect("a valid schema")
+    };
+    let samples = [
+        "Robin",
+        " Robin ",
+        "a",
+        " ",
+        "",
+        "\t",
+        "a\nb",
+        "a\tb",
+        "a\u{0}b",
+        "a\u{7}",
+        "\u{1b}[31m",
+        "\u{7f}",
+        "a\u{85}b",
+        "\u{a0}",
+        "\u{a0}x\u{3000}",
+        "\u{2028}",
+        "x\u{2029}",
+        "\u{feff}",
+        "Ünïcödé naïve",
+        "名前",
+        "😀",
+        "\u{301}",
+        "\r\n",
+        "a\rb",
+        "cm-ada",
+        "ZZ0001",
+    ];
+    let long = "x".repeat(4000);
+    let longer = "x".repeat(4001);
+    type Check = (&'static str, jsonschema::Validator, fn(&str) -> bool);
+    let checks: [Check; 3] = [
+        ("Text", validator("Text"), |s| {
+            schemas::Text::parse(s).is_ok()
+        }),
+        ("PersonName", validator("PersonName"), |s| {
+            schemas::PersonName::parse(s).is_ok()
+        }),
+        ("MedicaidId", validator("MedicaidId"), |s| {
+            schemas::MedicaidId::parse(s).is_ok()
+        }),
+    ];
+    for (name, schema, parse) in &checks {
+        for s in samples
+            .iter()
+            .copied()
+            .chain([long.as_str(), longer.as_str()])
+        {
+            assert_eq!(
+                schema.is_valid(&serde_json::Value::String(s.to_owned())),
+                parse(s),
+                "{name}: the document and the parser disagree on {s:?}"
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod bus;
 mod caseloads;
 mod closure;
 mod contract;
+mod fuzz;
 mod history;
 mod log;
 mod measures;

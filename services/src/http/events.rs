@@ -62,16 +62,21 @@ pub async fn stream(
             })
         })
         .transpose()?;
-    let start = match (resume, query.from.as_deref()) {
-        (Some(at), _) => at,
-        (None, Some("start")) => LogPosition::START,
-        (None, None | Some("now")) => state.store.log_head().await?,
-        (None, Some(other)) => {
+    // `from` is checked even when Last-Event-ID (which takes precedence) makes it moot.
+    let from_start = match query.from.as_deref() {
+        Some("start") => true,
+        None | Some("now") => false,
+        Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_from",
                 format!("from must be `start` or `now`, not `{other}`"),
             ))
         }
+    };
+    let start = match resume {
+        Some(at) => at,
+        None if from_start => LogPosition::START,
+        None => state.store.log_head().await?,
     };
     tracing::info!(?start, "event stream opened");
     let tail = Tail {

@@ -631,6 +631,27 @@ async fn local_subscribers_get_the_events_over_sse() {
     let (s, b) = app.get("/v1/events/stream?from=yesterday", &north).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["error"]["code"], "invalid_from");
+    // Checked even when a Last-Event-ID makes it moot (schemathesis found it accepted there).
+    let r = app
+        .client
+        .get(format!("{}/v1/events/stream?from=yesterday", app.address))
+        .bearer_auth(&north)
+        .header("Last-Event-ID", "1-1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // An empty Last-Event-ID is none (as an EventSource sends it), not a bad one.
+    let r = app
+        .client
+        .get(format!("{}/v1/events/stream?from=nowhere", app.address))
+        .bearer_auth(&north)
+        .header("Last-Event-ID", "")
+        .send()
+        .await
+        .expect("request");
+    let b: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(b["error"]["code"], "invalid_from", "{b}");
 
     // A live subscriber opened before anything happens.
     let live = app

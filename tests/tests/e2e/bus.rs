@@ -632,24 +632,10 @@ async fn local_subscribers_get_the_events_over_sse() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["error"]["code"], "invalid_from");
     // Checked even when a Last-Event-ID makes it moot (schemathesis found it accepted there).
-    let r = app
-        .client
-        .get(format!("{}/v1/events/stream?from=yesterday", app.address))
-        .bearer_auth(&north)
-        .header("Last-Event-ID", "1-1")
-        .send()
-        .await
-        .expect("request");
+    let r = open_stream(&app, &north, "?from=yesterday", "1-1").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // An empty Last-Event-ID is none (as an EventSource sends it), not a bad one.
-    let r = app
-        .client
-        .get(format!("{}/v1/events/stream?from=nowhere", app.address))
-        .bearer_auth(&north)
-        .header("Last-Event-ID", "")
-        .send()
-        .await
-        .expect("request");
+    let r = open_stream(&app, &north, "?from=nowhere", "").await;
     let b: serde_json::Value = r.json().await.expect("JSON");
     assert_eq!(b["error"]["code"], "invalid_from", "{b}");
 
@@ -685,25 +671,27 @@ async fn local_subscribers_get_the_events_over_sse() {
     assert!(south_events.iter().all(|(_, _, d)| d["agency"] == "south"));
 
     // Resuming after the third event gives the fourth next.
-    let resumed = app
-        .client
-        .get(format!("{}/v1/events/stream", app.address))
-        .bearer_auth(&north)
-        .header("Last-Event-ID", &events[2].0)
-        .send()
-        .await
-        .expect("open");
+    let resumed = open_stream(&app, &north, "", &events[2].0).await;
     let again = read_sse(resumed, 1).await;
     assert_eq!(again[0].0, events[3].0);
-    let bad = app
-        .client
-        .get(format!("{}/v1/events/stream", app.address))
-        .bearer_auth(&north)
-        .header("Last-Event-ID", "yesterday")
+    let bad = open_stream(&app, &north, "", "yesterday").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Opens the event stream (`query` appended to its path) resuming after `last_event_id`.
+async fn open_stream(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    last_event_id: &str,
+) -> reqwest::Response {
+    app.client
+        .get(format!("{}/v1/events/stream{query}", app.address))
+        .bearer_auth(token)
+        .header("Last-Event-ID", last_event_id)
         .send()
         .await
-        .expect("open");
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        .expect("open the stream")
 }
 
 /// Reads `n` SSE events: (id, event type, data).

@@ -36,7 +36,6 @@ pub struct CaseFilter {
 }
 
 impl CaseFilter {
-    /// The name filter from a query: its words, as keys (at most `max` of them).
     /// The name keys of a query of one to `max` words (split at whitespace as given, so that
     /// the count is what a client sees); None for no words or too many. A word that folding
     /// empties (combining marks alone) asks nothing and is left out.

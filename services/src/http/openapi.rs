@@ -154,14 +154,14 @@ fn finish(doc: &mut Value) {
                 if secured && responses.get("4XX").is_none() {
                     responses["4XX"] = json!({
                         "description": "refused: the contract's error shape with a machine-readable code",
-                        "content": {"application/json": {"schema": error}}
+                        "content": {"application/json": {"schema": error.clone()}}
                     });
                 }
                 if responses.get("4XX").is_some() && responses.get("5XX").is_none() {
                     responses["5XX"] = json!({
                         "description": "the server could not answer now (503: the store is unavailable); \
                                         a command may be retried with the same Idempotency-Key",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                        "content": {"application/json": {"schema": error}}
                     });
                 }
                 let params = operation["parameters"]
@@ -171,8 +171,8 @@ fn finish(doc: &mut Value) {
                     .filter(|p| p["in"] == "path")
                     .filter_map(|p| p["name"].as_str().map(str::to_owned))
                     .collect();
-                if let Some(id) = operation["operationId"].as_str() {
-                    operations.push((id.to_owned(), path.clone(), params));
+                if !id.is_empty() {
+                    operations.push((id, path.clone(), params));
                 }
             }
         }

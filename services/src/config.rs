@@ -31,6 +31,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How many times a command that lost an optimistic-concurrency race is retried.
     pub conflict_retries: u32,
+    /// PostgreSQL: how many groups of commands' events may be written at once (group commit).
+    pub group_commit_writers: usize,
     /// `pretty` for people, `json` for production log shipping.
     pub log_format: LogFormat,
     /// Run the projection engine inside `serve` (off only to stage a crash in tests).
@@ -86,6 +88,7 @@ impl Default for Config {
             billing_rules_dir: None,
             max_body_bytes: 256 * 1024,
             conflict_retries: 8,
+            group_commit_writers: 4,
             log_format: LogFormat::Pretty,
             run_projections: true,
             projection_poll_ms: 50,
@@ -190,6 +193,7 @@ impl fmt::Debug for Config {
             .field("billing_rules_dir", &self.billing_rules_dir)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("conflict_retries", &self.conflict_retries)
+            .field("group_commit_writers", &self.group_commit_writers)
             .field("log_format", &self.log_format)
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)

@@ -67,7 +67,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
     let store = match &config.database_url {
         Some(url) => {
             tracing::info!(database = %redact_url(url), "using the PostgreSQL event store");
-            Store::postgres(url).await
+            Store::postgres(url, config.group_commit_writers).await
         }
         None => {
             tracing::info!(data_dir = %config.data_dir.display(), "using the embedded SQLite event store");

@@ -194,7 +194,13 @@ impl BillingBench {
         version: &str,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let store = Arc::new(Store::postgres(url).await?);
+        let store = Arc::new(
+            Store::postgres(
+                url,
+                services::config::Config::default().group_commit_writers,
+            )
+            .await?,
+        );
         let services = case_services()?;
         let profile = services::billing::select(services::billing::DEFAULT_PROFILE, None)
             .map_err(bench_err)?;

@@ -365,7 +365,13 @@ impl AppendBench {
         fsync: &str,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let store = Arc::new(Store::postgres(url).await?);
+        let store = Arc::new(
+            Store::postgres(
+                url,
+                services::config::Config::default().group_commit_writers,
+            )
+            .await?,
+        );
         let services = case_services()?;
         let state = AppState {
             config: Arc::new(Config {

@@ -52,7 +52,13 @@ impl ProjectionBench {
         version: &str,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let store = Arc::new(Store::postgres(url).await?);
+        let store = Arc::new(
+            Store::postgres(
+                url,
+                services::config::Config::default().group_commit_writers,
+            )
+            .await?,
+        );
         let services = case_services()?;
         let pool = sqlx::PgPool::connect(url).await?;
         writeln!(

@@ -162,7 +162,13 @@ impl RelayBench {
         version: &str,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let store = Arc::new(Store::postgres(url).await?);
+        let store = Arc::new(
+            Store::postgres(
+                url,
+                services::config::Config::default().group_commit_writers,
+            )
+            .await?,
+        );
         let services = case_services()?;
         let client = services::bus::relay::connect(&self.nats_url, "linkage-bench")
             .await

@@ -48,6 +48,7 @@ macro_rules! on_es {
 
 mod bus;
 mod cache;
+pub mod group_commit;
 mod log;
 mod pg_repository;
 #[macro_use]
@@ -200,8 +201,9 @@ const EVENT_COLUMNS: &str = "CAST(event_id AS TEXT) AS event_id, sequence, posit
      event_version, recorded_at, payload, metadata";
 
 impl Store {
-    /// PostgreSQL at `url`, migrated to the current schema.
-    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+    /// PostgreSQL at `url`, migrated to the current schema; commands' events are written by up
+    /// to `writers` group-commit writers at a time (`group_commit`).
+    pub async fn postgres(url: &str, writers: usize) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .acquire_timeout(Duration::from_secs(10))
@@ -211,7 +213,7 @@ impl Store {
         sqlx::migrate!("../ops/migrations/postgres")
             .run(&pool)
             .await?;
-        let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone()))
+        let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone(), writers))
             .with_upcasters(aggregates::upcasters());
         Ok(Self {
             backend: Backend::Postgres { pool, es },

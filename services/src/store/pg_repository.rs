@@ -1,6 +1,7 @@
-//! postgres-es's repository with one change: a command's events are persisted by a single
-//! `INSERT … SELECT FROM UNNEST(…)` statement, one round trip and atomic on its own, instead of
-//! BEGIN, one INSERT per event, COMMIT. Reads delegate to postgres-es unchanged.
+//! postgres-es's repository with one change: a command's events are persisted through the group
+//! commit writers (`group_commit`), alone or with other commands' in one statement, one round trip
+//! and atomic on its own, instead of BEGIN, one INSERT per event, COMMIT. Reads delegate to
+//! postgres-es unchanged.
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -10,24 +11,19 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 
-const INSERT_EVENT: &str = "\
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-const INSERT_EVENTS: &str = "\
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
+use super::group_commit::GroupCommit;
 
 pub struct PgRepository {
     inner: PostgresEventRepository,
-    pool: PgPool,
+    writers: GroupCommit,
 }
 
 impl PgRepository {
-    pub fn new(pool: PgPool) -> Self {
+    /// Reads through postgres-es on `pool`; writes through `writers` group-committing writers.
+    pub fn new(pool: PgPool, writers: usize) -> Self {
         Self {
             inner: PostgresEventRepository::new(pool.clone()),
-            pool,
+            writers: GroupCommit::new(pool, writers),
         }
     }
 }
@@ -66,45 +62,7 @@ impl PersistedEventRepository for PgRepository {
             // Linkage never snapshots (ARCHITECTURE.md); keep postgres-es's behaviour if asked.
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
-        let query = match events {
-            [] => return Ok(()),
-            // Most commands produce one event: the plain statement is cheaper to bind and plan.
-            [e] => sqlx::query(INSERT_EVENT)
-                .bind(&e.aggregate_type)
-                .bind(&e.aggregate_id)
-                .bind(e.sequence as i64)
-                .bind(&e.event_type)
-                .bind(&e.event_version)
-                .bind(&e.payload)
-                .bind(&e.metadata),
-            _ => {
-                let col =
-                    |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
-                sqlx::query(INSERT_EVENTS)
-                    .bind(col(|e| e.aggregate_type.clone()))
-                    .bind(col(|e| e.aggregate_id.clone()))
-                    .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-                    .bind(col(|e| e.event_type.clone()))
-                    .bind(col(|e| e.event_version.clone()))
-                    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-                    .bind(
-                        events
-                            .iter()
-                            .map(|e| e.metadata.clone())
-                            .collect::<Vec<_>>(),
-                    )
-            }
-        };
-        query.execute(&self.pool).await.map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                PersistenceError::OptimisticLockError
-            }
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                PersistenceError::ConnectionError(Box::new(e))
-            }
-            _ => PersistenceError::UnknownError(Box::new(e)),
-        })?;
-        Ok(())
+        self.writers.append(events).await
     }
 
     async fn stream_events<A: Aggregate>(

@@ -11,6 +11,7 @@ mod caseloads;
 mod closure;
 mod contract;
 mod fuzz;
+mod group_commit;
 mod history;
 mod log;
 mod measures;

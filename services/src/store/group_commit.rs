@@ -1,0 +1,349 @@
+//! Group commit on PostgreSQL: the events of concurrent commands are stored together, in one
+//! statement (`linkage_append_commands`, migration 0013), so that they share a transaction, a WAL
+//! flush and a round trip instead of paying for one each.
+//!
+//! Leaders and followers, with no timer and no task of its own: a command that finds fewer than
+//! `writers` groups being written writes at once, on its own task, together with whatever
+//! commands are waiting; one that finds them all busy waits in the queue. A writer that finishes
+//! hands its turn to the first command waiting, which writes the next group. A lone command is
+//! therefore written at once, as without group commit, and groups grow only with concurrency.
+//!
+//! Each command keeps its own answer. The statement stores a command's events all or none; a
+//! command that another writer got ahead of (its sequence is taken) is refused alone with an
+//! optimistic-lock error and decided again by its caller, as without group commit. Two commands
+//! on one case never share a group (the second waits for the next one), so within a group they
+//! cannot collide. If the statement cannot keep a command whole (a multi-event command that
+//! another replica's append overlaps in part), it stores nothing and every command of the group
+//! is written on its own. Any other failure fails every command of the group, and nothing of it
+//! is stored: the statement is one transaction.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+
+/// The most commands one statement stores.
+const MAX_GROUP: usize = 64;
+
+const INSERT_EVENT: &str = "\
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const INSERT_EVENTS: &str = "\
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
+
+const APPEND_COMMANDS: &str =
+    "SELECT linkage_append_commands($1, $2, $3, $4, $5, $6, $7, $8) AS refused";
+
+/// A command waiting for a writer.
+struct Waiting {
+    events: Vec<SerializedEvent>,
+    wake: oneshot::Sender<Wake>,
+}
+
+enum Wake {
+    /// Another writer stored (or failed to store) the command's events.
+    Done(Result<(), PersistenceError>),
+    /// The command's turn to write a group, its own events first.
+    Lead(Vec<SerializedEvent>),
+}
+
+/// What the writers have done since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Groups of two or more commands stored by one statement.
+    pub groups: u64,
+    /// Commands stored in those groups.
+    pub grouped_commands: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// Groups being written now.
+    writing: usize,
+    stats: GroupStats,
+}
+
+/// Where commands meet to be written together.
+pub struct GroupCommit(Arc<Shared>);
+
+struct Shared {
+    pool: PgPool,
+    writers: usize,
+    queue: Mutex<Queue>,
+}
+
+/// A writer's turn: when it ends (also when the writing future is dropped), it passes to the
+/// first command waiting.
+struct Turn(Arc<Shared>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.0.hand_on();
+    }
+}
+
+impl GroupCommit {
+    /// Commands waiting for a writer now.
+    pub fn waiting(&self) -> usize {
+        self.0.lock().waiting.len()
+    }
+
+    pub fn stats(&self) -> GroupStats {
+        self.0.lock().stats
+    }
+
+    /// At most `writers` groups (at least one) are written at a time on `pool`.
+    pub fn new(pool: PgPool, writers: usize) -> Self {
+        Self(Arc::new(Shared {
+            pool,
+            writers: writers.max(1),
+            queue: Mutex::default(),
+        }))
+    }
+
+    /// Stores one command's events, alone or in a group: `OptimisticLockError` if another writer
+    /// appended to the case first.
+    pub async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+        let own = match self.0.join(events) {
+            Ok(own) => own,
+            Err(woken) => match woken.await {
+                Ok(Wake::Done(result)) => return result,
+                Ok(Wake::Lead(own)) => own,
+                // Never dropped unanswered: a writer answers every command it takes.
+                Err(_) => {
+                    return Err(PersistenceError::UnknownError(
+                        "the command's writer went away".into(),
+                    ))
+                }
+            },
+        };
+        // This task writes a group now: its own events and the commands waiting.
+        let turn = Turn(self.0.clone());
+        let others = self.0.take_group(&own);
+        if others.is_empty() {
+            return insert(&self.0.pool, &own).await;
+        }
+        // Others wait on this group: it is written to the end even if this command's request
+        // goes away meanwhile.
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let _turn = turn;
+            shared.write(own, others).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(PersistenceError::UnknownError(e.to_string().into())))
+    }
+}
+
+impl Shared {
+    /// Takes a writer's turn (Ok, with the command's events) if one is free, or queues the
+    /// command (Err, to wait for its answer or its turn).
+    fn join(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<Vec<SerializedEvent>, oneshot::Receiver<Wake>> {
+        let mut queue = self.lock();
+        if queue.writing < self.writers {
+            queue.writing += 1;
+            return Ok(events.to_vec());
+        }
+        let (wake, woken) = oneshot::channel();
+        queue.waiting.push_back(Waiting {
+            events: events.to_vec(),
+            wake,
+        });
+        Err(woken)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock; recover the queue all the same.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Up to `MAX_GROUP - 1` waiting commands, oldest first, none on a case already in the group.
+    fn take_group(&self, own: &[SerializedEvent]) -> Vec<Waiting> {
+        let mut queue = self.lock();
+        let mut group: Vec<Waiting> = Vec::new();
+        let mut left = VecDeque::new();
+        while let Some(w) = queue.waiting.pop_front() {
+            let s = stream(&w.events);
+            let taken = s == stream(own) || group.iter().any(|g| stream(&g.events) == s);
+            if taken || group.len() + 1 >= MAX_GROUP {
+                left.push_back(w);
+            } else {
+                group.push(w);
+            }
+        }
+        queue.waiting = left;
+        group
+    }
+
+    /// Passes this writer's turn to the first command waiting, or gives it up.
+    fn hand_on(&self) {
+        let mut queue = self.lock();
+        while let Some(w) = queue.waiting.pop_front() {
+            // A command whose request went away no longer waits; its events are not written.
+            if w.wake.send(Wake::Lead(w.events)).is_ok() {
+                return;
+            }
+        }
+        queue.writing -= 1;
+    }
+
+    /// Writes `own` and `others` together; answers the others and returns `own`'s result.
+    async fn write(
+        &self,
+        own: Vec<SerializedEvent>,
+        others: Vec<Waiting>,
+    ) -> Result<(), PersistenceError> {
+        let mut group: Vec<&[SerializedEvent]> = vec![&own];
+        group.extend(others.iter().map(|w| w.events.as_slice()));
+        let result = match insert_group(&self.pool, &group).await {
+            Ok(refused) => {
+                {
+                    let mut queue = self.lock();
+                    queue.stats.groups += 1;
+                    queue.stats.grouped_commands += group.len() as u64;
+                }
+                let outcome = |n: usize| {
+                    if refused.contains(&(n as i32)) {
+                        Err(PersistenceError::OptimisticLockError)
+                    } else {
+                        Ok(())
+                    }
+                };
+                for (n, w) in others.into_iter().enumerate() {
+                    let _ = w.wake.send(Wake::Done(outcome(n + 1)));
+                }
+                outcome(0)
+            }
+            // The database refused the statement, so nothing of it is stored: a command it could
+            // not keep whole (LK001) or one it refused (a constraint) fails alone this way.
+            Err(e @ sqlx::Error::Database(_)) => {
+                tracing::debug!(error = %e, "a group was refused; writing each command alone");
+                for w in others {
+                    let result = insert(&self.pool, &w.events).await;
+                    let _ = w.wake.send(Wake::Done(result));
+                }
+                insert(&self.pool, &own).await
+            }
+            Err(e) => {
+                // The outcome is unknown (the connection failed): fail every command, as a lone
+                // command would fail, rather than write any twice.
+                for w in others {
+                    let _ = w.wake.send(Wake::Done(Err(persistence_error(&e))));
+                }
+                Err(persistence_error(&e))
+            }
+        };
+        result
+    }
+}
+
+/// The stream (aggregate type and id) a command appends to.
+fn stream(events: &[SerializedEvent]) -> Option<(&str, &str)> {
+    events
+        .first()
+        .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+}
+
+/// One command's events in one statement, as without group commit.
+pub(super) async fn insert(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+) -> Result<(), PersistenceError> {
+    let query = match events {
+        [] => return Ok(()),
+        // Most commands produce one event: the plain statement is cheaper to bind and plan.
+        [e] => sqlx::query(INSERT_EVENT)
+            .bind(&e.aggregate_type)
+            .bind(&e.aggregate_id)
+            .bind(e.sequence as i64)
+            .bind(&e.event_type)
+            .bind(&e.event_version)
+            .bind(&e.payload)
+            .bind(&e.metadata),
+        _ => {
+            let col = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+            sqlx::query(INSERT_EVENTS)
+                .bind(col(|e| e.aggregate_type.clone()))
+                .bind(col(|e| e.aggregate_id.clone()))
+                .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+                .bind(col(|e| e.event_type.clone()))
+                .bind(col(|e| e.event_version.clone()))
+                .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.metadata.clone())
+                        .collect::<Vec<_>>(),
+                )
+        }
+    };
+    query.execute(pool).await.map_err(|e| {
+        if is_code(&e, "23505") {
+            PersistenceError::OptimisticLockError
+        } else {
+            persistence_error(&e)
+        }
+    })?;
+    Ok(())
+}
+
+/// The group in one statement; the numbers (positions in `group`) of the commands refused.
+async fn insert_group(
+    pool: &PgPool,
+    group: &[&[SerializedEvent]],
+) -> Result<Vec<i32>, sqlx::Error> {
+    let rows = group.iter().map(|events| events.len()).sum();
+    let mut commands = Vec::with_capacity(rows);
+    let mut types = Vec::with_capacity(rows);
+    let mut ids = Vec::with_capacity(rows);
+    let mut sequences = Vec::with_capacity(rows);
+    let mut event_types = Vec::with_capacity(rows);
+    let mut versions = Vec::with_capacity(rows);
+    let mut payloads = Vec::with_capacity(rows);
+    let mut metadata = Vec::with_capacity(rows);
+    for (n, events) in group.iter().enumerate() {
+        for e in *events {
+            commands.push(n as i32);
+            types.push(e.aggregate_type.as_str());
+            ids.push(e.aggregate_id.as_str());
+            sequences.push(e.sequence as i64);
+            event_types.push(e.event_type.as_str());
+            versions.push(e.event_version.as_str());
+            payloads.push(&e.payload);
+            metadata.push(&e.metadata);
+        }
+    }
+    sqlx::query_scalar(APPEND_COMMANDS)
+        .bind(commands)
+        .bind(types)
+        .bind(ids)
+        .bind(sequences)
+        .bind(event_types)
+        .bind(versions)
+        .bind(payloads)
+        .bind(metadata)
+        .fetch_one(pool)
+        .await
+}
+
+fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+fn persistence_error(e: &sqlx::Error) -> PersistenceError {
+    let message = e.to_string();
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            PersistenceError::ConnectionError(message.into())
+        }
+        _ => PersistenceError::UnknownError(message.into()),
+    }
+}

@@ -111,6 +111,7 @@ impl HttpBench {
             "minutes": 20, "note": "called the guardian about the next appointment",
             "location": "office"});
         let mut rows: Vec<Row> = Vec::new();
+        let mut lag: Vec<String> = Vec::new();
         let run_id = Uuid::new_v4().simple().to_string();
         for &clients in &self.clients {
             settle(&raw_pool).await;
@@ -171,6 +172,30 @@ impl HttpBench {
             })
             .await?;
             rows.push(row("POST /v1/cases/{id}/contacts", clients, measured));
+            if !self.without_projections {
+                // Where the projections stood when the clients stopped, and how long they took
+                // to catch up (before the next row starts).
+                let behind = backlog(&raw_pool).await?;
+                let started = std::time::Instant::now();
+                while backlog(&raw_pool).await?.iter().any(|(_, n)| *n > 0) {
+                    if started.elapsed() > Duration::from_secs(900) {
+                        return Err(BenchError::Refused(
+                            "the projections did not catch up".into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let behind: Vec<String> = behind
+                    .iter()
+                    .map(|(name, n)| format!("{name} {n}"))
+                    .collect();
+                lag.push(format!(
+                    "{clients:>2} connections: when the clients stopped, the projections were behind by \
+                     {} events; caught up {:.1} s later",
+                    behind.join(", "),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
         }
         writeln!(out)?;
         writeln!(
@@ -204,6 +229,9 @@ impl HttpBench {
                 writeln!(out, "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (target at 16 >= 60%)", 100.0 * h / b)?;
             }
         }
+        for line in &lag {
+            writeln!(out, "{line}")?;
+        }
         raw_pool.close().await;
         let _ = stop.send(());
         tokio::time::timeout(Duration::from_secs(30), server)
@@ -214,4 +242,16 @@ impl HttpBench {
         let _ = std::fs::remove_dir_all(&data_dir);
         Ok(())
     }
+}
+
+/// Each projection's checkpoint name and how many case events lie beyond it.
+async fn backlog(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, BenchError> {
+    Ok(sqlx::query_as(
+        "SELECT c.name, (SELECT count(*) FROM events e WHERE e.aggregate_type = 'Case' \
+           AND (e.txid, e.position) > (c.txid::text::xid8, c.position)) \
+         FROM projection_checkpoints c WHERE c.name = ANY($1) ORDER BY c.name",
+    )
+    .bind(services::projector::names())
+    .fetch_all(pool)
+    .await?)
 }

@@ -269,6 +269,12 @@ impl Store {
         self.commits.subscribe()
     }
 
+    /// Whether one writer at a time may write this store (SQLite): a long transaction there
+    /// makes every other writer wait.
+    pub fn has_one_writer(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite { .. })
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Postgres { .. } => "postgres",

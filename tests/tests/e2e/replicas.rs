@@ -149,6 +149,114 @@ async fn two_engines_one_batch_postgres() {
 }
 
 /// Every projection's rows, in a stable order, as text.
+/// Waits until the log shows `n` events (on PostgreSQL, other tests' open transactions hold
+/// back what is final for a moment).
+async fn log_shows(app: &TestApp, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .store
+        .read_log(LogPosition::START, 500)
+        .await
+        .unwrap()
+        .len()
+        != n
+    {
+        assert!(Instant::now() < deadline, "the log never showed {n} events");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The engine reads the log once for the projections whose checkpoints stand together, and on
+/// its own for one that stands elsewhere: each gets exactly the events after its checkpoint.
+async fn projections_step_together(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let mut cases = Vec::new();
+    for n in 0..2 {
+        let case = open_case(&app, &t, n).await;
+        for day in 1..=2 {
+            let (s, b) = app
+                .post(&format!("/v1/cases/{case}/contacts"), &t, &call(day, 20))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+        cases.push(case);
+    }
+    log_shows(&app, 8).await;
+    let audit = projector::known("audit_trail").unwrap();
+    assert_eq!(
+        projector::catch_up(&app.store, audit, |_| {})
+            .await
+            .unwrap(),
+        8
+    );
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{}/contacts", cases[0]),
+            &t,
+            &call(3, 25),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    log_shows(&app, 9).await;
+
+    let applied = |results: Vec<Result<projector::Stepped, projector::ProjectionError>>| {
+        results
+            .into_iter()
+            .map(|r| match r.expect("a step") {
+                projector::Stepped::Applied(n) => n,
+                projector::Stepped::Lost => panic!("no other engine runs"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let names: Vec<&str> = PROJECTIONS.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["audit_trail", "caseloads", "billing"]);
+    assert_eq!(
+        applied(projector::step_together(&app.store, PROJECTIONS).await),
+        [1, 9, 9],
+        "the audit trail gets the one event after its checkpoint, the others all nine"
+    );
+    assert_eq!(
+        applied(projector::step_together(&app.store, PROJECTIONS).await),
+        [0, 0, 0]
+    );
+    let head = app.store.checkpoint("audit_trail").await.unwrap().at;
+    for name in names {
+        let c = app.store.checkpoint(name).await.unwrap();
+        assert_eq!((c.events, c.at), (9, head), "{name}");
+    }
+    let ids = app.store.case_ids().await.unwrap();
+    let states = app.store.billing_states(&ids).await.unwrap();
+    let mut contacts: Vec<usize> = states.values().map(|s| s.contacts.len()).collect();
+    contacts.sort_unstable();
+    assert_eq!(contacts, [2, 3], "each contact once in billing");
+    assert_eq!(
+        app.store
+            .case_states(None, None, false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let report = projector::verify(&app.store, None).await.unwrap();
+    assert!(
+        report.broken.is_empty() && report.pending == 0,
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projections_step_together_sqlite() {
+    projections_step_together(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projections_step_together_postgres() {
+    projections_step_together(Backend::Postgres).await;
+}
+
 async fn projected(app: &TestApp) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for sql in [

@@ -180,12 +180,15 @@ pub async fn step_together(
                 }
             }
             Err(e) => {
-                // Each projection reading here gets the failure (the error is not `Clone`).
+                // The first projection reading here gets the error, the others its message (the
+                // error is not `Clone`); each is retried like any store failure.
                 let message = e.to_string();
+                let mut error = Some(e);
                 for (i, _) in here {
-                    results[i] = Some(Err(ProjectionError::Store(StoreError::Unavailable(
-                        message.clone(),
-                    ))));
+                    let e = error
+                        .take()
+                        .unwrap_or_else(|| StoreError::Unavailable(message.clone()));
+                    results[i] = Some(Err(ProjectionError::Store(e)));
                 }
             }
         }

@@ -6,7 +6,9 @@
 -- sequence first) is left out, and its number is returned; the others are stored. If a command
 -- would be stored only in part (a multi-event command that overlaps another writer's append in
 -- part), or two commands of the input claim one row, the statement fails with SQLSTATE LK001 and
--- stores nothing; the caller then writes each command on its own.
+-- stores nothing; the caller then writes each command on its own. Rows are inserted in (stream,
+-- sequence) order, so that two groups sharing streams take their row locks in one order and
+-- cannot deadlock.
 CREATE FUNCTION linkage_append_commands(
     commands int[], aggregate_types text[], aggregate_ids text[], sequences bigint[],
     event_types text[], event_versions text[], payloads jsonb[], metadatas jsonb[])
@@ -21,14 +23,14 @@ BEGIN
     END IF;
     WITH input AS (
         SELECT * FROM unnest(commands, aggregate_types, aggregate_ids, sequences, event_types,
-                             event_versions, payloads, metadatas) WITH ORDINALITY
+                             event_versions, payloads, metadatas)
           AS t(command, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
-               metadata, ord)
+               metadata)
     ), stored AS (
         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                             payload, metadata)
         SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
-          FROM input ORDER BY ord
+          FROM input ORDER BY aggregate_type, aggregate_id, sequence
         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING
         RETURNING aggregate_type, aggregate_id, sequence
     ), counted AS (

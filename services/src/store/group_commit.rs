@@ -12,10 +12,14 @@
 //! command that another writer got ahead of (its sequence is taken) is refused alone with an
 //! optimistic-lock error and decided again by its caller, as without group commit. Two commands
 //! on one case never share a group (the second waits for the next one), so within a group they
-//! cannot collide. If the statement cannot keep a command whole (a multi-event command that
-//! another replica's append overlaps in part), it stores nothing and every command of the group
-//! is written on its own. Any other failure fails every command of the group, and nothing of it
-//! is stored: the statement is one transaction.
+//! cannot collide. The statement is one transaction: if the database refuses it (a command it
+//! cannot keep whole, such as a multi-event command that another replica's append overlaps in
+//! part; a row that breaks a constraint; a deadlock), nothing of it is stored and each command of
+//! the group is written on its own, so a bad command fails alone. If the connection fails, the
+//! outcome is unknown and every command of the group fails, as a lone command would.
+//!
+//! The statement inserts its rows in (stream, sequence) order, so that two groups of this or
+//! another replica that share streams take their row locks in one order and cannot deadlock.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -203,7 +207,7 @@ impl Shared {
     ) -> Result<(), PersistenceError> {
         let mut group: Vec<&[SerializedEvent]> = vec![&own];
         group.extend(others.iter().map(|w| w.events.as_slice()));
-        let result = match insert_group(&self.pool, &group).await {
+        match insert_group(&self.pool, &group).await {
             Ok(refused) => {
                 {
                     let mut queue = self.lock();
@@ -240,8 +244,7 @@ impl Shared {
                 }
                 Err(persistence_error(&e))
             }
-        };
-        result
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The projection engine: each projection follows the global log from its durable checkpoint.
-//! It catches up at start, then polls, reading each batch of the log once for every projection
-//! whose checkpoint stands at its start; a batch and the checkpoint after it commit together, so
+//! It catches up at start, then waits for the log to move (a commit in this process, or another
+//! replica's word: `Store::log_moved`) or for its poll period. It reads each batch of the log
+//! once for every projection whose checkpoint stands at its start; a batch and the checkpoint
+//! after it commit together, so
 //! a crash between an event's commit and its projection loses nothing and applies nothing twice.
 //! A projection that cannot apply an event stops there, visibly (its checkpoint records the
 //! error; `linkage projections status` and /readyz show it) instead of skipping the event.
@@ -38,6 +40,10 @@ fn batch_size(store: &Store) -> u32 {
         5_000
     }
 }
+
+/// How soon an engine woken by a commit looks again when the commit's events were not final yet
+/// (doubling each time, up to the poll period).
+const CHASE: Duration = Duration::from_millis(5);
 
 /// How often a busy engine re-checks its leases (an idle one checks at every poll).
 const LEASE_CHECK: Duration = Duration::from_secs(1);
@@ -272,6 +278,8 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
     let mut leases = store.projector_leases();
     let mut checked: Option<tokio::time::Instant> = None;
     let mut stopped: Vec<&str> = Vec::new();
+    let mut moved = store.log_moved();
+    let mut chase: Option<Duration> = None;
     loop {
         let mut busy = false;
         if checked.is_none_or(|at| at.elapsed() >= LEASE_CHECK) {
@@ -302,13 +310,21 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
             }
         }
         if busy {
+            chase = None;
             continue;
         }
-        // Idle: the next round re-checks the leases (a standby takes over promptly).
-        checked = None;
+        // Idle until the log moves (`Store::log_moved`) or the poll period ends. After a wake-up
+        // that found nothing final yet (an older transaction still running holds the log back),
+        // look again soon, backing off to the poll period.
+        let wait = chase.map_or(idle, |d| d.min(idle));
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(idle) => {}
+            Ok(()) = moved.changed() => chase = Some(CHASE),
+            () = tokio::time::sleep(wait) => {
+                chase = chase.map(|d| d * 2).filter(|d| *d < idle);
+                // The next round re-checks the leases (a standby takes over promptly).
+                checked = None;
+            }
         }
         if *stop.borrow() {
             return;

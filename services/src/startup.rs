@@ -156,6 +156,11 @@ impl Application {
             let idle = std::time::Duration::from_millis(self.state.config.projection_poll_ms);
             tokio::spawn(crate::projector::run(store.clone(), idle, stop_rx.clone()))
         });
+        // Other replicas' commits wake this one's log followers, and this one's wake theirs.
+        let wakeups = tokio::spawn({
+            let (store, stop) = (store.clone(), stop_rx.clone());
+            async move { store.run_wakeups(stop).await }
+        });
         let relay = match (&self.state.config.nats_url, &self.state.relay) {
             (Some(url), Some(status)) => Some(tokio::spawn(relay::run(
                 store.clone(),
@@ -181,6 +186,7 @@ impl Application {
         if let Some(relay) = relay {
             let _ = relay.await;
         }
+        let _ = wakeups.await;
         store.close().await;
         served
     }

@@ -460,7 +460,7 @@ pub async fn run_observed(
             }
         };
         tracing::info!(stream = %config.stream, "relay publishing to the event bus");
-        let mut commits = store.commits();
+        let mut commits = store.log_moved();
         loop {
             if stopped(&stop) {
                 break 'outer;

@@ -85,7 +85,7 @@ pub async fn stream(
         at: start,
         agency,
         buffered: VecDeque::new(),
-        commits: state.store.commits(),
+        commits: state.store.log_moved(),
         idle: Duration::from_millis(state.config.projection_poll_ms),
     };
     let events = futures::stream::unfold(tail, |mut tail| async move {

@@ -51,6 +51,7 @@ mod cache;
 pub mod group_commit;
 mod log;
 mod pg_repository;
+mod wake;
 #[macro_use]
 pub mod projections;
 mod billing;
@@ -85,9 +86,12 @@ pub struct Store {
     cache: CaseCache,
     /// Tokens looked up in the last `TOKEN_CACHE_TTL`, by hash (see `token`).
     tokens: std::sync::Mutex<HashMap<String, (std::time::Instant, StoredToken)>>,
-    /// Counts this process's commits: log tailers (relay, event stream) wake on a change instead
-    /// of waiting for their next poll. Other processes' commits are found by polling.
+    /// Counts this process's commits; `run_wakeups` tells the other replicas of them.
     commits: tokio::sync::watch::Sender<u64>,
+    /// Changes when the log may have grown: this process committed, or (PostgreSQL) another
+    /// replica said it did. Log followers (projector, relay, event stream) wake on a change
+    /// instead of waiting for their next poll; polling remains the fallback.
+    log_moved: tokio::sync::watch::Sender<u64>,
     /// This process's name among replicas: who applied a projection's batch, who holds a lease.
     replica: String,
 }
@@ -220,6 +224,7 @@ impl Store {
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
+            log_moved: tokio::sync::watch::Sender::new(0),
             replica: default_replica_id(),
         })
     }
@@ -249,6 +254,7 @@ impl Store {
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
+            log_moved: tokio::sync::watch::Sender::new(0),
             replica: default_replica_id(),
         })
     }
@@ -264,9 +270,9 @@ impl Store {
         &self.replica
     }
 
-    /// Changes whenever this process commits events.
-    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.commits.subscribe()
+    /// Changes when the log may have grown (see `log_moved`).
+    pub fn log_moved(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_moved.subscribe()
     }
 
     /// Whether one writer at a time may write this store (SQLite): a long transaction there
@@ -349,6 +355,7 @@ impl Store {
                     self.cache.put(id, after, last.sequence);
                 }
                 self.commits.send_modify(|n| *n = n.wrapping_add(1));
+                self.log_moved.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(Commit::Done(done))
             }
             Err(AggregateError::AggregateConflict) => {

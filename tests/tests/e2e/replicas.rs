@@ -257,6 +257,106 @@ async fn projections_step_together_postgres() {
     projections_step_together(Backend::Postgres).await;
 }
 
+/// With a poll period far longer than the test may take, only a wake-up can bring the
+/// projections up to date: a commit in the process itself (both stores), or on another replica
+/// (PostgreSQL: NOTIFY).
+const NEVER_POLL_MS: u64 = 600_000;
+
+/// Whether `app`'s projections hold every event within `wait`.
+async fn projected_within(app: &TestApp, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let (_, b) = app.get("/readyz", &app.admin_token).await;
+        if b["projections"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().all(|p| p["lag"] == 0))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn a_commit_wakes_the_projector(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.projection_poll_ms = NEVER_POLL_MS).await
+    else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let case = open_case(&app, &t, 1).await;
+    assert!(
+        projected_within(&app, Duration::from_secs(30)).await,
+        "the commit woke the projector"
+    );
+    // The engine is idle now, waiting: only this commit can wake it.
+    let (s, b) = app
+        .post(&format!("/v1/cases/{case}/contacts"), &t, &call(1, 20))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(
+        projected_within(&app, Duration::from_secs(30)).await,
+        "the second commit woke the idle projector"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_wakes_the_projector_sqlite() {
+    a_commit_wakes_the_projector(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_wakes_the_projector_postgres() {
+    a_commit_wakes_the_projector(Backend::Postgres).await;
+}
+
+/// A command on the replica that runs no projection wakes the one that does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_on_another_replica_wakes_the_projector() {
+    let Some(runner) = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.projection_poll_ms = NEVER_POLL_MS;
+        c.replica_id = Some("runner".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let mut config = runner.config.clone();
+    config.replica_id = Some("writer".into());
+    let writer = TestApp::spawn_on(Backend::Postgres, config).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = projector::status(&runner.store).await.unwrap();
+        if status
+            .iter()
+            .all(|s| s.running_in.as_deref() == Some("runner"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first replica runs the projections: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = writer.admin_token.clone();
+    // A listener that was still connecting may miss one notification; a later one arrives.
+    for n in 0..5 {
+        open_case(&writer, &t, 100 + n).await;
+        if projected_within(&runner, Duration::from_secs(6)).await {
+            let status = projector::status(&runner.store).await.unwrap();
+            assert!(
+                status
+                    .iter()
+                    .all(|s| s.applied_by.as_deref() == Some("runner")),
+                "{status:?}"
+            );
+            return;
+        }
+    }
+    panic!("the other replica's commits never woke the projector");
+}
+
 async fn projected(app: &TestApp) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for sql in [

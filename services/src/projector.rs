@@ -180,21 +180,9 @@ pub async fn step_together(
         let (here, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, at)| *at == from);
         waiting = later;
         match store.read_log(from, batch_size(store)).await {
-            // Each projection applies in its own transaction: on PostgreSQL side by side, so
-            // that one's lag does not include the others' work; SQLite has one writer.
-            Ok(batch) if store.has_one_writer() => {
+            Ok(batch) => {
                 for (i, _) in here {
                     results[i] = Some(apply(store, projections[i], from, &batch).await);
-                }
-            }
-            Ok(batch) => {
-                let applied = futures::future::join_all(
-                    here.iter()
-                        .map(|(i, _)| apply(store, projections[*i], from, &batch)),
-                )
-                .await;
-                for ((i, _), result) in here.into_iter().zip(applied) {
-                    results[i] = Some(result);
                 }
             }
             Err(e) => {

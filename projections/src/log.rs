@@ -80,10 +80,16 @@ pub struct ApplyError {
 /// A batch's events by case, cases in order of first appearance, events in log order.
 pub fn group_by_case(batch: &[LogEvent]) -> Vec<(CaseId, Vec<&LogEvent>)> {
     let mut by_case: Vec<(CaseId, Vec<&LogEvent>)> = Vec::new();
+    // Where each case's group is in `by_case`: a batch of thousands of events may touch
+    // thousands of cases, and a linear search per event would be quadratic.
+    let mut index: std::collections::HashMap<CaseId, usize> = std::collections::HashMap::new();
     for e in batch {
-        match by_case.iter_mut().find(|(id, _)| *id == e.case_id) {
-            Some((_, events)) => events.push(e),
-            None => by_case.push((e.case_id, vec![e])),
+        match index.get(&e.case_id) {
+            Some(&i) => by_case[i].1.push(e),
+            None => {
+                index.insert(e.case_id, by_case.len());
+                by_case.push((e.case_id, vec![e]));
+            }
         }
     }
     by_case

@@ -115,6 +115,13 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = exclud
   medicaid_id = excluded.medicaid_id, given_key = excluded.given_key,
   family_key = excluded.family_key, birth_date = excluded.birth_date, program = excluded.program";
 
+/// The caseload states of the listed cases (a JSON array of case ids).
+const PG_LOAD_CASELOADS: &str =
+    "SELECT case_id, state FROM caseload_cases WHERE case_id IN (SELECT jsonb_array_elements_text($1))";
+
+const SQLITE_LOAD_CASELOADS: &str =
+    "SELECT case_id, state FROM caseload_cases WHERE case_id IN (SELECT value FROM json_each($1))";
+
 /// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with
 /// none yet: one primary-key lookup per case, whatever plan the statement is given.
 const PG_AUDIT_HEADS: &str = "\
@@ -217,23 +224,28 @@ impl Store {
             return Ok(true);
         };
         let by_case = group_by_case(batch);
+        let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
+        let load_sql = match &self.backend {
+            Backend::Postgres { .. } => PG_LOAD_CASELOADS,
+            Backend::Sqlite { .. } => SQLITE_LOAD_CASELOADS,
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            for (case_id, events) in &by_case {
-                let id = case_id.to_string();
-                let stored: Option<Json<Case>> = sqlx::query_scalar("SELECT state FROM caseload_cases WHERE case_id = $1")
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut case = stored.map(|Json(c)| c).unwrap_or_default();
+            // Every touched case's state in one statement, not one round trip per case.
+            let rows: Vec<(String, Json<Case>)> =
+                sqlx::query_as(load_sql).bind(Json(&ids)).fetch_all(&mut *tx).await?;
+            let mut stored: HashMap<String, Case> =
+                rows.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            for ((_, events), id) in by_case.iter().zip(&ids) {
+                let mut case = stored.remove(id).unwrap_or_default();
                 ::projections::caseload::fold(&mut case, events)?;
                 let Some(opened) = case.opened.as_ref() else {
                     continue;
                 };
                 let child = &opened.child;
                 sqlx::query(UPSERT_CASELOAD)
-                    .bind(&id)
+                    .bind(id)
                     .bind(opened.agency.as_str())
                     .bind(case.assigned_to.as_ref().map(|w| w.as_str().to_owned()))
                     .bind(case.closed.is_none())

@@ -155,9 +155,10 @@ pub enum Stepped {
 
 /// Applies the next batch after the checkpoint, on behalf of this store's replica.
 pub async fn step(store: &Store, projection: &dyn Projection) -> Result<Stepped, ProjectionError> {
-    let from = standing(store, projection).await?;
-    let batch = store.read_log(from, batch_size(store)).await?;
-    apply(store, projection, from, &batch).await
+    step_together(store, &[projection])
+        .await
+        .pop()
+        .expect("one result per projection")
 }
 
 /// Applies the next batch to each of `projections`, reading the log once for all those whose

@@ -63,6 +63,7 @@ impl HttpBench {
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?
             .trim()
             .to_owned();
+        let store = app.state().store.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
@@ -175,9 +176,9 @@ impl HttpBench {
             if !self.without_projections {
                 // Where the projections stood when the clients stopped, and how long they took
                 // to catch up (before the next row starts).
-                let behind = backlog(&raw_pool).await?;
+                let behind = backlog(&store).await?;
                 let started = std::time::Instant::now();
-                while backlog(&raw_pool).await?.iter().any(|(_, n)| *n > 0) {
+                while backlog(&store).await?.iter().any(|(_, n)| *n > 0) {
                     if started.elapsed() > Duration::from_secs(900) {
                         return Err(BenchError::Refused(
                             "the projections did not catch up".into(),
@@ -244,14 +245,10 @@ impl HttpBench {
     }
 }
 
-/// Each projection's checkpoint name and how many case events lie beyond it.
-async fn backlog(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, BenchError> {
-    Ok(sqlx::query_as(
-        "SELECT c.name, (SELECT count(*) FROM events e WHERE e.aggregate_type = 'Case' \
-           AND (e.txid, e.position) > (c.txid::text::xid8, c.position)) \
-         FROM projection_checkpoints c WHERE c.name = ANY($1) ORDER BY c.name",
-    )
-    .bind(services::projector::names())
-    .fetch_all(pool)
-    .await?)
+/// Each projection's name and how many events lie beyond its checkpoint.
+async fn backlog(store: &services::store::Store) -> Result<Vec<(&'static str, i64)>, BenchError> {
+    let status = services::projector::status(store)
+        .await
+        .map_err(|e| BenchError::Refused(e.to_string()))?;
+    Ok(status.into_iter().map(|s| (s.name, s.lag)).collect())
 }

@@ -256,10 +256,7 @@ fn stream(events: &[SerializedEvent]) -> Option<(&str, &str)> {
 }
 
 /// One command's events in one statement, as without group commit.
-pub(super) async fn insert(
-    pool: &PgPool,
-    events: &[SerializedEvent],
-) -> Result<(), PersistenceError> {
+async fn insert(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
     let query = match events {
         [] => return Ok(()),
         // Most commands produce one event: the plain statement is cheaper to bind and plan.

@@ -46,7 +46,7 @@ impl Store {
         };
         let listen = async {
             loop {
-                let mut listener = match PgListener::connect_with(pool).await {
+                let mut listener = match listener(pool).await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for other replicas' commits; retrying");
@@ -54,11 +54,6 @@ impl Store {
                         continue;
                     }
                 };
-                if let Err(e) = listener.listen(CHANNEL).await {
-                    tracing::warn!(error = %e, "cannot listen for other replicas' commits; retrying");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
                 loop {
                     match listener.recv().await {
                         Ok(n) if n.payload() != self.replica => {
@@ -80,4 +75,11 @@ impl Store {
             () = listen => {}
         }
     }
+}
+
+/// A connection of `pool`'s database listening on `CHANNEL`.
+async fn listener(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }

@@ -138,15 +138,7 @@ async fn two_engines_one_batch(backend: Backend) {
     assert!(report.broken.is_empty(), "{:?}", report.broken);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_engines_one_batch_sqlite() {
-    two_engines_one_batch(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_engines_one_batch_postgres() {
-    two_engines_one_batch(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(two_engines, two_engines_one_batch);
 
 /// Every projection's rows, in a stable order, as text.
 /// Waits until the log shows `n` events (on PostgreSQL, other tests' open transactions hold
@@ -247,15 +239,7 @@ async fn projections_step_together(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn projections_step_together_sqlite() {
-    projections_step_together(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn projections_step_together_postgres() {
-    projections_step_together(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(step_together, projections_step_together);
 
 /// With a poll period far longer than the test may take, only a wake-up can bring the
 /// projections up to date: a commit in the process itself (both stores), or on another replica
@@ -300,15 +284,7 @@ async fn a_commit_wakes_the_projector(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_wakes_the_projector_sqlite() {
-    a_commit_wakes_the_projector(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_wakes_the_projector_postgres() {
-    a_commit_wakes_the_projector(Backend::Postgres).await;
-}
+linkage_tests::both_backends!(commit_wakes_the_projector, a_commit_wakes_the_projector);
 
 /// A command on the replica that runs no projection wakes the one that does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

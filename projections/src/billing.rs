@@ -683,6 +683,24 @@ impl Month {
     pub fn contains(self, day: NaiveDate) -> bool {
         Self::of(day) == self
     }
+
+    /// The instants, as seconds since the epoch, of every contact whose local date in any time
+    /// zone may fall in this month: from 14 hours before it starts (UTC) to 14 hours after it
+    /// ends, end exclusive (the widest offsets; see `BillingCase::months`).
+    pub fn window(self) -> (i64, i64) {
+        let start = |y: i32, m: u32| {
+            NaiveDate::from_ymd_opt(y, m, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(0, |t| t.and_utc().timestamp())
+        };
+        let (y, m) = if self.month == 12 {
+            (self.year + 1, 1)
+        } else {
+            (self.year, self.month + 1)
+        };
+        let reach = 14 * 3600;
+        (start(self.year, self.month) - reach, start(y, m) + reach)
+    }
 }
 
 impl fmt::Display for Month {
@@ -700,9 +718,63 @@ pub struct StoredContact {
     pub contact: Contact,
 }
 
-/// The billing projection's fold: a case's events of one batch, in log order, onto its billing
-/// state (the person who logged a contact is its rendering provider).
-pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<(), ApplyError> {
+/// The months `contacts` may fall in, in any time zone (see `BillingCase::months`).
+pub fn months_of<'a>(contacts: impl IntoIterator<Item = &'a StoredContact>) -> Vec<Month> {
+    let reach = chrono::Duration::hours(14);
+    let mut months: Vec<Month> = contacts
+        .into_iter()
+        .flat_map(|c| {
+            let at = c.contact.occurred_at;
+            [at - reach, at, at + reach].map(|t| Month::of(t.date_naive()))
+        })
+        .collect();
+    months.sort();
+    months.dedup();
+    months
+}
+
+/// One contact row of the billing projection: the contact, where it sits in its case's stream
+/// (a void names the sequence and the event), and the instant it happened, as seconds since the
+/// epoch (a month's export reads the rows of its window, `Month::window`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRow {
+    pub sequence: u64,
+    pub at: i64,
+    pub contact: StoredContact,
+}
+
+/// A void of a contact row: the voided event, by its sequence and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoidRow {
+    pub sequence: u64,
+    pub event_id: schemas::EventId,
+}
+
+/// What one batch adds to a case's billing beside its header: the contacts it logged (each a row
+/// of its own) and the entries it voided. A stored state is the header only, so that applying a
+/// batch costs what the batch holds, not what the case has accumulated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Folded {
+    pub contacts: Vec<ContactRow>,
+    pub voided: Vec<VoidRow>,
+}
+
+impl Folded {
+    /// The months the batch's contacts may fall in (`months_of`).
+    pub fn months(&self) -> Vec<Month> {
+        months_of(self.contacts.iter().map(|r| &r.contact))
+    }
+}
+
+/// The billing projection's fold: a case's events of one batch, in log order, onto its stored
+/// header (the person who logged a contact is its rendering provider). The contacts the batch
+/// logs come back as rows, voided already if the batch voids them; a void comes back too, for
+/// the rows of earlier batches. A contact whose activity id the case already holds is the
+/// store's to refuse (one row per activity id), as `BillingCase::apply` refuses it in memory.
+pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, ApplyError> {
+    let mut sequences = Vec::new();
+    let mut voided = Vec::new();
+    let held = case.contacts.len();
     for e in events {
         // Idempotent: an event this state already holds (a batch replayed) changes nothing.
         if e.event.sequence <= case.version {
@@ -710,9 +782,35 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<(), ApplyErr
         }
         case.version = e.event.sequence;
         let event = e.event.case_event()?;
+        let before = case.contacts.len();
         case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
+        if case.contacts.len() > before {
+            sequences.push(e.event.sequence);
+        }
+        if let aggregates::CaseEvent::EntryVoided {
+            voided_event_id,
+            voided_sequence,
+            ..
+        } = &event
+        {
+            voided.push(VoidRow {
+                sequence: *voided_sequence,
+                event_id: *voided_event_id,
+            });
+        }
     }
-    Ok(())
+    let contacts = case
+        .contacts
+        .split_off(held)
+        .into_iter()
+        .zip(sequences)
+        .map(|(contact, sequence)| ContactRow {
+            sequence,
+            at: contact.contact.occurred_at.timestamp(),
+            contact,
+        })
+        .collect();
+    Ok(Folded { contacts, voided })
 }
 
 /// What billing keeps of one case: the recipient's facts and every contact, folded from the
@@ -809,18 +907,7 @@ impl BillingCase {
     /// hold every contact whatever zone its agency is configured with (a change of zone needs
     /// no rebuild). `lines` then takes exactly the month's local dates.
     pub fn months(&self) -> Vec<Month> {
-        let reach = chrono::Duration::hours(14);
-        let mut months: Vec<Month> = self
-            .contacts
-            .iter()
-            .flat_map(|c| {
-                let at = c.contact.occurred_at;
-                [at - reach, at, at + reach].map(|t| Month::of(t.date_naive()))
-            })
-            .collect();
-        months.sort();
-        months.dedup();
-        months
+        months_of(&self.contacts)
     }
 
     /// The recipient as billing evaluates it: closed periods from each transition to the next
@@ -1010,6 +1097,50 @@ pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_months_window_reaches_fourteen_hours_either_side() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap().timestamp();
+        let december = Month::parse("2026-12").unwrap();
+        assert_eq!(
+            december.window(),
+            (at("2026-11-30T10:00:00Z"), at("2027-01-01T14:00:00Z")),
+            "December runs into the next year"
+        );
+        // A contact whose local date is in the month in any zone lies in the window, and each
+        // of its months (`months_of`) is one whose window holds it.
+        for t in [
+            "2026-11-30T10:00:00Z",
+            "2026-12-15T00:00:00Z",
+            "2027-01-01T13:59:59Z",
+        ] {
+            let when: DateTime<Utc> = t.parse().unwrap();
+            let (lo, hi) = december.window();
+            assert!(lo <= when.timestamp() && when.timestamp() < hi, "{t}");
+        }
+        let edge: DateTime<Utc> = "2027-01-01T13:59:59Z".parse().unwrap();
+        let contact = StoredContact {
+            event_id: schemas::EventId::generate(),
+            contact: Contact {
+                activity_id: ActivityId::generate(),
+                occurred_at: edge,
+                component: TcmComponent::Monitoring,
+                contact_type: ContactType::Phone,
+                with: vec![],
+                minutes: 20,
+                has_note: false,
+                location: None,
+                rendering_provider: None,
+                voided: false,
+            },
+        };
+        let months = months_of([&contact]);
+        assert_eq!(months, [december, Month::parse("2027-01").unwrap()]);
+        for m in months {
+            let (lo, hi) = m.window();
+            assert!(lo <= edge.timestamp() && edge.timestamp() < hi, "{m}");
+        }
+    }
 
     #[test]
     fn every_reason_reads_back_from_its_one_code() {

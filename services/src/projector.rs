@@ -109,11 +109,11 @@ projection!(
     ["caseload_cases"]
 );
 projection!(
-    /// Each case's billing state and months (`projections::billing`).
+    /// Each case's billing header, contacts and months (`projections::billing`).
     Billing,
     "billing",
     project_billing,
-    ["billing_case_months", "billing_cases"]
+    ["billing_case_months", "billing_contacts", "billing_cases"]
 );
 
 /// Every projection this server runs: the engine, `linkage projections status|rebuild` and

@@ -95,14 +95,15 @@ impl BillingBench {
         sqlx::query("CREATE TABLE bench_batch_lines (LIKE billing_batch_lines INCLUDING INDEXES)")
             .execute(pool)
             .await?;
+        let (lo, hi) = MONTH.window();
         let t0 = Instant::now();
         let baseline = sqlx::query(&format!(
             "INSERT INTO bench_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
              activity_id, line_id, kind, adjusts, fingerprint, line) \
-             SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, x.value ->> 'activity_id', \
-             gen_random_uuid()::text, 'original', NULL, md5(x.value::text), x.value \
-             FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
-             CROSS JOIN LATERAL jsonb_array_elements(c.state -> 'contacts') x WHERE m.month = '{MONTH}'"
+             SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, k.activity_id, \
+             gen_random_uuid()::text, 'original', NULL, md5(k.contact::text), k.contact \
+             FROM billing_case_months m JOIN billing_contacts k ON k.case_id = m.case_id \
+             AND k.at >= {lo} AND k.at < {hi} WHERE m.month = '{MONTH}'"
         ))
         .execute(pool)
         .await?
@@ -237,10 +238,10 @@ impl BillingBench {
         super::settle(&pool).await;
 
         // Baseline: the same rows (one per contact of the month), straight out of PostgreSQL.
+        let (lo, hi) = MONTH.window();
         let copy = format!(
-            "COPY (SELECT m.case_id, x.value FROM billing_case_months m \
-             JOIN billing_cases c ON c.case_id = m.case_id \
-             CROSS JOIN LATERAL jsonb_array_elements(c.state -> 'contacts') x \
+            "COPY (SELECT m.case_id, k.contact FROM billing_case_months m \
+             JOIN billing_contacts k ON k.case_id = m.case_id AND k.at >= {lo} AND k.at < {hi} \
              WHERE m.month = '{MONTH}') TO STDOUT (FORMAT csv)"
         );
         let t0 = Instant::now();

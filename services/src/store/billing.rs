@@ -1,5 +1,9 @@
-//! Storage of the billing projection: one folded `BillingCase` per case and the months each case
-//! has contacts in; a batch and the checkpoint after it commit together.
+//! Storage of the billing projection: each case's header (a `BillingCase` without contacts), one
+//! row per contact, and the months each case has contacts in; a batch and the checkpoint after
+//! it commit together. Readers get whole `BillingCase`s, assembled by the statements below: a
+//! month's export takes only the contacts of the month's window (`Month::window`).
+
+use std::sync::LazyLock;
 
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -14,11 +18,27 @@ use super::{Backend, LogEvent, LogPosition, Store};
 use crate::error::StoreError;
 use projections::log::group_by_case;
 
-const PG_LOAD_CASES: &str = "\
+/// Headers only: what the projection folds a batch onto.
+const PG_LOAD_HEADERS: &str = "\
 SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT jsonb_array_elements_text($1))";
 
-const SQLITE_LOAD_CASES: &str = "\
+const SQLITE_LOAD_HEADERS: &str = "\
 SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT value FROM json_each($1))";
+
+/// Whole states (header and every contact, in log order) of the listed cases.
+const PG_LOAD_CASES: &str = "\
+SELECT c.case_id,
+       jsonb_set(c.state, '{contacts}',
+                 COALESCE((SELECT jsonb_agg(k.contact ORDER BY k.sequence)
+                           FROM billing_contacts k WHERE k.case_id = c.case_id), '[]'))
+FROM billing_cases c WHERE c.case_id IN (SELECT jsonb_array_elements_text($1))";
+
+const SQLITE_LOAD_CASES: &str = "\
+SELECT c.case_id,
+       json_set(c.state, '$.contacts',
+                json((SELECT json_group_array(json(k.contact) ORDER BY k.sequence)
+                      FROM billing_contacts k WHERE k.case_id = c.case_id)))
+FROM billing_cases c WHERE c.case_id IN (SELECT value FROM json_each($1))";
 
 const PG_UPSERT_CASES: &str = "\
 INSERT INTO billing_cases (case_id, agency, state)
@@ -31,6 +51,36 @@ INSERT INTO billing_cases (case_id, agency, state)
 SELECT value ->> 'case_id', value ->> 'agency', json(value -> 'state') FROM json_each($1) WHERE true
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.state";
 
+/// A contact row whose sequence (a replayed batch) or activity id the case holds is not added.
+const PG_INSERT_CONTACTS: &str = "\
+INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
+SELECT x ->> 'case_id', (x ->> 'sequence')::bigint, x -> 'contact' ->> 'event_id',
+       x -> 'contact' ->> 'activity_id', (x ->> 'at')::bigint, x -> 'contact'
+FROM jsonb_array_elements($1) AS x
+ON CONFLICT DO NOTHING";
+
+const SQLITE_INSERT_CONTACTS: &str = "\
+INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
+SELECT value ->> 'case_id', value ->> 'sequence', value -> 'contact' ->> 'event_id',
+       value -> 'contact' ->> 'activity_id', value ->> 'at', json(value -> 'contact')
+FROM json_each($1) WHERE true
+ON CONFLICT DO NOTHING";
+
+/// A void marks the row it names, by case, sequence and event id (a void of anything else,
+/// a transition say, matches no row).
+const PG_VOID_CONTACTS: &str = "\
+UPDATE billing_contacts k SET contact = jsonb_set(k.contact, '{voided}', 'true')
+FROM jsonb_array_elements($1) AS x
+WHERE k.case_id = x ->> 'case_id' AND k.sequence = (x ->> 'sequence')::bigint
+  AND k.event_id = x ->> 'event_id'";
+
+const SQLITE_VOID_CONTACTS: &str = "\
+UPDATE billing_contacts SET contact = json_set(contact, '$.voided', json('true'))
+WHERE EXISTS (SELECT 1 FROM json_each($1) AS x
+              WHERE billing_contacts.case_id = x.value ->> 'case_id'
+                AND billing_contacts.sequence = x.value ->> 'sequence'
+                AND billing_contacts.event_id = x.value ->> 'event_id')";
+
 const PG_INSERT_MONTHS: &str = "\
 INSERT INTO billing_case_months (month, case_id, agency)
 SELECT x ->> 'month', x ->> 'case_id', x ->> 'agency' FROM jsonb_array_elements($1) AS x
@@ -40,6 +90,55 @@ const SQLITE_INSERT_MONTHS: &str = "\
 INSERT INTO billing_case_months (month, case_id, agency)
 SELECT value ->> 'month', value ->> 'case_id', value ->> 'agency' FROM json_each($1) WHERE true
 ON CONFLICT (month, case_id) DO NOTHING";
+
+/// A contact as the insert statement reads it.
+#[derive(serde::Serialize)]
+struct ContactRow<'a> {
+    case_id: &'a str,
+    sequence: u64,
+    at: i64,
+    contact: projections::billing::StoredContact,
+}
+
+/// A void as the update statement reads it.
+#[derive(serde::Serialize)]
+struct VoidRow<'a> {
+    case_id: &'a str,
+    sequence: u64,
+    event_id: schemas::EventId,
+}
+
+#[derive(serde::Serialize)]
+struct MonthRow<'a> {
+    month: String,
+    case_id: &'a str,
+    agency: String,
+}
+
+/// The statements of one backend that apply a batch.
+struct Statements {
+    load: &'static str,
+    upsert: &'static str,
+    contacts: &'static str,
+    voids: &'static str,
+    months: &'static str,
+}
+
+const PG: Statements = Statements {
+    load: PG_LOAD_HEADERS,
+    upsert: PG_UPSERT_CASES,
+    contacts: PG_INSERT_CONTACTS,
+    voids: PG_VOID_CONTACTS,
+    months: PG_INSERT_MONTHS,
+};
+
+const SQLITE: Statements = Statements {
+    load: SQLITE_LOAD_HEADERS,
+    upsert: SQLITE_UPSERT_CASES,
+    contacts: SQLITE_INSERT_CONTACTS,
+    voids: SQLITE_VOID_CONTACTS,
+    months: SQLITE_INSERT_MONTHS,
+};
 
 impl Store {
     /// Folds a batch into each touched case's billing state and moves the checkpoint past it,
@@ -55,38 +154,56 @@ impl Store {
         };
         let by_case = group_by_case(batch);
         let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
-        let (load_sql, upsert_sql, months_sql) = match &self.backend {
-            Backend::Postgres { .. } => (PG_LOAD_CASES, PG_UPSERT_CASES, PG_INSERT_MONTHS),
-            Backend::Sqlite { .. } => {
-                (SQLITE_LOAD_CASES, SQLITE_UPSERT_CASES, SQLITE_INSERT_MONTHS)
-            }
+        let sql = match &self.backend {
+            Backend::Postgres { .. } => &PG,
+            Backend::Sqlite { .. } => &SQLITE,
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            // One statement reads every touched case's state, one writes them all back, one
-            // records their months: three round trips per batch, whatever its size.
-            let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(load_sql)
+            // One statement reads every touched case's header, one writes them back, one adds
+            // the contacts, one marks the voided, one records the months: five round trips per
+            // batch whatever its size, each carrying what the batch holds.
+            let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(sql.load)
                 .bind(Json(&ids))
                 .fetch_all(&mut *tx)
                 .await?;
             let mut states: std::collections::HashMap<String, BillingCase> =
                 stored.into_iter().map(|(id, Json(c))| (id, c)).collect();
             let mut rows = Vec::with_capacity(by_case.len());
+            let mut contacts = Vec::new();
+            let mut voids = Vec::new();
             let mut months = Vec::new();
             for ((_, events), id) in by_case.iter().zip(&ids) {
                 let mut case = states.remove(id).unwrap_or_default();
-                projections::billing::fold(&mut case, events)?;
+                let folded = projections::billing::fold(&mut case, events)?;
                 let Some(agency) = case.agency.clone() else {
                     continue;
                 };
-                for month in case.months() {
-                    months.push(serde_json::json!({"month": month.to_string(), "case_id": id, "agency": agency}));
+                for month in folded.months() {
+                    months.push(MonthRow { month: month.to_string(), case_id: id, agency: agency.to_string() });
                 }
+                contacts.extend(folded.contacts.into_iter().map(|row| ContactRow {
+                    case_id: id,
+                    sequence: row.sequence,
+                    at: row.at,
+                    contact: row.contact,
+                }));
+                voids.extend(folded.voided.into_iter().map(|void| VoidRow {
+                    case_id: id,
+                    sequence: void.sequence,
+                    event_id: void.event_id,
+                }));
                 rows.push(serde_json::json!({"case_id": id, "agency": agency, "state": case}));
             }
-            sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
-            sqlx::query(months_sql).bind(Json(&months)).execute(&mut *tx).await?;
+            sqlx::query(sql.upsert).bind(Json(&rows)).execute(&mut *tx).await?;
+            if !contacts.is_empty() {
+                sqlx::query(sql.contacts).bind(Json(&contacts)).execute(&mut *tx).await?;
+                sqlx::query(sql.months).bind(Json(&months)).execute(&mut *tx).await?;
+            }
+            if !voids.is_empty() {
+                sqlx::query(sql.voids).bind(Json(&voids)).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(true)
         })
@@ -143,14 +260,18 @@ impl Store {
         agency: Option<&'a str>,
         from: Option<&'a str>,
     ) -> impl Stream<Item = Result<BillingCase, StoreError>> + Send + 'a {
-        let sql = "SELECT c.state FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
-                   WHERE m.month = $1 AND ($2 IS NULL OR m.agency = $2) AND ($3 IS NULL OR m.case_id >= $3) \
-                   ORDER BY m.case_id";
+        let sql: &'static str = match self.backend {
+            Backend::Postgres { .. } => &PG_CASES_OF_MONTH,
+            Backend::Sqlite { .. } => &SQLITE_CASES_OF_MONTH,
+        };
+        let (lo, hi) = month.window();
         let month = month.to_string();
         on_pool!(self, pool => sqlx::query_scalar::<_, Json<BillingCase>>(sql)
             .bind(month)
             .bind(agency)
             .bind(from)
+            .bind(lo)
+            .bind(hi)
             .fetch(pool)
             .map_ok(|Json(c)| c)
             .map_err(StoreError::from)
@@ -242,23 +363,61 @@ SELECT $1, value ->> 'seq', $2, $3, $4, value ->> 'case_id', value ->> 'activity
 FROM json_each($5)";
 
 /// Each case of a month and agency with the lines exported for it before, oldest first.
-const PG_CASES_WITH_EXPORTED: &str = "\
-SELECT c.state,
-       COALESCE((SELECT jsonb_agg(jsonb_build_array(l.line_id, l.kind, l.fingerprint, l.line)
-                                  ORDER BY l.batch_no, l.seq)
-                 FROM billing_batch_lines l
-                 WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id), '[]')
-FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id
-WHERE m.month = $1 AND m.agency = $2 ORDER BY m.case_id";
+/// A case of a month as its export reads it: the header with the contacts of the month's window
+/// (`Month::window`, from parameter `$lo` to `$hi`), in log order.
+fn month_state(pg: bool, lo: u8, hi: u8) -> String {
+    if pg {
+        format!(
+            "jsonb_set(c.state, '{{contacts}}', \
+             COALESCE((SELECT jsonb_agg(k.contact ORDER BY k.sequence) FROM billing_contacts k \
+                       WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi}), '[]'))"
+        )
+    } else {
+        format!(
+            "json_set(c.state, '$.contacts', \
+             json((SELECT json_group_array(json(k.contact) ORDER BY k.sequence) \
+                   FROM billing_contacts k \
+                   WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi})))"
+        )
+    }
+}
 
-const SQLITE_CASES_WITH_EXPORTED: &str = "\
-SELECT c.state,
-       (SELECT json_group_array(json_array(l.line_id, l.kind, l.fingerprint, json(l.line))
-                                ORDER BY l.batch_no, l.seq)
-        FROM billing_batch_lines l
-        WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id)
-FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id
-WHERE m.month = $1 AND m.agency = $2 ORDER BY m.case_id";
+/// The cases of month $1 (of agency $2, or all; from case $3 on), window $4 to $5.
+fn cases_of_month(pg: bool) -> String {
+    format!(
+        "SELECT {} FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
+         WHERE m.month = $1 AND ($2 IS NULL OR m.agency = $2) AND ($3 IS NULL OR m.case_id >= $3) \
+         ORDER BY m.case_id",
+        month_state(pg, 4, 5)
+    )
+}
+
+/// The cases of month $1 and agency $2, window $3 to $4, each with the lines earlier batches
+/// exported for it.
+fn cases_with_exported(pg: bool) -> String {
+    let exported = if pg {
+        "COALESCE((SELECT jsonb_agg(jsonb_build_array(l.line_id, l.kind, l.fingerprint, l.line) \
+                                        ORDER BY l.batch_no, l.seq) \
+                       FROM billing_batch_lines l \
+                       WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id), '[]')"
+    } else {
+        "(SELECT json_group_array(json_array(l.line_id, l.kind, l.fingerprint, json(l.line)) \
+                                      ORDER BY l.batch_no, l.seq) \
+              FROM billing_batch_lines l \
+              WHERE l.month = m.month AND l.agency = m.agency AND l.case_id = m.case_id)"
+    };
+    format!(
+        "SELECT {}, {exported} \
+         FROM billing_case_months m JOIN billing_cases c ON c.case_id = m.case_id \
+         WHERE m.month = $1 AND m.agency = $2 ORDER BY m.case_id",
+        month_state(pg, 3, 4)
+    )
+}
+
+static PG_CASES_OF_MONTH: LazyLock<String> = LazyLock::new(|| cases_of_month(true));
+static SQLITE_CASES_OF_MONTH: LazyLock<String> = LazyLock::new(|| cases_of_month(false));
+static PG_CASES_WITH_EXPORTED: LazyLock<String> = LazyLock::new(|| cases_with_exported(true));
+static SQLITE_CASES_WITH_EXPORTED: LazyLock<String> = LazyLock::new(|| cases_with_exported(false));
 
 /// The stored shape of BillingBatchExported (version 1), serialised without copying the ids.
 #[derive(serde::Serialize)]
@@ -420,10 +579,11 @@ impl Store {
         agency: &'a str,
     ) -> impl Stream<Item = Result<(BillingCase, Vec<Exported>), StoreError>> + Send + 'a {
         type Earlier = Vec<(String, String, String, Line)>;
-        let sql = match self.backend {
-            Backend::Postgres { .. } => PG_CASES_WITH_EXPORTED,
-            Backend::Sqlite { .. } => SQLITE_CASES_WITH_EXPORTED,
+        let sql: &'static str = match self.backend {
+            Backend::Postgres { .. } => &PG_CASES_WITH_EXPORTED,
+            Backend::Sqlite { .. } => &SQLITE_CASES_WITH_EXPORTED,
         };
+        let (lo, hi) = month.window();
         let month = month.to_string();
         let exported = |(Json(case), Json(earlier)): (Json<BillingCase>, Json<Earlier>)| {
             let earlier = earlier
@@ -443,6 +603,8 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Json<Earlier>)>(sql)
             .bind(month)
             .bind(agency)
+            .bind(lo)
+            .bind(hi)
             .fetch(pool)
             .map_err(StoreError::from)
             .map(move |r| r.and_then(exported))

@@ -780,3 +780,102 @@ both_stores!(
         );
     }
 );
+
+/// The billing projection keeps each contact as a row of its own and the case's state as its
+/// header: a void finds the row it names whether the contact came in an earlier batch or in the
+/// same one, and what the readers assemble equals the fold of the whole history in memory.
+async fn contact_rows(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let billing = services::projector::known("billing").expect("billing");
+    let step = || async {
+        while services::projector::step(&app.store, billing)
+            .await
+            .expect("step")
+            != services::projector::Stepped::Applied(0)
+        {}
+    };
+    let sup = app.token(Role::Supervisor, "sup-1", "default").await;
+    let case = open_case(&app, &sup, Some("ZZ00000061")).await;
+    let void = |event: String| {
+        let (app, sup, case) = (&app, &sup, &case);
+        async move {
+            let (s, b) = app
+                .post(
+                    &format!("/v1/cases/{case}/corrections"),
+                    sup,
+                    &json!({"voids_event_id": event, "reason": "logged twice"}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+    };
+    let (earlier, earlier_event) = contact(&app, &sup, &case, phone(20, 3)).await;
+    let (kept, _) = contact(&app, &sup, &case, phone(20, 4)).await;
+    step().await;
+    // One batch: a contact and its void, and the void of a contact of the batch before.
+    let (same, same_event) = contact(&app, &sup, &case, phone(20, 5)).await;
+    void(same_event).await;
+    void(earlier_event).await;
+    step().await;
+
+    let case_id = schemas::CaseId::parse(&case).expect("case id");
+    let states = app.store.billing_states(&[case_id]).await.expect("states");
+    let state = &states[&case_id];
+    let voided: Vec<(String, bool)> = state
+        .contacts
+        .iter()
+        .map(|c| (c.contact.activity_id.to_string(), c.contact.voided))
+        .collect();
+    assert_eq!(
+        voided,
+        [
+            (earlier.clone(), true),
+            (kept.clone(), false),
+            (same.clone(), true)
+        ],
+        "every contact once, in log order, voided where a void named it"
+    );
+    // The same history folded in memory, in one go, gives the same state.
+    let events = app
+        .store
+        .read_log(services::store::LogPosition::START, 1000)
+        .await
+        .expect("log");
+    let mut whole = projections::billing::BillingCase::default();
+    for e in events.iter().filter(|e| e.case_id == case_id) {
+        whole.version = e.event.sequence;
+        whole.apply(
+            e.event.event_id,
+            e.event.metadata.actor_id.clone(),
+            &e.event.case_event().expect("event"),
+        );
+    }
+    assert_eq!(state, &whole);
+
+    let (s, body) = pull(
+        &app,
+        &app.admin_token,
+        &format!("month={MONTH}&format=json"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let lines = v["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (activity, billable) in [(&earlier, false), (&kept, true), (&same, false)] {
+        let l = line(lines, activity);
+        assert_eq!(l["billable"], billable, "{l}");
+        assert_eq!(
+            l["reasons"]
+                .as_array()
+                .expect("reasons")
+                .contains(&json!("voided")),
+            !billable,
+            "{l}"
+        );
+    }
+}
+
+linkage_tests::both_backends!(contacts_are_rows_and_voids_find_them, contact_rows);

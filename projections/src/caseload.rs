@@ -78,34 +78,106 @@ fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
     (m(to) - m(from)).max(0) as u32
 }
 
+/// What caseload views need of a case's contacts, which the projection keeps as rows beside the
+/// state (`Folded`): the latest date (UTC) of a contact not voided, and of one with the child or
+/// a guardian.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContactDates {
+    pub last: Option<NaiveDate>,
+    pub last_with_family: Option<NaiveDate>,
+}
+
+/// A case as caseload views read it: the folded state (without contacts) and its contact dates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseloadState {
+    pub case: Case,
+    pub contacts: ContactDates,
+}
+
+/// One contact as the caseload projection keeps it: a row, by its place in the case's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactRow {
+    pub sequence: u64,
+    pub event_id: EventId,
+    pub day: NaiveDate,
+    pub with_family: bool,
+}
+
+/// A void, as the rows see it: the voided event, which marks its contact row if it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VoidRow {
+    pub sequence: u64,
+    pub event_id: EventId,
+}
+
+/// What a batch adds beside a case's state: its contacts and its voids, as rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Folded {
+    pub contacts: Vec<ContactRow>,
+    pub voided: Vec<VoidRow>,
+}
+
 /// The caseload projection's fold: a case's events of one batch, in log order, onto its state.
-pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<(), ApplyError> {
+/// Contacts are not folded into the state (a case's contacts are its most numerous events, and
+/// a state holding them would make every batch cost the case's whole history): each comes back
+/// as a row, and each void as a row that marks the contact it names.
+pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<Folded, ApplyError> {
+    let mut folded = Folded::default();
     for e in events {
         // Idempotent: an event this state already holds (a batch replayed) changes nothing.
-        if e.event.sequence <= case.version {
+        let sequence = e.event.sequence;
+        if sequence <= case.version {
             continue;
         }
-        case.apply_at(e.event.sequence, e.event.case_event()?);
+        match e.event.case_event()? {
+            aggregates::CaseEvent::ContactLogged {
+                occurred_at, with, ..
+            } => {
+                folded.contacts.push(ContactRow {
+                    sequence,
+                    event_id: e.event.event_id,
+                    day: occurred_at.date_naive(),
+                    with_family: with
+                        .iter()
+                        .any(|p| matches!(p, Participant::Child | Participant::Guardian)),
+                });
+                case.version = sequence;
+            }
+            event => {
+                if let aggregates::CaseEvent::EntryVoided {
+                    voided_event_id,
+                    voided_sequence,
+                    ..
+                } = &event
+                {
+                    folded.voided.push(VoidRow {
+                        sequence: *voided_sequence,
+                        event_id: *voided_event_id,
+                    });
+                }
+                case.apply_at(sequence, event);
+            }
+        }
     }
-    Ok(())
+    Ok(folded)
 }
 
 /// The caseload line of an open case, as of `today`. None for a closed or unopened case.
 /// `last_billable` is the latest date of service of a billable contact up to this month, as the
 /// billing profile in force evaluates it (`BillingCase::last_billable`).
 pub fn caseload_case(
-    case: &Case,
+    state: &CaseloadState,
     today: NaiveDate,
     t: &Thresholds,
     last_billable: Option<NaiveDate>,
 ) -> Option<CaseloadCase> {
+    let case = &state.case;
     let o = case.opened.as_ref()?;
     if case.closed.is_some() {
         return None;
     }
     let mut flags = Vec::new();
-    let live_contacts = case.contacts.iter().filter(|c| !c.voided);
-    let last_contact = live_contacts.map(|c| c.occurred_at.date_naive()).max();
+    let last_contact = state.contacts.last;
     let days_since_last_contact = (today - last_contact.unwrap_or(o.intake_date)).num_days();
     if days_since_last_contact > t.contact_overdue_days {
         flags.push(format!("no_contact_{}_days", t.contact_overdue_days));
@@ -164,13 +236,11 @@ pub fn caseload_case(
         .filter(|a| !a.voided && a.status() == AppointmentStatus::Missed)
         .filter(|a| {
             let missed_on = a.history.iter().rev().find(|c| !c.voided).map(|c| c.on);
-            !case.contacts.iter().any(|c| {
-                !c.voided
-                    && Some(c.occurred_at.date_naive()) >= missed_on
-                    && c.with
-                        .iter()
-                        .any(|p| matches!(p, Participant::Child | Participant::Guardian))
-            })
+            // Outreach: a live contact with the child or a guardian on or after that day.
+            state
+                .contacts
+                .last_with_family
+                .is_none_or(|d| Some(d) < missed_on)
         })
         .map(|a| a.appointment_id)
         .collect();
@@ -217,14 +287,14 @@ pub struct Caseload {
 /// `last_billable` as for `caseload_case`.
 pub fn caseload(
     worker_id: &str,
-    cases: &[Case],
+    cases: &[CaseloadState],
     today: impl Fn(&Case) -> NaiveDate,
     t: &Thresholds,
     last_billable: impl Fn(&Case) -> Option<NaiveDate>,
 ) -> Caseload {
     let lines: Vec<CaseloadCase> = cases
         .iter()
-        .filter_map(|c| caseload_case(c, today(c), t, last_billable(c)))
+        .filter_map(|s| caseload_case(s, today(&s.case), t, last_billable(&s.case)))
         .collect();
     let mut per_program: BTreeMap<Program, u32> = BTreeMap::new();
     for l in &lines {
@@ -265,7 +335,7 @@ mod tests {
         assert_eq!(months_between(d("2026-11-01"), d("2026-11-30")), 0);
     }
 
-    fn opened(program: Program) -> Case {
+    fn opened(program: Program) -> CaseloadState {
         let mut case = Case::default();
         case.apply_at(
             1,
@@ -286,7 +356,10 @@ mod tests {
                 duplicate_reviewed: None,
             },
         );
-        case
+        CaseloadState {
+            case,
+            contacts: ContactDates::default(),
+        }
     }
 
     #[test]

@@ -102,11 +102,11 @@ projection!(
     ["audit_entries"]
 );
 projection!(
-    /// Each case's folded state for caseload views (`projections::caseload`).
+    /// Each case's folded state and contact rows for caseload views (`projections::caseload`).
     Caseloads,
     "caseloads",
     project_caseloads,
-    ["caseload_cases"]
+    ["caseload_contacts", "caseload_cases"]
 );
 projection!(
     /// Each case's billing header, contacts and months (`projections::billing`).

@@ -402,6 +402,33 @@ impl TestApp {
         }
     }
 
+    /// Applies the projection called `name` in this process, batch by batch, until it has
+    /// applied every event in the log (for an app spawned with `run_projections` off). A step
+    /// that applies nothing is not enough: on PostgreSQL the log stops short of any transaction
+    /// still running in the cluster, another test's included.
+    pub async fn project(&self, name: &str) {
+        let projection = services::projector::known(name).expect("a known projection");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stepped = services::projector::step(&self.store, projection)
+                .await
+                .expect("a projection step");
+            if stepped == services::projector::Stepped::Applied(0) {
+                let status = services::projector::status(&self.store)
+                    .await
+                    .expect("status");
+                if status.iter().any(|s| s.name == name && s.lag == 0) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} never caught up: {status:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+
     /// Writes an event row straight into the store, as another release (an earlier one, or a
     /// buggy or newer one) would have: for tests of what this version does with it.
     pub async fn insert_stored_event(

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::NaiveDate;
 use projections::billing::Month;
-use projections::caseload::{caseload, Caseload};
+use projections::caseload::{caseload, Caseload, CaseloadState};
 use schemas::CaseId;
 use serde::Serialize;
 use tracing::instrument;
@@ -46,15 +46,15 @@ pub async fn get_caseload(
         .store
         .open_caseload(Some(&worker_id), agency.as_deref())
         .await?;
-    for case in &cases {
-        if let Some(o) = &case.opened {
+    for state_of in &cases {
+        if let Some(o) = &state_of.case.opened {
             state
                 .store
                 .log_read(&caller.0, o.case_id, WORKER_ROUTE, true, state.clock.now())
                 .await?;
         }
     }
-    let last_billable = last_billable_of(&state, ids_of(&cases)).await?;
+    let last_billable = last_billable_of(&state, ids_of(cases.iter().map(|s| &s.case))).await?;
     Ok(Json(caseload(
         &worker_id,
         &cases,
@@ -126,9 +126,10 @@ pub async fn get_team(
     let page = query.page("workers")?;
     let agency = scope(&caller, Access::TeamView, None)?;
     let cases = state.store.open_caseload(None, agency.as_deref()).await?;
-    let mut by_worker: BTreeMap<String, Vec<aggregates::Case>> = BTreeMap::new();
+    let mut by_worker: BTreeMap<String, Vec<CaseloadState>> = BTreeMap::new();
     for case in cases {
         let worker = case
+            .case
             .assigned_to
             .as_ref()
             .map(|w| w.to_string())
@@ -137,7 +138,12 @@ pub async fn get_team(
     }
     // Workers in id order; only this page's are evaluated.
     let (by_worker, next_cursor) = page.of(by_worker.into_iter().collect(), |(w, _)| w.clone());
-    let ids = ids_of(by_worker.iter().flat_map(|(_, cases)| cases));
+    let ids = ids_of(
+        by_worker
+            .iter()
+            .flat_map(|(_, cases)| cases)
+            .map(|s| &s.case),
+    );
     let last_billable = last_billable_of(&state, ids).await?;
     let workers = by_worker
         .into_iter()

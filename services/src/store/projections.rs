@@ -10,6 +10,7 @@ use schemas::CaseId;
 use sqlx::types::Json;
 use sqlx::Row;
 
+use projections::caseload::{CaseloadState, ContactDates};
 use projections::log::group_by_case;
 use projections::search::name_key;
 
@@ -106,6 +107,16 @@ ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.posit
   events = projection_checkpoints.events + excluded.events, error = NULL,
   updated_at = excluded.updated_at, applied_by = excluded.applied_by";
 
+/// Open cases (of worker $1, or all; of agency $2, or all), each with its contact dates.
+const OPEN_CASELOAD: &str = "\
+SELECT c.state,
+       (SELECT max(k.day) FROM caseload_contacts k WHERE k.case_id = c.case_id AND NOT k.voided),
+       (SELECT max(k.day) FROM caseload_contacts k
+         WHERE k.case_id = c.case_id AND NOT k.voided AND k.with_family)
+FROM caseload_cases c
+WHERE c.open AND ($1 IS NULL OR c.worker_id = $1) AND ($2 IS NULL OR c.agency = $2)
+ORDER BY c.case_id";
+
 const UPSERT_CASELOAD: &str = "\
 INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state, medicaid_id,
   given_key, family_key, birth_date, program)
@@ -121,6 +132,45 @@ const PG_LOAD_CASELOADS: &str =
 
 const SQLITE_LOAD_CASELOADS: &str =
     "SELECT case_id, state FROM caseload_cases WHERE case_id IN (SELECT value FROM json_each($1))";
+
+/// A batch's contact rows of the caseload projection (a JSON array of objects). A row the case
+/// holds (a batch replayed) is not added again.
+const PG_INSERT_CASELOAD_CONTACTS: &str = "\
+INSERT INTO caseload_contacts (case_id, sequence, event_id, day, with_family)
+SELECT x ->> 'case_id', (x ->> 'sequence')::bigint, x ->> 'event_id', x ->> 'day',
+       (x ->> 'with_family')::boolean
+FROM jsonb_array_elements($1) AS x
+ON CONFLICT DO NOTHING";
+
+const SQLITE_INSERT_CASELOAD_CONTACTS: &str = "\
+INSERT INTO caseload_contacts (case_id, sequence, event_id, day, with_family)
+SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->> 'day',
+       value ->> 'with_family'
+FROM json_each($1) WHERE true
+ON CONFLICT DO NOTHING";
+
+/// A void marks the contact row it names, by case, sequence and event id (a void of anything
+/// else matches no row).
+const PG_VOID_CASELOAD_CONTACTS: &str = "\
+UPDATE caseload_contacts k SET voided = true
+FROM jsonb_array_elements($1) AS x
+WHERE k.case_id = x ->> 'case_id' AND k.sequence = (x ->> 'sequence')::bigint
+  AND k.event_id = x ->> 'event_id'";
+
+const SQLITE_VOID_CASELOAD_CONTACTS: &str = "\
+UPDATE caseload_contacts SET voided = 1
+WHERE EXISTS (SELECT 1 FROM json_each($1) AS x
+              WHERE caseload_contacts.case_id = x.value ->> 'case_id'
+                AND caseload_contacts.sequence = x.value ->> 'sequence'
+                AND caseload_contacts.event_id = x.value ->> 'event_id')";
+
+/// A row of a case's contacts or voids, as the statements above read it.
+#[derive(serde::Serialize)]
+struct CaseRow<'a, T> {
+    case_id: &'a str,
+    #[serde(flatten)]
+    row: T,
+}
 
 /// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with
 /// none yet: one primary-key lookup per case, whatever plan the statement is given.
@@ -225,9 +275,17 @@ impl Store {
         };
         let by_case = group_by_case(batch);
         let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
-        let load_sql = match &self.backend {
-            Backend::Postgres { .. } => PG_LOAD_CASELOADS,
-            Backend::Sqlite { .. } => SQLITE_LOAD_CASELOADS,
+        let (load_sql, contacts_sql, voids_sql) = match &self.backend {
+            Backend::Postgres { .. } => (
+                PG_LOAD_CASELOADS,
+                PG_INSERT_CASELOAD_CONTACTS,
+                PG_VOID_CASELOAD_CONTACTS,
+            ),
+            Backend::Sqlite { .. } => (
+                SQLITE_LOAD_CASELOADS,
+                SQLITE_INSERT_CASELOAD_CONTACTS,
+                SQLITE_VOID_CASELOAD_CONTACTS,
+            ),
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -237,12 +295,16 @@ impl Store {
                 sqlx::query_as(load_sql).bind(Json(&ids)).fetch_all(&mut *tx).await?;
             let mut stored: HashMap<String, Case> =
                 rows.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            let mut contacts = Vec::new();
+            let mut voids = Vec::new();
             for ((_, events), id) in by_case.iter().zip(&ids) {
                 let mut case = stored.remove(id).unwrap_or_default();
-                ::projections::caseload::fold(&mut case, events)?;
+                let folded = ::projections::caseload::fold(&mut case, events)?;
                 let Some(opened) = case.opened.as_ref() else {
                     continue;
                 };
+                contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
+                voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
                 let child = &opened.child;
                 sqlx::query(UPSERT_CASELOAD)
                     .bind(id)
@@ -259,18 +321,47 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            if !contacts.is_empty() {
+                sqlx::query(contacts_sql).bind(Json(&contacts)).execute(&mut *tx).await?;
+            }
+            if !voids.is_empty() {
+                sqlx::query(voids_sql).bind(Json(&voids)).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(true)
         })
     }
 
-    /// Open cases' states: one worker's, or (with `agency`) a whole agency's, or all.
+    /// Open cases as caseload views read them (state and contact dates): one worker's, or (with
+    /// `agency`) a whole agency's, or all.
     pub async fn open_caseload(
         &self,
         worker: Option<&str>,
         agency: Option<&str>,
-    ) -> Result<Vec<Case>, StoreError> {
-        self.case_states(worker, agency, true).await
+    ) -> Result<Vec<CaseloadState>, StoreError> {
+        on_pool!(self, pool => {
+            let rows: Vec<(Json<Case>, Option<String>, Option<String>)> = sqlx::query_as(OPEN_CASELOAD)
+                .bind(worker)
+                .bind(agency)
+                .fetch_all(pool)
+                .await?;
+            rows.into_iter()
+                .map(|(Json(case), last, last_with_family)| {
+                    let day = |d: Option<String>| {
+                        d.map(|d| d.parse::<chrono::NaiveDate>())
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("caseload contact day: {e}")))
+                    };
+                    Ok(CaseloadState {
+                        case,
+                        contacts: ContactDates {
+                            last: day(last)?,
+                            last_with_family: day(last_with_family)?,
+                        },
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Case states from the caseload projection, open or (unless `only_open`) closed too.

@@ -788,14 +788,7 @@ async fn contact_rows(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
         return;
     };
-    let billing = services::projector::known("billing").expect("billing");
-    let step = || async {
-        while services::projector::step(&app.store, billing)
-            .await
-            .expect("step")
-            != services::projector::Stepped::Applied(0)
-        {}
-    };
+    let step = || app.project("billing");
     let sup = app.token(Role::Supervisor, "sup-1", "default").await;
     let case = open_case(&app, &sup, Some("ZZ00000061")).await;
     let void = |event: String| {

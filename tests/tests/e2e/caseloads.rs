@@ -326,3 +326,86 @@ both_stores!(
         assert_eq!(billable, [false, true], "the billing log agrees: {log}");
     }
 );
+
+/// Contacts are rows beside the caseload state: a voided contact stops counting as the last
+/// contact and as outreach after a missed appointment, whichever batch it or its void came in.
+async fn voided_contacts(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let step = || app.project("caseloads");
+    let case = neglected_case(&app, "cm-cy").await; // missed 10 days ago
+    let contact = |days_ago: i64, with: &'static str| {
+        let (app, case) = (&app, &case);
+        async move {
+            post_ok(
+                app,
+                format!("/v1/cases/{case}/contacts"),
+                json!({"component": "monitoring", "contact_type": "phone", "with": [with],
+                    "occurred_at": format!("{}T00:00:00Z", day(days_ago)), "minutes": 20}),
+            )
+            .await;
+            let (_, events) = app
+                .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+                .await;
+            events["events"].as_array().unwrap().last().unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let void = |event: String| {
+        let (app, case) = (&app, &case);
+        async move {
+            post_ok(
+                app,
+                format!("/v1/cases/{case}/corrections"),
+                json!({"voids_event_id": event, "reason": "logged on the wrong case"}),
+            )
+            .await;
+        }
+    };
+    let line = || async {
+        let (s, b) = app.get("/v1/caseloads/cm-cy", &app.admin_token).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let line = b["cases"][0].clone();
+        let outreach_due = line["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "missed_appointment_needs_outreach");
+        (
+            line["days_since_last_contact"].as_i64().unwrap(),
+            outreach_due,
+        )
+    };
+    step().await;
+    assert_eq!(line().await, (60, true), "no contact since intake");
+
+    let with_guardian = contact(8, "guardian").await;
+    let collateral = contact(3, "provider").await;
+    step().await;
+    assert_eq!(
+        line().await,
+        (3, false),
+        "the guardian was reached after the missed day"
+    );
+
+    // One batch: a later contact with the child and its void, and the void of the collateral
+    // contact of the batch before.
+    let child = contact(1, "child").await;
+    void(child).await;
+    void(collateral).await;
+    step().await;
+    assert_eq!(
+        line().await,
+        (8, false),
+        "the voided contacts no longer count"
+    );
+
+    void(with_guardian).await;
+    step().await;
+    assert_eq!(line().await, (60, true), "no live contact is left");
+}
+
+linkage_tests::both_backends!(voided_contacts_stop_counting, voided_contacts);

@@ -340,6 +340,8 @@ async fn projected(app: &TestApp) -> Vec<Vec<String>> {
          ORDER BY case_id, sequence",
         "SELECT concat_ws('|', case_id, agency, worker_id, open, version, state::text) \
          FROM caseload_cases ORDER BY case_id",
+        "SELECT concat_ws('|', case_id, sequence, event_id, day, with_family, voided) \
+         FROM caseload_contacts ORDER BY case_id, sequence",
         "SELECT concat_ws('|', case_id, agency, state::text) FROM billing_cases ORDER BY case_id",
         "SELECT concat_ws('|', case_id, sequence, event_id, activity_id, at, contact::text) \
          FROM billing_contacts ORDER BY case_id, sequence",

@@ -117,14 +117,68 @@ FROM caseload_cases c
 WHERE c.open AND ($1 IS NULL OR c.worker_id = $1) AND ($2 IS NULL OR c.agency = $2)
 ORDER BY c.case_id";
 
-const UPSERT_CASELOAD: &str = "\
+/// Every touched case's caseload row, from a JSON array of `CaseloadRow`s: one statement a batch.
+const PG_UPSERT_CASELOADS: &str = "\
 INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state, medicaid_id,
   given_key, family_key, birth_date, program)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+SELECT x ->> 'case_id', x ->> 'agency', x ->> 'worker_id', (x ->> 'open')::boolean,
+       (x ->> 'version')::bigint, x -> 'state', x ->> 'medicaid_id', x ->> 'given_key',
+       x ->> 'family_key', x ->> 'birth_date', x ->> 'program'
+FROM jsonb_array_elements($1) AS x
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
   open = excluded.open, version = excluded.version, state = excluded.state,
   medicaid_id = excluded.medicaid_id, given_key = excluded.given_key,
   family_key = excluded.family_key, birth_date = excluded.birth_date, program = excluded.program";
+
+/// `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+const SQLITE_UPSERT_CASELOADS: &str = "\
+INSERT INTO caseload_cases (case_id, agency, worker_id, open, version, state, medicaid_id,
+  given_key, family_key, birth_date, program)
+SELECT value ->> 'case_id', value ->> 'agency', value ->> 'worker_id', value ->> 'open',
+       value ->> 'version', json(value -> 'state'), value ->> 'medicaid_id',
+       value ->> 'given_key', value ->> 'family_key', value ->> 'birth_date', value ->> 'program'
+FROM json_each($1) WHERE true
+ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = excluded.worker_id,
+  open = excluded.open, version = excluded.version, state = excluded.state,
+  medicaid_id = excluded.medicaid_id, given_key = excluded.given_key,
+  family_key = excluded.family_key, birth_date = excluded.birth_date, program = excluded.program";
+
+/// A case's caseload row: its state and the columns that select and search it.
+#[derive(serde::Serialize)]
+struct CaseloadRow<'a> {
+    case_id: &'a str,
+    agency: &'a str,
+    worker_id: Option<&'a str>,
+    open: bool,
+    version: u64,
+    state: &'a Case,
+    medicaid_id: Option<&'a str>,
+    given_key: String,
+    family_key: String,
+    birth_date: String,
+    program: &'a str,
+}
+
+impl<'a> CaseloadRow<'a> {
+    /// None for a case not opened (nothing to show or search).
+    fn of(case_id: &'a str, case: &'a Case) -> Option<Self> {
+        let opened = case.opened.as_ref()?;
+        let child = &opened.child;
+        Some(Self {
+            case_id,
+            agency: opened.agency.as_str(),
+            worker_id: case.assigned_to.as_ref().map(|w| w.as_str()),
+            open: case.closed.is_none(),
+            version: case.version,
+            state: case,
+            medicaid_id: child.medicaid_id.as_ref().map(|m| m.as_str()),
+            given_key: name_key(child.given_name.as_str()),
+            family_key: name_key(child.family_name.as_str()),
+            birth_date: child.birth_date.to_string(),
+            program: opened.program.as_str(),
+        })
+    }
+}
 
 /// The caseload states of the listed cases (a JSON array of case ids).
 const PG_LOAD_CASELOADS: &str =
@@ -275,14 +329,16 @@ impl Store {
         };
         let by_case = group_by_case(batch);
         let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
-        let (load_sql, contacts_sql, voids_sql) = match &self.backend {
+        let (load_sql, upsert_sql, contacts_sql, voids_sql) = match &self.backend {
             Backend::Postgres { .. } => (
                 PG_LOAD_CASELOADS,
+                PG_UPSERT_CASELOADS,
                 PG_INSERT_CASELOAD_CONTACTS,
                 PG_VOID_CASELOAD_CONTACTS,
             ),
             Backend::Sqlite { .. } => (
                 SQLITE_LOAD_CASELOADS,
+                SQLITE_UPSERT_CASELOADS,
                 SQLITE_INSERT_CASELOAD_CONTACTS,
                 SQLITE_VOID_CASELOAD_CONTACTS,
             ),
@@ -290,36 +346,29 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            // Every touched case's state in one statement, not one round trip per case.
+            // Every touched case's state in one statement, not one round trip per case; the
+            // states, the contacts and the voids go back in one statement each.
             let rows: Vec<(String, Json<Case>)> =
                 sqlx::query_as(load_sql).bind(Json(&ids)).fetch_all(&mut *tx).await?;
             let mut stored: HashMap<String, Case> =
                 rows.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            let mut cases = Vec::with_capacity(by_case.len());
             let mut contacts = Vec::new();
             let mut voids = Vec::new();
             for ((_, events), id) in by_case.iter().zip(&ids) {
                 let mut case = stored.remove(id).unwrap_or_default();
                 let folded = ::projections::caseload::fold(&mut case, events)?;
-                let Some(opened) = case.opened.as_ref() else {
+                if case.opened.is_none() {
                     continue;
-                };
+                }
                 contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
                 voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
-                let child = &opened.child;
-                sqlx::query(UPSERT_CASELOAD)
-                    .bind(id)
-                    .bind(opened.agency.as_str())
-                    .bind(case.assigned_to.as_ref().map(|w| w.as_str().to_owned()))
-                    .bind(case.closed.is_none())
-                    .bind(case.version as i64)
-                    .bind(Json(&case))
-                    .bind(child.medicaid_id.as_ref().map(|m| m.as_str().to_owned()))
-                    .bind(name_key(child.given_name.as_str()))
-                    .bind(name_key(child.family_name.as_str()))
-                    .bind(child.birth_date.to_string())
-                    .bind(opened.program.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                cases.push((id, case));
+            }
+            let rows: Vec<CaseloadRow> =
+                cases.iter().filter_map(|(id, case)| CaseloadRow::of(id, case)).collect();
+            if !rows.is_empty() {
+                sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
             }
             if !contacts.is_empty() {
                 sqlx::query(contacts_sql).bind(Json(&contacts)).execute(&mut *tx).await?;

@@ -185,28 +185,46 @@ pub(crate) async fn commands_at_rate(
     for n in 0..total as usize {
         tick.tick().await;
         let (state, id, action) = (state.clone(), targets[n % targets.len()], action.clone());
+        // A refusal is counted like any command: the benchmark reports the rate asked.
         commands.spawn(async move {
-            let meta = CommandMeta {
-                actor: actor(),
-                idempotency_key: None,
-                correlation_id: Uuid::now_v7().to_string(),
-                command_id: Uuid::now_v7(),
-                route: format!("POST /v1/cases/{id}/{route}"),
-            };
-            let _ = execute(
-                &state,
-                meta,
-                b"{}",
-                id,
-                Target::Existing(services::auth::Access::Command),
-                axum::http::StatusCode::CREATED,
-                |_| Ok(action(n)),
-            )
-            .await;
+            let _ = one_command(&state, id, route, b"{}", action(n)).await;
         });
     }
     while commands.join_next().await.is_some() {}
     total as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// One command through the whole command pipeline, as a POST of `body` to `route` of case `id`
+/// would run it; an answer other than 201 is an error.
+pub(crate) async fn one_command(
+    state: &AppState,
+    id: CaseId,
+    route: &str,
+    body: &[u8],
+    action: CaseAction,
+) -> Result<(), BenchError> {
+    let meta = CommandMeta {
+        actor: actor(),
+        idempotency_key: None,
+        correlation_id: Uuid::now_v7().to_string(),
+        command_id: Uuid::now_v7(),
+        route: format!("POST /v1/cases/{id}/{route}"),
+    };
+    let response = execute(
+        state,
+        meta,
+        body,
+        id,
+        Target::Existing(services::auth::Access::Command),
+        axum::http::StatusCode::CREATED,
+        |_| Ok(action.clone()),
+    )
+    .await
+    .map_err(|e| BenchError::Refused(e.to_string()))?;
+    if response.status() != axum::http::StatusCode::CREATED {
+        return Err(BenchError::Refused(format!("status {}", response.status())));
+    }
+    Ok(())
 }
 
 /// The case services every bench decides commands with.
@@ -487,39 +505,14 @@ impl AppendBench {
                     let state = state.clone();
                     let id = ids[client * per + n % per];
                     async move {
-                        let meta = CommandMeta {
-                            actor: actor(),
-                            idempotency_key: None,
-                            correlation_id: Uuid::now_v7().to_string(),
-                            command_id: Uuid::now_v7(),
-                            route: format!("POST /v1/cases/{id}/contacts"),
-                        };
                         let request = contact(n);
                         let body = serde_json::to_vec(&request)
                             .map_err(|e| BenchError::Refused(e.to_string()))?;
-                        let response = execute(
-                            &state,
-                            meta,
-                            &body,
-                            id,
-                            Target::Existing(services::auth::Access::Command),
-                            axum::http::StatusCode::CREATED,
-                            |_| {
-                                Ok(CaseAction::LogContact {
-                                    activity_id: ActivityId::generate(),
-                                    request: request.clone(),
-                                })
-                            },
-                        )
-                        .await
-                        .map_err(|e| BenchError::Refused(e.to_string()))?;
-                        if response.status() != axum::http::StatusCode::CREATED {
-                            return Err(BenchError::Refused(format!(
-                                "status {}",
-                                response.status()
-                            )));
-                        }
-                        Ok(())
+                        let action = CaseAction::LogContact {
+                            activity_id: ActivityId::generate(),
+                            request,
+                        };
+                        one_command(&state, id, "contacts", &body, action).await
                     }
                 })
                 .await?;

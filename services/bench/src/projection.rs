@@ -1,6 +1,7 @@
 //! `linkage-bench projections`: rebuild of every projection from a large synthetic log, beside a
 //! plain scan of the same events table in the same run, with resident memory sampled as the
-//! rebuild progresses; then projection lag while commands arrive at a fixed rate.
+//! rebuild progresses; then projection lag, measured by the engine, while commands arrive at half the machine's
+//! measured command capacity and at a fixed rate.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use schemas::*;
 use sqlx::Row;
 
 use super::{
-    bench_state, case_services, commands_at_rate, contact, contact_stream, memory_mib, seed_case,
-    seed_cases, settle, BenchError, Scratch,
+    bench_state, case_services, commands_at_rate, contact, contact_stream, memory_mib, one_command,
+    run_clients, seed_case, seed_cases, settle, BenchError, Scratch,
 };
 use services::projector;
 use services::projector::PROJECTIONS;
@@ -30,12 +31,19 @@ pub struct ProjectionBench {
     /// Events per case stream
     #[arg(long, default_value_t = 500)]
     pub stream_len: usize,
-    /// Commands per second while lag is measured
+    /// Commands per second while lag is measured, beside the fraction of capacity below
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Seconds of lag measurement
+    /// Seconds of lag measurement, per rate
     #[arg(long, default_value_t = 10)]
     pub lag_seconds: u64,
+    /// Seconds of the command-capacity measurement before the lag measurements
+    #[arg(long, default_value_t = 3)]
+    pub capacity_seconds: u64,
+    /// The fraction of the measured command capacity that commands arrive at while lag is
+    /// measured (beside `rate`)
+    #[arg(long, default_value_t = 0.5)]
+    pub fraction: f64,
 }
 
 impl ProjectionBench {
@@ -158,100 +166,138 @@ impl ProjectionBench {
             "target: each rebuild >= 50,000 events/s, memory flat as events grow"
         )?;
 
-        self.lag(&store, &services, &pool, out).await?;
+        self.lag(&store, &services, out).await?;
         pool.close().await;
         store.close().await;
         Ok(())
     }
 
-    /// Projection lag while commands arrive at `rate`/s: every 10 ms, how long the oldest event
-    /// not yet projected has been waiting (0 when none is).
+    /// Projection lag from inside the engine. First the machine's command capacity (16
+    /// clients flat out, the projection engine idle); then commands at `fraction` of it and at
+    /// `rate`/s, each after the projections have caught up, with every applied event's time from
+    /// commit to applied recorded by the engine (`projector::AppliedLag`).
     async fn lag(
         &self,
         store: &Arc<Store>,
         services: &CaseServices,
-        pool: &sqlx::PgPool,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let state = bench_state(store, services)?;
-        let mut targets = Vec::new();
-        for _ in 0..64 {
-            let id = seed_case(store, services, 2).await?;
-            targets.push(id);
-        }
-        // Let the projections catch up with the seeding before measuring.
-        for projection in PROJECTIONS.iter().copied() {
-            projector::catch_up(store, projection, |_| {})
-                .await
-                .map_err(|e| BenchError::Refused(e.to_string()))?;
-        }
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let runner = tokio::spawn(projector::run(
-            store.clone(),
-            Duration::from_millis(50),
-            stop_rx,
-        ));
-        let sampler = {
-            let pool = pool.clone();
-            let mut stop = stop_tx.subscribe();
-            tokio::spawn(async move {
-                let mut hists: Vec<Histogram<u64>> = PROJECTIONS
-                    .iter()
-                    .map(|_| Histogram::new(3).expect("histogram"))
-                    .collect();
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                loop {
-                    tokio::select! { _ = stop.changed() => break, _ = tick.tick() => {} }
-                    for (i, name) in projector::names().into_iter().enumerate() {
-                        let ms: Option<f64> = sqlx::query_scalar(
-                            "SELECT (EXTRACT(EPOCH FROM clock_timestamp() - MIN(e.recorded_at)) * 1000)::float8 \
-                             FROM events e, projection_checkpoints c WHERE c.name = $1 \
-                             AND (e.txid, e.position) > (c.txid::text::xid8, c.position)",
-                        )
-                        .bind(name)
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap_or(None);
-                        let _ = hists[i].record(ms.unwrap_or(0.0).max(0.0) as u64);
-                    }
-                }
-                hists
-            })
+        // Each measurement gets new cases, as many as a busy agency has active at once, so that
+        // what it measures is not one phase's long streams or same-case conflicts left to the next.
+        let cases = || async {
+            let mut targets = Vec::new();
+            for _ in 0..CASES_PER_PHASE {
+                targets.push(seed_case(store, services, 2).await?);
+            }
+            Ok::<_, BenchError>(targets)
         };
-        let achieved = commands_at_rate(
-            &state,
-            &targets,
-            self.rate,
-            self.lag_seconds,
-            "contacts",
-            |n| CaseAction::LogContact {
-                activity_id: ActivityId::generate(),
-                request: contact(n),
-            },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = stop_tx.send(true);
-        let hists = sampler
-            .await
-            .map_err(|e| BenchError::Refused(e.to_string()))?;
-        let _ = runner.await;
+        let capacity = {
+            let (state, targets) = (state.clone(), Arc::new(cases().await?));
+            let (rate, _) = run_clients(16, self.capacity_seconds, move |client, n| {
+                let (state, targets) = (state.clone(), targets.clone());
+                async move {
+                    let id = targets[(client * 31 + n) % targets.len()];
+                    one_command(&state, id, "contacts", b"{}", log_contact(n)).await
+                }
+            })
+            .await?;
+            rate
+        };
         writeln!(out)?;
         writeln!(
             out,
-            "projection lag with commands at {achieved:.0}/s for {} s (target p99 < 250 ms):",
-            self.lag_seconds
+            "command capacity: {capacity:.0} commands/s (16 clients in process, {} s, projection engine idle)",
+            self.capacity_seconds
         )?;
-        for (name, h) in projector::names().into_iter().zip(hists) {
-            writeln!(
-                out,
-                "  {name:<14} p50 {:>5} ms   p99 {:>5} ms   max {:>5} ms   ({} samples)",
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.max(),
-                h.len()
-            )?;
+        writeln!(
+            out,
+            "projection lag from inside the engine: commit to applied, every event (target p99 < 100 ms at {:.0}% of capacity)",
+            self.fraction * 100.0
+        )?;
+        writeln!(
+            out,
+            "{:>8} {:>10} {:>9}  {:<14} {:>8} {:>7} {:>7} {:>7}",
+            "asked/s",
+            "achieved/s",
+            "achieved",
+            "projection",
+            "events",
+            "p50 ms",
+            "p99 ms",
+            "max ms"
+        )?;
+        let asked = [
+            ((capacity * self.fraction).round() as u64).max(1),
+            self.rate,
+        ];
+        for rate in asked {
+            let targets = cases().await?;
+            // Start from a caught-up log (the capacity run and the last rate left a backlog).
+            for projection in PROJECTIONS.iter().copied() {
+                projector::catch_up(store, projection, |_| {})
+                    .await
+                    .map_err(|e| BenchError::Refused(e.to_string()))?;
+                store.applied_lag().take(projection.name());
+            }
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let runner = tokio::spawn(projector::run(
+                store.clone(),
+                Duration::from_millis(50),
+                stop_rx,
+            ));
+            let achieved = commands_at_rate(
+                &state,
+                &targets,
+                rate,
+                self.lag_seconds,
+                "contacts",
+                log_contact,
+            )
+            .await;
+            // Until every event committed has been applied.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while projector::status(store)
+                .await
+                .map_err(|e| BenchError::Refused(e.to_string()))?
+                .iter()
+                .any(|s| s.lag > 0)
+            {
+                if Instant::now() > deadline {
+                    return Err(BenchError::Refused(
+                        "the projections did not catch up".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = stop_tx.send(true);
+            let _ = runner.await;
+            for name in projector::names() {
+                let h = store
+                    .applied_lag()
+                    .take(name)
+                    .unwrap_or_else(|| Histogram::new(3).expect("an empty histogram"));
+                writeln!(
+                    out,
+                    "{rate:>8} {achieved:>10.0} {:>8.1}%  {name:<14} {:>8} {:>7} {:>7} {:>7}",
+                    100.0 * achieved / rate as f64,
+                    h.len(),
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.99),
+                    h.max()
+                )?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Cases each measurement of the lag benchmark spreads its commands over.
+const CASES_PER_PHASE: usize = 512;
+
+fn log_contact(n: usize) -> CaseAction {
+    CaseAction::LogContact {
+        activity_id: ActivityId::generate(),
+        request: contact(n),
     }
 }

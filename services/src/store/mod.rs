@@ -94,6 +94,8 @@ pub struct Store {
     log_moved: tokio::sync::watch::Sender<u64>,
     /// This process's name among replicas: who applied a projection's batch, who holds a lease.
     replica: String,
+    /// How long the events this process's projection engine applied had waited.
+    applied_lag: crate::projector::AppliedLag,
 }
 
 /// A replica's default name: `<hostname>-<pid>-<4 random hex digits>`, so that two servers in
@@ -225,6 +227,7 @@ impl Store {
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
+            applied_lag: Default::default(),
             replica: default_replica_id(),
         })
     }
@@ -255,11 +258,17 @@ impl Store {
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
+            applied_lag: Default::default(),
             replica: default_replica_id(),
         })
     }
 
     /// Names this process among replicas.
+    /// How long the events this process's projection engine applied had waited, per projection.
+    pub fn applied_lag(&self) -> &crate::projector::AppliedLag {
+        &self.applied_lag
+    }
+
     pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
         self.replica = replica.into();
         self

@@ -52,6 +52,8 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         stream_len: 100,
         rate: 100,
         lag_seconds: 1,
+        capacity_seconds: 1,
+        fraction: 0.5,
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
@@ -68,17 +70,39 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
             .unwrap_or_else(|| panic!("no `{row}` row in:\n{report}"));
         assert!(line.contains("3000"), "every event counted: {line}");
     }
+    let capacity: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("command capacity: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no capacity line in:\n{report}"));
+    assert!(capacity > 0.0, "{report}");
     assert!(
-        report.contains("projection lag with commands at"),
+        report.contains("projection lag from inside the engine"),
         "{report}"
     );
-    for name in ["audit_trail", "caseloads"] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.trim_start().starts_with(name) && l.contains("p99")),
-            "no lag line for {name}: {report}"
-        );
+    // Two rates (half the capacity, and 100/s), each with a line per projection that counts
+    // every event the commands wrote.
+    for name in ["audit_trail", "caseloads", "billing"] {
+        let lines: Vec<Vec<&str>> = report
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() == 8 && f[3] == name)
+            .collect();
+        assert_eq!(lines.len(), 2, "two lag lines for {name}: {report}");
+        let asked: Vec<u64> = lines.iter().map(|f| f[0].parse().unwrap()).collect();
+        assert_eq!(asked[1], 100, "{report}");
+        assert_eq!(asked[0], (capacity * 0.5).round() as u64, "{report}");
+        for f in &lines {
+            let events: u64 = f[4].parse().unwrap();
+            // One second of commands, one event each: every event applied is counted once (a
+            // command refused after its conflict retries would write none).
+            let expected: u64 = f[0].parse().unwrap();
+            assert!(
+                events <= expected && events * 100 >= expected * 99,
+                "every event applied counted once: {f:?}"
+            );
+        }
     }
 }
 

@@ -174,9 +174,9 @@ pub async fn step(store: &Store, projection: &dyn Projection) -> Result<Stepped,
 /// alternating builds) lag p99 was 136/168/199 ms one after another and 77/86/92 ms side by side
 /// (audit_trail/caseloads/billing): the last no longer waits for the other two. Runs vary widely
 /// (README, Performance), but the slowest projection did better side by side in every pair
-/// measured. The price is
-/// peak throughput: three transactions at once take a larger share of the CPU from commands, and
-/// the HTTP benchmark at saturation fell from 49%/48% to 43%/45% of the raw INSERT.
+/// measured. The price is peak throughput: three transactions at once take a larger share of
+/// the CPU from commands, and the HTTP benchmark at saturation fell from 49%/48% to 43%/45% of
+/// the raw INSERT.
 pub async fn step_together(
     store: &Store,
     projections: &[&dyn Projection],

@@ -28,7 +28,7 @@ use schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::log::{ApplyError, LogEvent};
+use crate::log::{ApplyError, LogEvent, VoidRow};
 
 /// One payer's or state's TCM rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -736,18 +736,11 @@ pub fn months_of<'a>(contacts: impl IntoIterator<Item = &'a StoredContact>) -> V
 /// One contact row of the billing projection: the contact, where it sits in its case's stream
 /// (a void names the sequence and the event), and the instant it happened, as seconds since the
 /// epoch (a month's export reads the rows of its window, `Month::window`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContactRow {
     pub sequence: u64,
     pub at: i64,
     pub contact: StoredContact,
-}
-
-/// A void of a contact row: the voided event, by its sequence and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VoidRow {
-    pub sequence: u64,
-    pub event_id: schemas::EventId,
 }
 
 /// What one batch adds to a case's billing beside its header: the contacts it logged (each a row

@@ -12,7 +12,7 @@ use schemas::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::log::{ApplyError, LogEvent};
+use crate::log::{ApplyError, LogEvent, VoidRow};
 
 /// Limits and thresholds, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,13 +101,6 @@ pub struct ContactRow {
     pub event_id: EventId,
     pub day: NaiveDate,
     pub with_family: bool,
-}
-
-/// A void, as the rows see it: the voided event, which marks its contact row if it is one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct VoidRow {
-    pub sequence: u64,
-    pub event_id: EventId,
 }
 
 /// What a batch adds beside a case's state: its contacts and its voids, as rows.

@@ -68,6 +68,14 @@ pub struct LogEvent {
     pub event: StoredEvent,
 }
 
+/// A void as a projection's rows see it: the voided event, by its place in its case's stream
+/// and its id. It marks the row that event made, if the event made one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct VoidRow {
+    pub sequence: u64,
+    pub event_id: EventId,
+}
+
 /// An event a projection cannot apply. The projection stops at it, visibly; it is never skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {event_id} ({event_type}) cannot be applied: {reason}")]

@@ -13,7 +13,7 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::{Claim, CLAIM_FIRST, CLAIM_NEXT};
+use super::projections::{CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
 use super::{Backend, LogEvent, LogPosition, Store};
 use crate::error::StoreError;
 use projections::log::group_by_case;
@@ -91,23 +91,7 @@ INSERT INTO billing_case_months (month, case_id, agency)
 SELECT value ->> 'month', value ->> 'case_id', value ->> 'agency' FROM json_each($1) WHERE true
 ON CONFLICT (month, case_id) DO NOTHING";
 
-/// A contact as the insert statement reads it.
-#[derive(serde::Serialize)]
-struct ContactRow<'a> {
-    case_id: &'a str,
-    sequence: u64,
-    at: i64,
-    contact: projections::billing::StoredContact,
-}
-
-/// A void as the update statement reads it.
-#[derive(serde::Serialize)]
-struct VoidRow<'a> {
-    case_id: &'a str,
-    sequence: u64,
-    event_id: schemas::EventId,
-}
-
+/// A month a case has contacts in, as the months statement reads it.
 #[derive(serde::Serialize)]
 struct MonthRow<'a> {
     month: String,
@@ -183,17 +167,8 @@ impl Store {
                 for month in folded.months() {
                     months.push(MonthRow { month: month.to_string(), case_id: id, agency: agency.to_string() });
                 }
-                contacts.extend(folded.contacts.into_iter().map(|row| ContactRow {
-                    case_id: id,
-                    sequence: row.sequence,
-                    at: row.at,
-                    contact: row.contact,
-                }));
-                voids.extend(folded.voided.into_iter().map(|void| VoidRow {
-                    case_id: id,
-                    sequence: void.sequence,
-                    event_id: void.event_id,
-                }));
+                contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
+                voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
                 rows.push(serde_json::json!({"case_id": id, "agency": agency, "state": case}));
             }
             sqlx::query(sql.upsert).bind(Json(&rows)).execute(&mut *tx).await?;

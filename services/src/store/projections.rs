@@ -218,12 +218,13 @@ WHERE EXISTS (SELECT 1 FROM json_each($1) AS x
                 AND caseload_contacts.sequence = x.value ->> 'sequence'
                 AND caseload_contacts.event_id = x.value ->> 'event_id')";
 
-/// A row of a case's contacts or voids, as the statements above read it.
+/// A projection's row of one case (a contact, a void), as the statements that write a batch's
+/// rows read it: the row's fields and the case's id, in one JSON object.
 #[derive(serde::Serialize)]
-struct CaseRow<'a, T> {
-    case_id: &'a str,
+pub(super) struct CaseRow<'a, T> {
+    pub(super) case_id: &'a str,
     #[serde(flatten)]
-    row: T,
+    pub(super) row: T,
 }
 
 /// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with

@@ -806,8 +806,10 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, Appl
     Ok(Folded { contacts, voided })
 }
 
-/// What billing keeps of one case: the recipient's facts and every contact, folded from the
-/// case's events (the billing projection stores one per case).
+/// What billing knows of one case: the recipient's facts and its contacts, folded from the
+/// case's events. The billing projection stores the header (everything but `contacts`) per case
+/// and each contact as a row (`fold`); readers get the two put together, a month's export with
+/// the contacts of the month's window only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BillingCase {
     /// The sequence of the last event folded in (states stored before it was kept read as 0).

@@ -414,7 +414,9 @@ impl Store {
         })
     }
 
-    /// Case states from the caseload projection, open or (unless `only_open`) closed too.
+    /// Case states from the caseload projection, open or (unless `only_open`) closed too. They
+    /// hold no contacts: the projection keeps those as rows (`open_caseload` reads what caseload
+    /// views need of them).
     pub async fn case_states(
         &self,
         worker: Option<&str>,

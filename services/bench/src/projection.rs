@@ -1,7 +1,7 @@
 //! `linkage-bench projections`: rebuild of every projection from a large synthetic log, beside a
 //! plain scan of the same events table in the same run, with resident memory sampled as the
-//! rebuild progresses; then projection lag, measured by the engine, while commands arrive at half the machine's
-//! measured command capacity and at a fixed rate.
+//! rebuild progresses; then projection lag, measured by the engine, while commands arrive at
+//! half the machine's measured command capacity and at a fixed rate.
 
 use std::io::Write;
 use std::sync::Arc;

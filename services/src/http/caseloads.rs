@@ -46,8 +46,8 @@ pub async fn get_caseload(
         .store
         .open_caseload(Some(&worker_id), agency.as_deref())
         .await?;
-    for state_of in &cases {
-        if let Some(o) = &state_of.case.opened {
+    for open in &cases {
+        if let Some(o) = &open.case.opened {
             state
                 .store
                 .log_read(&caller.0, o.case_id, WORKER_ROUTE, true, state.clock.now())

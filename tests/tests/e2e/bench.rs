@@ -92,7 +92,11 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         assert_eq!(lines.len(), 2, "two lag lines for {name}: {report}");
         let asked: Vec<u64> = lines.iter().map(|f| f[0].parse().unwrap()).collect();
         assert_eq!(asked[1], 100, "{report}");
-        assert_eq!(asked[0], (capacity * 0.5).round() as u64, "{report}");
+        // Half the capacity, which the report prints rounded.
+        assert!(
+            asked[0].abs_diff((capacity * 0.5).round() as u64) <= 1,
+            "{report}"
+        );
         for f in &lines {
             let events: u64 = f[4].parse().unwrap();
             // One second of commands, one event each: every event applied is counted once (a

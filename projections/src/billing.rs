@@ -686,7 +686,7 @@ impl Month {
 
     /// The instants, as seconds since the epoch, of every contact whose local date in any time
     /// zone may fall in this month: from 14 hours before it starts (UTC) to 14 hours after it
-    /// ends, end exclusive (the widest offsets; see `BillingCase::months`).
+    /// ends, end exclusive (the widest offsets; see `months_of`).
     pub fn window(self) -> (i64, i64) {
         let start = |y: i32, m: u32| {
             NaiveDate::from_ymd_opt(y, m, 1)
@@ -718,7 +718,10 @@ pub struct StoredContact {
     pub contact: Contact,
 }
 
-/// The months `contacts` may fall in, in any time zone (see `BillingCase::months`).
+/// The months `contacts` may fall in, in any time zone: each contact's UTC date and the dates 14
+/// hours either side (the widest offsets), so that the months an export reads hold every contact
+/// whatever zone its agency is configured with (a change of zone needs no rebuild).
+/// `BillingCase::lines` then takes exactly the month's local dates.
 pub fn months_of<'a>(contacts: impl IntoIterator<Item = &'a StoredContact>) -> Vec<Month> {
     let reach = chrono::Duration::hours(14);
     let mut months: Vec<Month> = contacts
@@ -743,14 +746,10 @@ pub struct ContactRow {
     pub contact: StoredContact,
 }
 
-/// What one batch adds to a case's billing beside its header: the contacts it logged (each a row
-/// of its own) and the entries it voided. A stored state is the header only, so that applying a
-/// batch costs what the batch holds, not what the case has accumulated.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Folded {
-    pub contacts: Vec<ContactRow>,
-    pub voided: Vec<VoidRow>,
-}
+/// What one batch adds to a case's billing beside its header (a stored state is the header
+/// only, so that applying a batch costs what the batch holds, not what the case has
+/// accumulated).
+pub type Folded = crate::log::Folded<ContactRow>;
 
 impl Folded {
     /// The months the batch's contacts may fall in (`months_of`).
@@ -895,14 +894,6 @@ impl BillingCase {
             }
             _ => {}
         }
-    }
-
-    /// The months this case may have contacts in, in any time zone: each contact's UTC date and
-    /// the dates 14 hours either side (the widest offsets), so that the months an export reads
-    /// hold every contact whatever zone its agency is configured with (a change of zone needs
-    /// no rebuild). `lines` then takes exactly the month's local dates.
-    pub fn months(&self) -> Vec<Month> {
-        months_of(&self.contacts)
     }
 
     /// The recipient as billing evaluates it: closed periods from each transition to the next
@@ -1291,14 +1282,14 @@ mod tests {
                 assert_eq!(c.date_of_service(*zone), local, "{written} in {zone}");
                 assert_eq!(Month::of(c.date_of_service(*zone)), Month::of(local));
                 // The projection's months reach it whatever the zone.
-                let case = BillingCase {
-                    contacts: vec![StoredContact {
-                        event_id: schemas::EventId::generate(),
-                        contact: c.clone(),
-                    }],
-                    ..BillingCase::default()
+                let stored = StoredContact {
+                    event_id: schemas::EventId::generate(),
+                    contact: c.clone(),
                 };
-                assert!(case.months().contains(&Month::of(local)), "{written}");
+                assert!(
+                    months_of([&stored]).contains(&Month::of(local)),
+                    "{written}"
+                );
             }
         }
     }

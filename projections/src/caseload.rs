@@ -103,12 +103,8 @@ pub struct ContactRow {
     pub with_family: bool,
 }
 
-/// What a batch adds beside a case's state: its contacts and its voids, as rows.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Folded {
-    pub contacts: Vec<ContactRow>,
-    pub voided: Vec<VoidRow>,
-}
+/// What a batch adds beside a case's state.
+pub type Folded = crate::log::Folded<ContactRow>;
 
 /// The caseload projection's fold: a case's events of one batch, in log order, onto its state.
 /// Contacts are not folded into the state (a case's contacts are its most numerous events, and

@@ -76,6 +76,24 @@ pub struct VoidRow {
     pub event_id: EventId,
 }
 
+/// What a projection's fold of one case's batch adds beside the case's state, as rows: the
+/// contacts it logged (each projection keeps its own shape of them, `C`) and the entries it
+/// voided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded<C> {
+    pub contacts: Vec<C>,
+    pub voided: Vec<VoidRow>,
+}
+
+impl<C> Default for Folded<C> {
+    fn default() -> Self {
+        Self {
+            contacts: Vec::new(),
+            voided: Vec::new(),
+        }
+    }
+}
+
 /// An event a projection cannot apply. The projection stops at it, visibly; it is never skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {event_id} ({event_type}) cannot be applied: {reason}")]

@@ -150,7 +150,7 @@ where
     let mut cases = store.billing_cases_of_month(month, agency);
     while let Some(case) = cases.next().await {
         let case = case?;
-        // The month's cases are read with a margin of a day (see `BillingCase::months`): a
+        // The month's cases are read with a margin of a day (see `projections::billing::months_of`): a
         // case whose contacts fall outside the month where its agency is has no lines here.
         let lines = case.lines(profile, month, zones.of(case.agency.as_ref()));
         if lines.is_empty() {

@@ -40,6 +40,22 @@ fn call(day: u32, minutes: u32) -> Value {
         "note": "monitoring call"})
 }
 
+/// Opens `cases` cases with a call on each of the first `calls` days; their ids.
+async fn cases_with_calls(app: &TestApp, token: &str, cases: usize, calls: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..cases {
+        let case = open_case(app, token, n).await;
+        for day in 1..=calls {
+            let (s, b) = app
+                .post(&format!("/v1/cases/{case}/contacts"), token, &call(day, 20))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+        ids.push(case);
+    }
+    ids
+}
+
 /// Two engines read the same checkpoint and the same batch, then both apply it, at once: exactly
 /// one commits; the other, and an engine still holding the old checkpoint later, write nothing.
 async fn two_engines_one_batch(backend: Backend) {
@@ -47,15 +63,7 @@ async fn two_engines_one_batch(backend: Backend) {
         return;
     };
     let t = app.admin_token.clone();
-    for n in 0..3 {
-        let case = open_case(&app, &t, n).await;
-        for day in 1..=4 {
-            let (s, b) = app
-                .post(&format!("/v1/cases/{case}/contacts"), &t, &call(day, 20))
-                .await;
-            assert_eq!(s, StatusCode::CREATED, "{b}");
-        }
-    }
+    cases_with_calls(&app, &t, 3, 4).await;
     let stored = app.store.events_after(LogPosition::START).await.unwrap();
     assert_eq!(
         stored, 18,
@@ -165,17 +173,7 @@ async fn projections_step_together(backend: Backend) {
         return;
     };
     let t = app.admin_token.clone();
-    let mut cases = Vec::new();
-    for n in 0..2 {
-        let case = open_case(&app, &t, n).await;
-        for day in 1..=2 {
-            let (s, b) = app
-                .post(&format!("/v1/cases/{case}/contacts"), &t, &call(day, 20))
-                .await;
-            assert_eq!(s, StatusCode::CREATED, "{b}");
-        }
-        cases.push(case);
-    }
+    let cases = cases_with_calls(&app, &t, 2, 2).await;
     log_shows(&app, 8).await;
     let audit = projector::known("audit_trail").unwrap();
     assert_eq!(

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::store::{Claim, Store};
+use crate::store::{Claim, Store, Work};
 
 /// The most events one batch reads and applies. A projection rewrites each case a batch touches
 /// once per batch, so a projection that has fallen behind catches up faster in larger batches:
@@ -193,7 +193,10 @@ pub async fn step_together(
     while let Some(&(_, from)) = waiting.first() {
         let (here, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, at)| *at == from);
         waiting = later;
-        match store.read_log(from, batch_size(store)).await {
+        match store
+            .read_log(Work::Projections, from, batch_size(store))
+            .await
+        {
             Ok(batch) if store.has_one_writer() => {
                 // SQLite: one writer at a time, so one projection's transaction at a time.
                 for (i, _) in here {
@@ -237,7 +240,9 @@ async fn standing(
     store: &Store,
     projection: &dyn Projection,
 ) -> Result<LogPosition, ProjectionError> {
-    let checkpoint = store.checkpoint(projection.name()).await?;
+    let checkpoint = store
+        .checkpoint(Work::Projections, projection.name())
+        .await?;
     match checkpoint.error {
         Some(error) => Err(ProjectionError::Stopped {
             name: projection.name().to_owned(),
@@ -418,7 +423,7 @@ impl FollowerStatus {
     /// The status of the follower whose checkpoint is called `name`; `running_in` is filled in
     /// by the caller, who knows which lease the follower takes.
     pub async fn of(store: &Store, name: &'static str) -> Result<Self, StoreError> {
-        let c = store.checkpoint(name).await?;
+        let c = store.checkpoint(Work::Api, name).await?;
         Ok(Self {
             name,
             txid: c.at.txid,

@@ -1,8 +1,9 @@
 //! Logging: `tracing` everywhere, human-readable by default, JSON for production.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -12,7 +13,9 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(PoolStarvation);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -32,4 +35,25 @@ pub fn init(format: LogFormat) {
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// Warnings that a database connection took longer than the pool's slow threshold to acquire
+/// (sqlx logs them under `sqlx::pool::acquire`), since the process started: work starved of
+/// connections. Counted only while the log filter lets sqlx's warnings through (the default).
+pub fn pool_starvations() -> u64 {
+    POOL_STARVATIONS.load(Ordering::Relaxed)
+}
+
+static POOL_STARVATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts sqlx's slow-acquire warnings (see `pool_starvations`).
+struct PoolStarvation;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolStarvation {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        if meta.target() == "sqlx::pool::acquire" && *meta.level() <= tracing::Level::WARN {
+            POOL_STARVATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

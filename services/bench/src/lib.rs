@@ -142,6 +142,47 @@ pub(crate) async fn seed_case(
     Ok(id)
 }
 
+/// Cases each phase of a rate-driven benchmark spreads its commands over: as many as a busy
+/// agency has active at once, new for each phase, so that what a phase measures is not the long
+/// streams or same-case conflicts an earlier one left.
+pub(crate) const CASES_PER_PHASE: usize = 512;
+
+/// `CASES_PER_PHASE` new cases of two events each.
+pub(crate) async fn fresh_cases(
+    store: &Store,
+    services: &CaseServices,
+) -> Result<Vec<CaseId>, BenchError> {
+    let mut targets = Vec::with_capacity(CASES_PER_PHASE);
+    for _ in 0..CASES_PER_PHASE {
+        targets.push(seed_case(store, services, 2).await?);
+    }
+    Ok(targets)
+}
+
+/// This machine's command capacity: 16 clients in process, flat out for `seconds` over fresh
+/// cases, each command `action(n)` through the whole command pipeline; commands per second.
+/// The rate-driven phases ask for a fraction of it, so that their load is relative to the
+/// machine (a busy day's capacity is lower, and so is what they ask).
+pub(crate) async fn command_capacity(
+    state: &AppState,
+    services: &CaseServices,
+    seconds: u64,
+    route: &'static str,
+    action: impl Fn(usize) -> CaseAction + Clone + Send + Sync + 'static,
+) -> Result<f64, BenchError> {
+    let targets = Arc::new(fresh_cases(&state.store, services).await?);
+    let state = state.clone();
+    let (rate, _) = run_clients(16, seconds, move |client, n| {
+        let (state, targets, action) = (state.clone(), targets.clone(), action.clone());
+        async move {
+            let id = targets[(client * 31 + n) % targets.len()];
+            one_command(&state, id, route, b"{}", action(n)).await
+        }
+    })
+    .await?;
+    Ok(rate)
+}
+
 /// Commits `cases` new cases, each from `actions`, four writers at a time, none left in the
 /// command cache (a bulk load that will not touch them again).
 pub(crate) async fn seed_cases(

@@ -13,8 +13,8 @@ use schemas::*;
 use sqlx::Row;
 
 use super::{
-    bench_state, case_services, commands_at_rate, contact, contact_stream, memory_mib, one_command,
-    run_clients, seed_case, seed_cases, settle, BenchError, Scratch,
+    bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
+    fresh_cases, memory_mib, seed_cases, settle, BenchError, Scratch,
 };
 use services::projector;
 use services::projector::PROJECTIONS;
@@ -183,27 +183,15 @@ impl ProjectionBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let state = bench_state(store, services)?;
-        // Each measurement gets new cases, as many as a busy agency has active at once, so that
-        // what it measures is not one phase's long streams or same-case conflicts left to the next.
-        let cases = || async {
-            let mut targets = Vec::new();
-            for _ in 0..CASES_PER_PHASE {
-                targets.push(seed_case(store, services, 2).await?);
-            }
-            Ok::<_, BenchError>(targets)
-        };
-        let capacity = {
-            let (state, targets) = (state.clone(), Arc::new(cases().await?));
-            let (rate, _) = run_clients(16, self.capacity_seconds, move |client, n| {
-                let (state, targets) = (state.clone(), targets.clone());
-                async move {
-                    let id = targets[(client * 31 + n) % targets.len()];
-                    one_command(&state, id, "contacts", b"{}", log_contact(n)).await
-                }
-            })
-            .await?;
-            rate
-        };
+        let capacity = command_capacity(
+            &state,
+            services,
+            self.capacity_seconds,
+            "contacts",
+            log_contact,
+        )
+        .await?;
+        let starved_before = services::telemetry::pool_starvations();
         writeln!(out)?;
         writeln!(
             out,
@@ -232,7 +220,7 @@ impl ProjectionBench {
             self.rate,
         ];
         for rate in asked {
-            let targets = cases().await?;
+            let targets = fresh_cases(store, services).await?;
             // Start from a caught-up log (the capacity run and the last rate left a backlog).
             for projection in PROJECTIONS.iter().copied() {
                 projector::catch_up(store, projection, |_| {})
@@ -288,12 +276,14 @@ impl ProjectionBench {
                 )?;
             }
         }
+        writeln!(
+            out,
+            "pool-starvation warnings (a connection waited over 500 ms) while commands arrived: {} (target 0)",
+            services::telemetry::pool_starvations() - starved_before
+        )?;
         Ok(())
     }
 }
-
-/// Cases each measurement of the lag benchmark spreads its commands over.
-const CASES_PER_PHASE: usize = 512;
 
 fn log_contact(n: usize) -> CaseAction {
     CaseAction::LogContact {

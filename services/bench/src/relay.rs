@@ -16,13 +16,13 @@ use schemas::*;
 use uuid::Uuid;
 
 use super::{
-    bench_err, bench_state, case_services, commands_at_rate, commit_actions, memory_mib, open_case,
-    seed_cases, BenchError, Scratch,
+    bench_err, bench_state, case_services, command_capacity, commands_at_rate, fresh_cases,
+    memory_mib, open_case, seed_cases, BenchError, Scratch,
 };
 
 use services::bus::relay::{self, Relay};
 use services::bus::{BusConfig, PublicReader};
-use services::store::{LogPosition, Store};
+use services::store::{LogPosition, Store, Work};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayBench {
@@ -38,12 +38,19 @@ pub struct RelayBench {
     /// Messages per pipelined batch, for the relay and the baseline alike
     #[arg(long, default_value_t = services::bus::BusConfig::default().batch)]
     pub batch: u32,
-    /// Commands per second while latency is measured
+    /// Commands per second while latency is measured, beside the fraction of capacity below
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Seconds of latency measurement
+    /// Seconds of latency measurement, per rate
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
+    /// Seconds of the command-capacity measurement before the latency measurements
+    #[arg(long, default_value_t = 3)]
+    pub capacity_seconds: u64,
+    /// The fraction of the measured command capacity that commands arrive at while latency is
+    /// measured (beside `rate`)
+    #[arg(long, default_value_t = 0.5)]
+    pub fraction: f64,
 }
 
 /// A referral loop: intake (2 events), referral sent and accepted, an appointment scheduled,
@@ -187,13 +194,6 @@ impl RelayBench {
         // Seed: cases of 10 events, four writers at a time.
         let cases = (self.events as usize).div_ceil(10);
         let t0 = Instant::now();
-        // The cases the latency phase will send referrals to (they are in the catch-up too).
-        let mut targets = Vec::new();
-        for _ in 0..64 {
-            let id = CaseId::generate();
-            commit_actions(&store, &services, id, referral_loop(id)[..1].to_vec()).await?;
-            targets.push(id);
-        }
         seed_cases(&store, &services, cases, referral_loop).await?;
         let total = store.events_after(LogPosition::START).await?;
         let pool = sqlx::PgPool::connect(url).await?;
@@ -201,8 +201,7 @@ impl RelayBench {
         pool.close().await;
         writeln!(
             out,
-            "seeded {total} events in {} case streams in {:.1} s",
-            cases + targets.len(),
+            "seeded {total} events in {cases} case streams in {:.1} s",
             t0.elapsed().as_secs_f64()
         )?;
 
@@ -228,14 +227,14 @@ impl RelayBench {
         services::bus::relay::ensure_stream(&js, &base_config)
             .await
             .map_err(bench_err)?;
-        let mut reader = PublicReader::new(&base_config.subject_prefix);
+        let mut reader = PublicReader::new(&base_config.subject_prefix, Work::Api);
         let samples: Vec<_> = reader
             .read(&store, LogPosition::START, 10_000)
             .await?
             .into_iter()
             .filter_map(|o| o.message)
             .collect();
-        let public_total = cases as u64 * 9 + targets.len() as u64;
+        let public_total = cases as u64 * 9;
         let t0 = Instant::now();
         let mut sent = 0u64;
         while sent < public_total {
@@ -308,8 +307,7 @@ impl RelayBench {
         )?;
         writeln!(out, "target: relay catch-up >= 50% of the plain loop")?;
 
-        self.latency(&store, &services, &relay_config, &targets, out)
-            .await?;
+        self.latency(&store, &services, &relay_config, out).await?;
         for name in [&relay_config.stream, &base_config.stream] {
             let _ = js.delete_stream(name).await;
         }
@@ -318,76 +316,123 @@ impl RelayBench {
     }
 
     /// Commit-to-ack latency: each acked message's ack time minus its event's `recorded_at`
-    /// (stamped by the database when the row is written, microseconds before the commit).
+    /// (stamped by the database when the row is written, microseconds before the commit). First
+    /// the machine's command capacity (16 clients in process, the relay idle); then referrals at
+    /// `fraction` of it and at `rate`/s, each on fresh cases after the relay has caught up.
     async fn latency(
         &self,
         store: &Arc<Store>,
         services: &CaseServices,
         config: &BusConfig,
-        targets: &[CaseId],
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let state = bench_state(store, services)?;
-        let hist = Arc::new(Mutex::new(
-            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(bench_err)?,
-        ));
-        let hook: relay::AckHook = {
-            let hist = hist.clone();
-            Arc::new(move |m| {
-                let micros = (Utc::now() - m.envelope.recorded_at)
-                    .num_microseconds()
-                    .unwrap_or(0)
-                    .max(1) as u64;
-                if let Ok(mut h) = hist.lock() {
-                    let _ = h.record(micros);
-                }
-            })
+        let send_referral = |_| CaseAction::SendReferral {
+            referral_id: ReferralId::generate(),
+            request: referral(Utc::now().date_naive()),
         };
-        let status = relay::handle(config);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let runner = tokio::spawn(relay::run_observed(
-            store.clone(),
-            self.nats_url.clone(),
-            config.clone(),
-            Duration::from_millis(50),
-            status,
-            stop_rx,
-            Some(hook),
-        ));
-        // Let the relay connect and find nothing to do before the clock starts.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(mut h) = hist.lock() {
-            h.reset();
-        }
-        let achieved = commands_at_rate(
+        let capacity = command_capacity(
             &state,
-            targets,
-            self.rate,
-            self.latency_seconds,
+            services,
+            self.capacity_seconds,
             "referrals",
-            |_| CaseAction::SendReferral {
-                referral_id: ReferralId::generate(),
-                request: referral(Utc::now().date_naive()),
-            },
+            send_referral,
         )
-        .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = stop_tx.send(true);
-        let _ = runner.await;
-        let h = hist.lock().map_err(bench_err)?.clone();
+        .await?;
         writeln!(out)?;
         writeln!(
             out,
-            "commit-to-ack with commands at {achieved:.0}/s for {} s (target p99 < 100 ms):",
-            self.latency_seconds
+            "command capacity: {capacity:.0} referrals/s (16 clients in process, {} s, relay idle)",
+            self.capacity_seconds
         )?;
         writeln!(
             out,
-            "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} messages)",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.max() as f64 / 1000.0,
-            h.len()
+            "commit-to-ack latency, every message acked (target p99 < 100 ms at {:.0}% of capacity)",
+            self.fraction * 100.0
+        )?;
+        writeln!(
+            out,
+            "{:>8} {:>10} {:>9} {:>9} {:>7} {:>7} {:>8}",
+            "asked/s", "achieved/s", "achieved", "messages", "p50 ms", "p99 ms", "max ms"
+        )?;
+        let starved_before = services::telemetry::pool_starvations();
+        let asked = [
+            ((capacity * self.fraction).round() as u64).max(1),
+            self.rate,
+        ];
+        for rate in asked {
+            let targets = fresh_cases(store, services).await?;
+            // Start from a caught-up log: the capacity run and the last rate left messages.
+            Relay::connect(store.clone(), &self.nats_url, config.clone())
+                .await
+                .map_err(bench_err)?
+                .catch_up(|_| {})
+                .await
+                .map_err(bench_err)?;
+            let hist = Arc::new(Mutex::new(
+                Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(bench_err)?,
+            ));
+            let hook: relay::AckHook = {
+                let hist = hist.clone();
+                Arc::new(move |m| {
+                    let micros = (Utc::now() - m.envelope.recorded_at)
+                        .num_microseconds()
+                        .unwrap_or(0)
+                        .max(1) as u64;
+                    if let Ok(mut h) = hist.lock() {
+                        let _ = h.record(micros);
+                    }
+                })
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let runner = tokio::spawn(relay::run_observed(
+                store.clone(),
+                self.nats_url.clone(),
+                config.clone(),
+                Duration::from_millis(50),
+                relay::handle(config),
+                stop_rx,
+                Some(hook),
+            ));
+            // Let the relay connect and find the fresh cases' events before the clock starts.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(mut h) = hist.lock() {
+                h.reset();
+            }
+            let achieved = commands_at_rate(
+                &state,
+                &targets,
+                rate,
+                self.latency_seconds,
+                "referrals",
+                send_referral,
+            )
+            .await;
+            // Until every event committed has been published and acked.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while relay::checkpoint(store).await?.lag > 0 {
+                if Instant::now() > deadline {
+                    return Err(BenchError::Refused("the relay did not catch up".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = stop_tx.send(true);
+            let _ = runner.await;
+            let h = hist.lock().map_err(bench_err)?.clone();
+            writeln!(
+                out,
+                "{rate:>8} {achieved:>10.0} {:>8.1}% {:>9} {:>7.1} {:>7.1} {:>8.1}",
+                100.0 * achieved / rate as f64,
+                h.len(),
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+                h.max() as f64 / 1000.0,
+            )?;
+        }
+        writeln!(
+            out,
+            "pool-starvation warnings (a connection waited over 500 ms) while commands arrived: {} (target 0)",
+            services::telemetry::pool_starvations() - starved_before
         )?;
         Ok(())
     }

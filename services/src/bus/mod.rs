@@ -22,7 +22,7 @@ use schemas::{AgencyId, CaseId};
 pub use config::BusConfig;
 
 use crate::error::StoreError;
-use crate::store::{LogEvent, LogPosition, Store};
+use crate::store::{LogEvent, LogPosition, Store, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -60,13 +60,16 @@ pub struct Rendered {
 pub struct PublicReader {
     prefix: String,
     agencies: LruCache<CaseId, AgencyId>,
+    /// Whose connections it reads through: the relay's, or the API's for local subscribers.
+    work: Work,
 }
 
 impl PublicReader {
-    pub fn new(prefix: &str) -> Self {
+    pub fn new(prefix: &str, work: Work) -> Self {
         Self {
             prefix: prefix.to_owned(),
             agencies: LruCache::new(NonZeroUsize::new(100_000).expect("non-zero")),
+            work,
         }
     }
 
@@ -78,7 +81,7 @@ impl PublicReader {
         after: LogPosition,
         limit: u32,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let batch = store.read_log(after, limit).await?;
+        let batch = store.read_log(self.work, after, limit).await?;
         self.render(store, batch).await
     }
 
@@ -100,7 +103,7 @@ impl PublicReader {
         }
         if !missing.is_empty() {
             let ids: Vec<CaseId> = missing.into_iter().collect();
-            for (case, agency) in store.case_agencies(&ids).await? {
+            for (case, agency) in store.case_agencies(self.work, &ids).await? {
                 self.agencies.put(case, agency);
             }
         }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{BusConfig, BusError, PublicReader};
 use crate::error::StoreError;
-use crate::store::{LogPosition, Store};
+use crate::store::{LogPosition, Store, Work};
 
 /// The relay's checkpoint name (a row of `projection_checkpoints`).
 pub const RELAY: &str = "nats_relay";
@@ -212,7 +212,7 @@ impl Relay {
         Ok(Self {
             store,
             js,
-            reader: PublicReader::new(&config.subject_prefix),
+            reader: PublicReader::new(&config.subject_prefix, Work::Relay),
             config,
             last_seq: None,
             on_ack: None,
@@ -261,7 +261,7 @@ impl Relay {
         let Some(at) = self.store.log_position_of(id).await? else {
             return Ok(());
         };
-        let checkpoint = self.store.checkpoint(RELAY).await?;
+        let checkpoint = self.store.checkpoint(Work::Relay, RELAY).await?;
         if at > checkpoint.at {
             let n =
                 self.store.events_after(checkpoint.at).await? - self.store.events_after(at).await?;
@@ -279,7 +279,7 @@ impl Relay {
         if self.last_seq.is_none() {
             self.resync().await?;
         }
-        let checkpoint = self.store.checkpoint(RELAY).await?;
+        let checkpoint = self.store.checkpoint(Work::Relay, RELAY).await?;
         if let Some(error) = checkpoint.error {
             return Err(BusError::Store(StoreError::Corrupt(error)));
         }

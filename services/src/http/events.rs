@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::bus::{Outgoing, PublicReader};
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store::{LogPosition, Store};
+use crate::store::{LogPosition, Store, Work};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +81,7 @@ pub async fn stream(
     tracing::info!(?start, "event stream opened");
     let tail = Tail {
         store: state.store.clone(),
-        reader: PublicReader::new(&state.config.bus.subject_prefix),
+        reader: PublicReader::new(&state.config.bus.subject_prefix, Work::Api),
         at: start,
         agency,
         buffered: VecDeque::new(),

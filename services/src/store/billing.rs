@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 
 use super::projections::{CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
-use super::{Backend, LogEvent, LogPosition, Store};
+use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
 use projections::log::group_by_case;
 
@@ -142,7 +142,7 @@ impl Store {
             Backend::Postgres { .. } => &PG,
             Backend::Sqlite { .. } => &SQLITE,
         };
-        on_pool!(self, pool => {
+        on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             // One statement reads every touched case's header, one writes them back, one adds

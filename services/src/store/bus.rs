@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
 use super::projections::UPSERT_CHECKPOINT;
-use super::{Backend, LogPosition, Store};
+use super::{Backend, LogPosition, Store, Work};
 use crate::error::StoreError;
 
 /// Held while this process is the one relay publishing (PostgreSQL: a session advisory lock on a
@@ -42,7 +42,7 @@ impl Store {
         at: LogPosition,
         events: u64,
     ) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
+        on_pool_for!(self, Work::Relay, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres { .. }) {
                 sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
@@ -61,9 +61,11 @@ impl Store {
         })
     }
 
-    /// The agency of each listed case that exists (from its CaseOpened event).
+    /// The agency of each listed case that exists (from its CaseOpened event), asked through
+    /// the pool of `work`.
     pub async fn case_agencies(
         &self,
+        work: Work,
         cases: &[CaseId],
     ) -> Result<HashMap<CaseId, AgencyId>, StoreError> {
         let ids: Vec<String> = cases.iter().map(ToString::to_string).collect();
@@ -79,7 +81,7 @@ impl Store {
                  AND aggregate_id IN (SELECT value FROM json_each($1))"
             }
         };
-        let rows: Vec<(String, Option<String>)> = on_pool!(self, pool => {
+        let rows: Vec<(String, Option<String>)> = on_pool_for!(self, work, pool => {
             sqlx::query_as(sql).bind(Json(&ids)).fetch_all(pool).await?
         });
         let corrupt = |e: schemas::SchemaError| StoreError::Corrupt(e.to_string());
@@ -123,8 +125,8 @@ impl Store {
     /// writer process by construction, so its lease is always granted.
     pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
         match &self.backend {
-            Backend::Postgres { pool, .. } => {
-                let mut conn = pool.acquire().await?.detach();
+            Backend::Postgres { background, .. } => {
+                let mut conn = background.relay.acquire().await?.detach();
                 sqlx::query("SELECT set_config('application_name', $1, false)")
                     .bind(super::projections::lease_application(&self.replica))
                     .execute(&mut conn)

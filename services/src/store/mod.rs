@@ -19,7 +19,7 @@ use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, ProviderId, Role};
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row, SqlitePool};
@@ -33,6 +33,26 @@ macro_rules! on_pool {
         match &$self.backend {
             Backend::Postgres { pool: $pool, .. } => $body,
             Backend::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+/// Like `on_pool!`, with the pool of the given `Work` (on SQLite all work shares one pool).
+macro_rules! on_pool_for {
+    ($self:expr, $work:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres {
+                pool, background, ..
+            } => {
+                let $pool = background.pick($work, pool);
+                $body
+            }
+            Backend::Sqlite {
+                pool, background, ..
+            } => {
+                let $pool = background.pick($work, pool);
+                $body
+            }
         }
     };
 }
@@ -72,14 +92,67 @@ pub type CaseContext = EventStoreAggregateContext<Case>;
 
 enum Backend {
     Postgres {
+        /// The API's pool: commands (the group-commit writers), reads, tokens.
         pool: PgPool,
+        background: Background<sqlx::Postgres>,
         es: PersistedEventStore<PgRepository, Case>,
     },
     Sqlite {
         pool: SqlitePool,
+        /// The same pool again: SQLite has one writer whichever work asks.
+        background: Background<sqlx::Sqlite>,
         es: PersistedEventStore<SqliteEventRepository, Case>,
     },
 }
+
+/// The work a database connection serves. On PostgreSQL each has a pool of its own, so that
+/// none can starve another: a burst of API requests holding every connection cannot stall the
+/// projections (their lag) or the relay (its commit-to-ack time), nor they the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Commands, reads, tokens, local event subscribers.
+    Api,
+    /// The projection engine: reading the log, applying batches, leases.
+    Projections,
+    /// The relay to NATS: reading the log, its checkpoint, its lease.
+    Relay,
+}
+
+/// The pools of the work that runs behind the API.
+struct Background<DB: sqlx::Database> {
+    projections: sqlx::Pool<DB>,
+    relay: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Background<DB> {
+    fn pick<'a>(&'a self, work: Work, api: &'a sqlx::Pool<DB>) -> &'a sqlx::Pool<DB> {
+        match work {
+            Work::Api => api,
+            Work::Projections => &self.projections,
+            Work::Relay => &self.relay,
+        }
+    }
+
+    /// SQLite: every work on the one pool.
+    fn shared(pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            projections: pool.clone(),
+            relay: pool.clone(),
+        }
+    }
+}
+
+/// A connection acquired later than this is logged (`telemetry::pool_starvations` counts them):
+/// any work waiting this long misses the latency targets by far.
+const ACQUIRE_SLOW: Duration = Duration::from_millis(500);
+
+/// Connections of the API's pool on PostgreSQL: the group-commit writers and the readers.
+const API_CONNECTIONS: u32 = 20;
+/// The projection engine applies its projections side by side (one connection each) and reads
+/// the log between batches.
+const PROJECTION_CONNECTIONS: u32 = 5;
+/// The relay reads the log and moves its checkpoint, one at a time.
+const RELAY_CONNECTIONS: u32 = 2;
 
 pub struct Store {
     backend: Backend,
@@ -210,19 +283,43 @@ impl Store {
     /// PostgreSQL at `url`, migrated to the current schema; commands' events are written by up
     /// to `writers` group-commit writers at a time (`group_commit`).
     pub async fn postgres(url: &str, writers: usize) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+        let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        let pool_of = |connections: u32, options: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(10))
+                // A wait this long for a connection is logged as a warning: the work starved.
+                .acquire_slow_threshold(ACQUIRE_SLOW)
+                .connect_with(options)
+        };
+        let pool = pool_of(API_CONNECTIONS, options.clone())
             .await
             .map_err(StoreError::Connect)?;
         sqlx::migrate!("../ops/migrations/postgres")
             .run(&pool)
             .await?;
+        // A projection's rows and its checkpoint commit in one transaction, and the events it
+        // reads are durable before anyone can see them. So a projection commit lost in a crash of
+        // the database only moves the projection back to a checkpoint its rows agree with, and
+        // the engine applies the same events again to the same rows: it need not wait for the
+        // WAL flush (any later synchronous commit, a billing batch say, flushes it first).
+        let projections = pool_of(
+            PROJECTION_CONNECTIONS,
+            options.clone().options([("synchronous_commit", "off")]),
+        )
+        .await
+        .map_err(StoreError::Connect)?;
+        let relay = pool_of(RELAY_CONNECTIONS, options)
+            .await
+            .map_err(StoreError::Connect)?;
         let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone(), writers))
             .with_upcasters(aggregates::upcasters());
         Ok(Self {
-            backend: Backend::Postgres { pool, es },
+            backend: Backend::Postgres {
+                pool,
+                background: Background { projections, relay },
+                es,
+            },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
@@ -253,7 +350,11 @@ impl Store {
         let es = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
             .with_upcasters(aggregates::upcasters());
         Ok(Self {
-            backend: Backend::Sqlite { pool, es },
+            backend: Backend::Sqlite {
+                background: Background::shared(&pool),
+                pool,
+                es,
+            },
             cache: CaseCache::new(DEFAULT_CACHED_CASES),
             tokens: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
@@ -263,12 +364,12 @@ impl Store {
         })
     }
 
-    /// Names this process among replicas.
     /// How long the events this process's projection engine applied had waited, per projection.
     pub fn applied_lag(&self) -> &crate::projector::AppliedLag {
         &self.applied_lag
     }
 
+    /// Names this process among replicas.
     pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
         self.replica = replica.into();
         self
@@ -580,7 +681,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
+        for work in [Work::Projections, Work::Relay] {
+            on_pool_for!(self, work, pool => pool.close().await);
+        }
     }
 }
 

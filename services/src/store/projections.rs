@@ -14,7 +14,7 @@ use projections::caseload::{CaseloadState, ContactDates};
 use projections::log::group_by_case;
 use projections::search::name_key;
 
-use super::{Backend, LogEvent, LogPosition, Store};
+use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
 
 #[derive(Debug, Clone, Default)]
@@ -261,10 +261,12 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
   FROM json_each($1)";
 
 impl Store {
-    pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
+    /// The checkpoint `name`, read through the pool of `work` (whoever follows the log asks
+    /// through its own).
+    pub async fn checkpoint(&self, work: Work, name: &str) -> Result<Checkpoint, StoreError> {
         let sql =
             "SELECT txid, position, events, error, applied_by FROM projection_checkpoints WHERE name = $1";
-        on_pool!(self, pool => {
+        on_pool_for!(self, work, pool => {
             let Some(row) = sqlx::query(sql).bind(name).fetch_optional(pool).await? else {
                 return Ok(Checkpoint::default());
             };
@@ -296,7 +298,7 @@ impl Store {
             Backend::Postgres { .. } => (PG_AUDIT_HEADS, PG_INSERT_AUDIT),
             Backend::Sqlite { .. } => (SQLITE_AUDIT_HEADS, SQLITE_INSERT_AUDIT),
         };
-        on_pool!(self, pool => {
+        on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             let rows = sqlx::query(heads_sql)
@@ -344,7 +346,7 @@ impl Store {
                 SQLITE_VOID_CASELOAD_CONTACTS,
             ),
         };
-        on_pool!(self, pool => {
+        on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             // Every touched case's state in one statement, not one round trip per case; the
@@ -572,13 +574,13 @@ impl Store {
         leases: &mut ProjectorLeases,
         names: &[&'static str],
     ) -> Result<(), StoreError> {
-        let Backend::Postgres { pool, .. } = &self.backend else {
+        let Backend::Postgres { background, .. } = &self.backend else {
             leases.held = names.to_vec();
             return Ok(());
         };
         let result: Result<(), sqlx::Error> = async {
             if leases.conn.is_none() {
-                let mut conn = pool.acquire().await?.detach();
+                let mut conn = background.projections.acquire().await?.detach();
                 sqlx::query("SELECT set_config('application_name', $1, false)")
                     .bind(lease_application(&self.replica))
                     .execute(&mut conn)

@@ -3,6 +3,18 @@
 
 use linkage_bench::AppendBench;
 
+/// The command capacity a rate-driven benchmark measured first, in commands per second.
+fn capacity(report: &str) -> f64 {
+    let capacity: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("command capacity: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no capacity line in:\n{report}"));
+    assert!(capacity > 0.0, "{report}");
+    capacity
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_append_prints_every_row_beside_its_baseline() {
     let Some(url) = linkage_tests::postgres_admin_url() else {
@@ -70,13 +82,7 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
             .unwrap_or_else(|| panic!("no `{row}` row in:\n{report}"));
         assert!(line.contains("3000"), "every event counted: {line}");
     }
-    let capacity: f64 = report
-        .lines()
-        .find_map(|l| l.strip_prefix("command capacity: "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no capacity line in:\n{report}"));
-    assert!(capacity > 0.0, "{report}");
+    let capacity = capacity(&report);
     assert!(
         report.contains("projection lag from inside the engine"),
         "{report}"
@@ -125,6 +131,8 @@ async fn bench_relay_prints_catch_up_beside_the_plain_loop_and_latency() {
         batch: 500,
         rate: 100,
         latency_seconds: 1,
+        capacity_seconds: 1,
+        fraction: 0.5,
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
@@ -142,14 +150,34 @@ async fn bench_relay_prints_catch_up_beside_the_plain_loop_and_latency() {
             .next()
             .and_then(|w| w.parse().ok())
             .unwrap_or_else(|| panic!("no count in `{row}`"));
-        // 200 cases of 9 public events, and the 64 latency targets' openings.
-        assert_eq!(messages, 200 * 9 + 64, "{row}");
+        // 200 cases of 9 public events.
+        assert_eq!(messages, 200 * 9, "{row}");
     }
-    let latency = report
+    let capacity = capacity(&report);
+    // Two rates (half the capacity, and 100/s): every referral sent is acked and timed once.
+    let lines: Vec<Vec<&str>> = report
         .lines()
-        .find(|l| l.trim_start().starts_with("p50"))
-        .unwrap_or_else(|| panic!("no latency line in:\n{report}"));
-    assert!(!latency.contains("(0 messages)"), "{latency}");
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 7 && f[0].parse::<u64>().is_ok() && f[2].ends_with('%'))
+        .collect();
+    assert_eq!(lines.len(), 2, "two latency lines: {report}");
+    assert_eq!(lines[1][0], "100", "{report}");
+    let half: u64 = lines[0][0].parse().unwrap();
+    assert!(
+        half.abs_diff((capacity * 0.5).round() as u64) <= 1,
+        "{report}"
+    );
+    for f in &lines {
+        let asked: u64 = f[0].parse().unwrap();
+        let messages: u64 = f[3].parse().unwrap();
+        assert_eq!(messages, asked, "one ack per referral: {f:?}");
+    }
+    assert!(
+        report.contains(
+            "pool-starvation warnings (a connection waited over 500 ms) while commands arrived: "
+        ),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -833,7 +833,11 @@ async fn contact_rows(backend: Backend) {
     // The same history folded in memory, in one go, gives the same state.
     let events = app
         .store
-        .read_log(services::store::LogPosition::START, 1000)
+        .read_log(
+            services::store::Work::Api,
+            services::store::LogPosition::START,
+            1000,
+        )
         .await
         .expect("log");
     let mut whole = projections::billing::BillingCase::default();

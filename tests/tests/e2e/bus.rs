@@ -460,7 +460,11 @@ async fn survives_a_broker_restart(backend: Backend) {
     // Log order: each case's events in sequence order, and the stream follows the log.
     let log = app
         .store
-        .read_log(services::store::LogPosition::START, 100_000)
+        .read_log(
+            services::store::Work::Api,
+            services::store::LogPosition::START,
+            100_000,
+        )
         .await
         .expect("log");
     let log_order: Vec<String> = log

@@ -29,7 +29,11 @@ both_stores!(
                 let mut seen = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
-                    let batch = app.store.read_log(at, 7).await.expect("read the log");
+                    let batch = app
+                        .store
+                        .read_log(services::store::Work::Projections, at, 7)
+                        .await
+                        .expect("read the log");
                     if let Some(last) = batch.last() {
                         assert!(last.at > at, "the log moves forward");
                         at = last.at;
@@ -85,7 +89,11 @@ both_stores!(
         let everything = loop {
             let all = app
                 .store
-                .read_log(LogPosition::START, 100_000)
+                .read_log(
+                    services::store::Work::Projections,
+                    LogPosition::START,
+                    100_000,
+                )
                 .await
                 .unwrap();
             if all.len() as i64 == in_table {
@@ -147,7 +155,11 @@ async fn a_position_committed_late_is_not_skipped() {
         .await
         .unwrap(); // takes p+1, commits first
 
-    let early = app.store.read_log(LogPosition::START, 100).await.unwrap();
+    let early = app
+        .store
+        .read_log(services::store::Work::Projections, LogPosition::START, 100)
+        .await
+        .unwrap();
     assert!(
         early.is_empty(),
         "nothing past a still-open transaction is final yet: {early:?}"
@@ -157,7 +169,11 @@ async fn a_position_committed_late_is_not_skipped() {
     let mut read = Vec::new();
     let mut at = LogPosition::START;
     for _ in 0..100 {
-        let batch = app.store.read_log(at, 1).await.unwrap();
+        let batch = app
+            .store
+            .read_log(services::store::Work::Projections, at, 1)
+            .await
+            .unwrap();
         if let Some(last) = batch.last() {
             at = last.at;
         }

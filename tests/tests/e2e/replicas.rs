@@ -71,12 +71,21 @@ async fn two_engines_one_batch(backend: Backend) {
     );
     for projection in PROJECTIONS {
         let name = projection.name();
-        let from = app.store.checkpoint(name).await.unwrap().at;
+        let from = app
+            .store
+            .checkpoint(services::store::Work::Projections, name)
+            .await
+            .unwrap()
+            .at;
         // On PostgreSQL the log shows only what is final cluster-wide (other tests' open
         // transactions hold it back for a moment): wait until it shows the whole batch.
         let deadline = Instant::now() + Duration::from_secs(30);
         let batch = loop {
-            let batch = app.store.read_log(from, 500).await.unwrap();
+            let batch = app
+                .store
+                .read_log(services::store::Work::Projections, from, 500)
+                .await
+                .unwrap();
             if batch.len() == 18 {
                 break batch;
             }
@@ -97,7 +106,11 @@ async fn two_engines_one_batch(backend: Backend) {
             a ^ b,
             "{name}: exactly one engine applies the batch (a: {a}, b: {b})"
         );
-        let checkpoint = app.store.checkpoint(name).await.unwrap();
+        let checkpoint = app
+            .store
+            .checkpoint(services::store::Work::Projections, name)
+            .await
+            .unwrap();
         assert_eq!(checkpoint.events, 18, "{name}: the batch counted once");
         let winner = if a { "engine-a" } else { "engine-b" };
         assert_eq!(checkpoint.applied_by.as_deref(), Some(winner), "{name}");
@@ -106,7 +119,14 @@ async fn two_engines_one_batch(backend: Backend) {
             .apply(&app.store, claim("engine-c"), &batch)
             .await;
         assert!(!late.expect("engine c"), "{name}: a stale claim loses");
-        assert_eq!(app.store.checkpoint(name).await.unwrap().events, 18);
+        assert_eq!(
+            app.store
+                .checkpoint(services::store::Work::Projections, name)
+                .await
+                .unwrap()
+                .events,
+            18
+        );
     }
     // What the one application left: every contact once, every event once in the trail.
     let cases = app.store.case_ids().await.unwrap();
@@ -120,7 +140,11 @@ async fn two_engines_one_batch(backend: Backend) {
     }
     // The folds are idempotent anyway: the batch replayed onto the states it produced changes
     // nothing (each state knows the last event it holds; a contact is kept by its activity id).
-    let batch = app.store.read_log(LogPosition::START, 500).await.unwrap();
+    let batch = app
+        .store
+        .read_log(services::store::Work::Projections, LogPosition::START, 500)
+        .await
+        .unwrap();
     let caseloads = app.store.case_states(None, None, false).await.unwrap();
     assert_eq!(caseloads.len(), 3);
     for (case_id, events) in projections::log::group_by_case(&batch) {
@@ -155,7 +179,7 @@ async fn log_shows(app: &TestApp, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while app
         .store
-        .read_log(LogPosition::START, 500)
+        .read_log(services::store::Work::Projections, LogPosition::START, 500)
         .await
         .unwrap()
         .len()
@@ -212,9 +236,18 @@ async fn projections_step_together(backend: Backend) {
         applied(projector::step_together(&app.store, PROJECTIONS).await),
         [0, 0, 0]
     );
-    let head = app.store.checkpoint("audit_trail").await.unwrap().at;
+    let head = app
+        .store
+        .checkpoint(services::store::Work::Api, "audit_trail")
+        .await
+        .unwrap()
+        .at;
     for name in names {
-        let c = app.store.checkpoint(name).await.unwrap();
+        let c = app
+            .store
+            .checkpoint(services::store::Work::Projections, name)
+            .await
+            .unwrap();
         assert_eq!((c.events, c.at), (9, head), "{name}");
     }
     let ids = app.store.case_ids().await.unwrap();

@@ -87,6 +87,9 @@ pub async fn execute(
     let request_hash = scope.as_ref().map(|_| meta.request_hash(body));
     let same_request =
         |earlier: &str| request_hash.as_deref() == Some(earlier) || earlier == meta.byte_hash(body);
+    // Commands on one case take turns in this process: each starts from the state the one
+    // before it left in the cache, instead of racing it and replaying the stream.
+    let _turn = state.store.case_turn(case_id).await;
     for attempt in 0..=state.config.conflict_retries {
         if let Some(answer) = replay(state, scope.as_deref(), same_request).await? {
             return answer;

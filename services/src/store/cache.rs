@@ -8,7 +8,7 @@
 //! full replays.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aggregates::Case;
 use lru::LruCache;
@@ -16,14 +16,37 @@ use schemas::CaseId;
 
 pub struct CaseCache {
     entries: Mutex<LruCache<CaseId, (Case, usize)>>,
+    /// Turns: a command holds its case's for its whole run (`turn`), so that commands on one
+    /// case in this process run one after another, each on the state the one before cached.
+    turns: Box<[Arc<tokio::sync::Mutex<()>>]>,
 }
+
+/// Turns are striped: cases share `TURNS` locks by hash. Two cases on one stripe only wait for
+/// each other's commands (a few milliseconds), never deadlock: a command takes one turn.
+const TURNS: usize = 1024;
 
 impl CaseCache {
     pub fn new(capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
+            turns: (0..TURNS).map(|_| Default::default()).collect(),
         }
+    }
+
+    /// Waits for the case's turn, first come first served, and holds it until the guard drops.
+    ///
+    /// Without turns, a second command on a case whose state the first had checked out replayed
+    /// the whole stream, and lost the race to append, and replayed again: with commands asked at
+    /// half the machine's capacity on 512 cases (`linkage-bench projections`, 1,000,000 events
+    /// stored) the replays of ever-longer streams took the CPU, commands waited seconds for
+    /// connections, and 6-12% of the rate asked was achieved. Replicas can still race each
+    /// other; the stream's primary key settles that, as before.
+    pub async fn turn(&self, id: CaseId) -> tokio::sync::OwnedMutexGuard<()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&id, &mut hasher);
+        let stripe = std::hash::Hasher::finish(&hasher) as usize % TURNS;
+        self.turns[stripe].clone().lock_owned().await
     }
 
     /// A copy of the cached state and its version (tests only: the command path takes the
@@ -34,7 +57,8 @@ impl CaseCache {
     }
 
     /// Takes the state out (no copy): a command checks it out and, committed or not, puts the
-    /// resulting state back. A concurrent command on the same case meanwhile replays instead.
+    /// resulting state back. It holds the case's turn meanwhile, so no other command of this
+    /// process finds the entry missing and replays.
     pub fn take(&self, id: CaseId) -> Option<(Case, usize)> {
         self.lock().pop(&id)
     }

@@ -21,7 +21,7 @@
 //! The statement inserts its rows in (stream, sequence) order, so that two groups of this or
 //! another replica that share streams take their row locks in one order and cannot deadlock.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
@@ -30,6 +30,9 @@ use tokio::sync::oneshot;
 
 /// The most commands one statement stores.
 const MAX_GROUP: usize = 64;
+
+/// Waiting commands a writer looks at when it gathers a group (see `take_group`).
+const SCAN: usize = 4 * MAX_GROUP;
 
 const INSERT_EVENT: &str = "\
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -170,20 +173,29 @@ impl Shared {
     }
 
     /// Up to `MAX_GROUP - 1` waiting commands, oldest first, none on a case already in the group.
+    ///
+    /// It looks at no more than `SCAN` commands from the front of the queue, whatever the
+    /// queue's length. It used to move the whole queue and compare every command with the whole
+    /// group: under overload (a queue of thousands) each group cost the writer more than its
+    /// statement, the queue grew faster, and the command rate fell to a few percent of what was
+    /// asked (seen in `linkage-bench projections`: 435 commands/s achieved of 6,581 asked).
     fn take_group(&self, own: &[SerializedEvent]) -> Vec<Waiting> {
         let mut queue = self.lock();
-        let mut group: Vec<Waiting> = Vec::new();
-        let mut left = VecDeque::new();
-        while let Some(w) = queue.waiting.pop_front() {
-            let s = stream(&w.events);
-            let taken = s == stream(own) || group.iter().any(|g| stream(&g.events) == s);
-            if taken || group.len() + 1 >= MAX_GROUP {
-                left.push_back(w);
-            } else {
-                group.push(w);
-            }
+        let mut streams: HashSet<(String, String)> = HashSet::new();
+        if let Some((kind, id)) = stream(own) {
+            streams.insert((kind.to_owned(), id.to_owned()));
         }
-        queue.waiting = left;
+        let mut group: Vec<Waiting> = Vec::new();
+        let mut at = 0;
+        while group.len() + 1 < MAX_GROUP && at < queue.waiting.len() && at + group.len() < SCAN {
+            let key = stream(&queue.waiting[at].events).map(|(k, i)| (k.to_owned(), i.to_owned()));
+            // A second command on a case already in the group waits for the next one.
+            if key.is_some_and(|key| !streams.insert(key)) {
+                at += 1;
+                continue;
+            }
+            group.extend(queue.waiting.remove(at));
+        }
         group
     }
 

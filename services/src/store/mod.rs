@@ -434,6 +434,11 @@ impl Store {
         })
     }
 
+    /// The case's turn in this process's command path (see `CaseCache::turn`).
+    pub async fn case_turn(&self, id: CaseId) -> tokio::sync::OwnedMutexGuard<()> {
+        self.cache.turn(id).await
+    }
+
     /// Drops a case from the command cache (bulk loaders that will not touch it again).
     pub fn uncache(&self, id: CaseId) {
         self.cache.forget(id);

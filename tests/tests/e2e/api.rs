@@ -572,6 +572,56 @@ both_stores!(
     }
 );
 
+/// Commands on one case in one process take turns: none races another to append, so even with
+/// no conflict retries at all every one of them goes through, each on the state the one before
+/// left (and none replays the stream: a lost race used to cost a full replay).
+async fn one_case_takes_turns(backend: linkage_tests::Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.conflict_retries = 0).await else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let case = open_case(&app, &t, "cm-ada").await;
+    let n = 24;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let client = app.client.clone();
+            let url = format!("{}/v1/cases/{case}/contacts", app.address);
+            let t = t.clone();
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(t)
+                    .json(&json!({"component": "monitoring", "contact_type": "phone",
+                    "with": ["guardian"], "occurred_at": at(1), "minutes": 10 + i}))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        let (s, b) = task.await.unwrap();
+        assert_eq!(s, StatusCode::CREATED, "no command lost a race: {b}");
+        versions.push(b["version"].as_u64().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (3..3 + n).collect::<Vec<u64>>());
+    assert_eq!(app.event_count(&case).await, 2 + n as usize);
+    app.assert_cache_matches_replay(&case).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_case_takes_turns_sqlite() {
+    one_case_takes_turns(linkage_tests::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_case_takes_turns_postgres() {
+    one_case_takes_turns(linkage_tests::Backend::Postgres).await;
+}
+
 both_stores!(
     two_instances_on_one_store_stay_consistent,
     |app: TestApp| async move {

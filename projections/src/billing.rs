@@ -791,9 +791,11 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, Appl
             });
         }
     }
-    let contacts = case
-        .contacts
-        .split_off(held)
+    let added = case.contacts.split_off(held);
+    // The state may be kept after the batch (the store remembers headers): keep none of the
+    // room the batch's contacts took.
+    case.contacts.shrink_to_fit();
+    let contacts = added
         .into_iter()
         .zip(sequences)
         .map(|(contact, sequence)| ContactRow {

@@ -142,22 +142,25 @@ impl Store {
             Backend::Postgres { .. } => &PG,
             Backend::Sqlite { .. } => &SQLITE,
         };
+        let (mut states, missing) = self.remembered.billing.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            // One statement reads every touched case's header, one writes them back, one adds
-            // the contacts, one marks the voided, one records the months: five round trips per
-            // batch whatever its size, each carrying what the batch holds.
-            let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(sql.load)
-                .bind(Json(&ids))
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut states: std::collections::HashMap<String, BillingCase> =
-                stored.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            // One statement reads the touched cases' headers this process does not remember,
+            // one writes them back, one adds the contacts, one marks the voided, one records the
+            // months: five round trips per batch at most whatever its size.
+            if !missing.is_empty() {
+                let stored: Vec<(String, Json<BillingCase>)> = sqlx::query_as(sql.load)
+                    .bind(Json(&missing))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                states.extend(stored.into_iter().map(|(id, Json(c))| (id, c)));
+            }
             let mut rows = Vec::with_capacity(by_case.len());
             let mut contacts = Vec::new();
             let mut voids = Vec::new();
             let mut months = Vec::new();
+            let mut headers = Vec::with_capacity(by_case.len());
             for ((_, events), id) in by_case.iter().zip(&ids) {
                 let mut case = states.remove(id).unwrap_or_default();
                 let folded = projections::billing::fold(&mut case, events)?;
@@ -170,6 +173,7 @@ impl Store {
                 contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
                 voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
                 rows.push(serde_json::json!({"case_id": id, "agency": agency, "state": case}));
+                headers.push((id.clone(), case));
             }
             sqlx::query(sql.upsert).bind(Json(&rows)).execute(&mut *tx).await?;
             if !contacts.is_empty() {
@@ -180,6 +184,7 @@ impl Store {
                 sqlx::query(sql.voids).bind(Json(&voids)).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            self.remembered.billing.remember(last.at, headers);
             Ok(true)
         })
     }

@@ -71,6 +71,7 @@ mod cache;
 pub mod group_commit;
 mod log;
 mod pg_repository;
+mod remembered;
 mod wake;
 #[macro_use]
 pub mod projections;
@@ -169,6 +170,18 @@ pub struct Store {
     replica: String,
     /// How long the events this process's projection engine applied had waited.
     applied_lag: crate::projector::AppliedLag,
+    /// What this process's projection appliers remember of the rows they last wrote.
+    remembered: Remembrance,
+}
+
+/// Per projection, the rows its last batch wrote (`remembered::Remembered`).
+#[derive(Default)]
+struct Remembrance {
+    /// Each case's chain head.
+    audit: remembered::Remembered<String>,
+    caseloads: remembered::Remembered<aggregates::Case>,
+    /// Each case's header.
+    billing: remembered::Remembered<::projections::billing::BillingCase>,
 }
 
 /// A replica's default name: `<hostname>-<pid>-<4 random hex digits>`, so that two servers in
@@ -325,6 +338,7 @@ impl Store {
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
+            remembered: Default::default(),
             replica: default_replica_id(),
         })
     }
@@ -360,6 +374,7 @@ impl Store {
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
+            remembered: Default::default(),
             replica: default_replica_id(),
         })
     }

@@ -2,8 +2,6 @@
 //! are the projections crate's; this module holds only their SQL. A batch of events and the
 //! checkpoint after it are written in one transaction: a crash leaves both or neither.
 
-use std::collections::HashMap;
-
 use aggregates::Case;
 use chrono::{DateTime, Utc};
 use schemas::CaseId;
@@ -298,22 +296,25 @@ impl Store {
             Backend::Postgres { .. } => (PG_AUDIT_HEADS, PG_INSERT_AUDIT),
             Backend::Sqlite { .. } => (SQLITE_AUDIT_HEADS, SQLITE_INSERT_AUDIT),
         };
+        let (mut heads, missing) = self.remembered.audit.recall(claim.from, &cases);
         on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            let rows = sqlx::query(heads_sql)
-                .bind(Json(&cases))
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut heads: HashMap<String, String> = HashMap::with_capacity(rows.len());
-            for r in rows {
-                if let Some(hash) = r.try_get::<Option<String>, _>("hash")? {
-                    heads.insert(r.try_get("case_id")?, hash);
+            if !missing.is_empty() {
+                let rows = sqlx::query(heads_sql)
+                    .bind(Json(&missing))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for r in rows {
+                    if let Some(hash) = r.try_get::<Option<String>, _>("hash")? {
+                        heads.insert(r.try_get("case_id")?, hash);
+                    }
                 }
             }
             let entries = ::projections::audit::entries(batch, &mut heads);
             sqlx::query(insert_sql).bind(Json(&entries)).execute(&mut *tx).await?;
             tx.commit().await?;
+            self.remembered.audit.remember(last.at, heads);
             Ok(true)
         })
     }
@@ -346,15 +347,18 @@ impl Store {
                 SQLITE_VOID_CASELOAD_CONTACTS,
             ),
         };
+        let (mut stored, missing) = self.remembered.caseloads.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin().await?;
             claim_batch!(tx, name, claim, last, batch.len());
-            // Every touched case's state in one statement, not one round trip per case; the
-            // states, the contacts and the voids go back in one statement each.
-            let rows: Vec<(String, Json<Case>)> =
-                sqlx::query_as(load_sql).bind(Json(&ids)).fetch_all(&mut *tx).await?;
-            let mut stored: HashMap<String, Case> =
-                rows.into_iter().map(|(id, Json(c))| (id, c)).collect();
+            // The touched cases' states this process does not remember, in one statement, not
+            // one round trip per case; the states, the contacts and the voids go back in one
+            // statement each.
+            if !missing.is_empty() {
+                let rows: Vec<(String, Json<Case>)> =
+                    sqlx::query_as(load_sql).bind(Json(&missing)).fetch_all(&mut *tx).await?;
+                stored.extend(rows.into_iter().map(|(id, Json(c))| (id, c)));
+            }
             let mut cases = Vec::with_capacity(by_case.len());
             let mut contacts = Vec::new();
             let mut voids = Vec::new();
@@ -380,6 +384,9 @@ impl Store {
                 sqlx::query(voids_sql).bind(Json(&voids)).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            self.remembered
+                .caseloads
+                .remember(last.at, cases.into_iter().map(|(id, case)| (id.clone(), case)));
             Ok(true)
         })
     }

@@ -166,7 +166,7 @@ impl ProjectionBench {
             "target: each rebuild >= 50,000 events/s, memory flat as events grow"
         )?;
 
-        self.lag(&store, &services, out).await?;
+        self.lag(&store, &services, &pool, out).await?;
         pool.close().await;
         store.close().await;
         Ok(())
@@ -175,11 +175,16 @@ impl ProjectionBench {
     /// Projection lag from inside the engine. First the machine's command capacity (16
     /// clients flat out, the projection engine idle); then commands at `fraction` of it and at
     /// `rate`/s, each after the projections have caught up, with every applied event's time from
-    /// commit to applied recorded by the engine (`projector::AppliedLag`).
+    /// commit to applied recorded by the engine (`projector::AppliedLag`). Each rate starts
+    /// settled, as every row of the other benchmarks does: the rebuilds' and the last phase's
+    /// dead rows vacuumed, every table's statistics current and dirty pages flushed, so that
+    /// the aftermath of a bulk rebuild (a checkpoint writing millions of rows' pages) does not
+    /// land in the measurement.
     async fn lag(
         &self,
         store: &Arc<Store>,
         services: &CaseServices,
+        pool: &sqlx::PgPool,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let state = bench_state(store, services)?;
@@ -228,6 +233,8 @@ impl ProjectionBench {
                     .map_err(|e| BenchError::Refused(e.to_string()))?;
                 store.applied_lag().take(projection.name());
             }
+            let _ = sqlx::query("VACUUM (ANALYZE)").execute(pool).await;
+            settle(pool).await;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let runner = tokio::spawn(projector::run(
                 store.clone(),

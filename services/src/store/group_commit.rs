@@ -359,3 +359,79 @@ fn persistence_error(e: &sqlx::Error) -> PersistenceError {
         _ => PersistenceError::UnknownError(message.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(case: &str) -> Vec<SerializedEvent> {
+        vec![SerializedEvent::new(
+            case.to_owned(),
+            1,
+            "Case".into(),
+            "ContactLogged".into(),
+            "1".into(),
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        )]
+    }
+
+    /// Writers that never write: only the queue is exercised (the pool never connects).
+    fn shared(waiting: &[&str]) -> Shared {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let shared = Shared {
+            pool,
+            writers: 1,
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::new(),
+                writing: 1,
+                stats: GroupStats::default(),
+            }),
+        };
+        for case in waiting {
+            assert!(shared.join(&command(case)).is_err(), "queued");
+        }
+        shared
+    }
+
+    fn cases(shared: &Shared) -> Vec<String> {
+        let queue = shared.lock();
+        queue
+            .waiting
+            .iter()
+            .map(|w| w.events[0].aggregate_id.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_takes_one_command_per_case_oldest_first() {
+        let shared = shared(&["a", "b", "a", "own", "c", "b"]);
+        let group = shared.take_group(&command("own"));
+        let taken: Vec<&str> = group
+            .iter()
+            .map(|w| w.events[0].aggregate_id.as_str())
+            .collect();
+        assert_eq!(taken, ["a", "b", "c"]);
+        assert_eq!(cases(&shared), ["a", "own", "b"], "the rest wait in order");
+    }
+
+    #[tokio::test]
+    async fn a_group_looks_only_at_the_front_of_a_long_queue() {
+        // A queue of thousands on the writer's own case, then one on another case: gathering a
+        // group costs the same whatever the queue's length, and leaves the queue as it was.
+        let mut waiting = vec!["own"; 10_000];
+        waiting.push("other");
+        let shared = shared(&waiting);
+        assert!(shared.take_group(&command("own")).is_empty());
+        assert_eq!(cases(&shared).len(), 10_001);
+        // A queue of distinct cases gives a full group.
+        let many: Vec<String> = (0..1_000).map(|n| format!("case-{n}")).collect();
+        let shared = self::shared(&many.iter().map(String::as_str).collect::<Vec<_>>());
+        let group = shared.take_group(&command("own"));
+        assert_eq!(group.len(), MAX_GROUP - 1);
+        assert_eq!(group[0].events[0].aggregate_id, "case-0");
+        assert_eq!(cases(&shared).len(), 1_000 - (MAX_GROUP - 1));
+    }
+}

@@ -322,22 +322,36 @@ async fn apply(
 
 /// Applies batches until the projection has caught up with the log; `progress` gets the running
 /// total after each batch. Batches another applier took are read again from its checkpoint.
+///
+/// The next batch is read while the current one is applied, so that reading and writing
+/// overlap (a rebuild reads the whole log).
 pub async fn catch_up(
     store: &Store,
     projection: &dyn Projection,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
+    let read = |after| store.read_log(Work::Projections, after, batch_size(store));
     let mut total = 0u64;
-    loop {
-        match step(store, projection).await? {
-            Stepped::Applied(0) => return Ok(total),
+    let mut from = standing(store, projection).await?;
+    let mut batch = read(from).await?;
+    while let Some(last) = batch.last() {
+        let next_from = last.at;
+        let (applied, next) = tokio::join!(apply(store, projection, from, &batch), read(next_from));
+        match applied? {
             Stepped::Applied(n) => {
                 total += n as u64;
                 progress(total);
+                from = next_from;
+                batch = next?;
             }
-            Stepped::Lost => {}
+            // Another applier took the batch: go on from wherever it left the checkpoint.
+            Stepped::Lost => {
+                from = standing(store, projection).await?;
+                batch = read(from).await?;
+            }
         }
     }
+    Ok(total)
 }
 
 /// Runs the projections whose leases this replica holds until `stop` turns true, taking over

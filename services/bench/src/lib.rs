@@ -666,6 +666,23 @@ pub(crate) async fn settle(pool: &sqlx::PgPool) {
     let _ = sqlx::query("CHECKPOINT").execute(pool).await;
 }
 
+/// `settle` for every table of the database, not only the events (a rebuild's rows too).
+pub(crate) async fn settle_database(pool: &sqlx::PgPool) {
+    let _ = sqlx::query("VACUUM (ANALYZE)").execute(pool).await;
+    let _ = sqlx::query("CHECKPOINT").execute(pool).await;
+}
+
+/// Prints how many times a connection waited past the pools' slow threshold since `since` (a
+/// `telemetry::pool_starvations` reading): work starved of connections.
+pub(crate) fn write_starvations(out: &mut impl Write, since: u64) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "pool-starvation warnings (a connection waited over {} ms) while commands arrived: {} (target 0)",
+        services::store::ACQUIRE_SLOW.as_millis(),
+        services::telemetry::pool_starvations() - since
+    )
+}
+
 pub(crate) fn swap_database(url: &str, db: &str) -> String {
     let (base, query) = url
         .split_once('?')

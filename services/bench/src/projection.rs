@@ -14,7 +14,8 @@ use sqlx::Row;
 
 use super::{
     bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
-    fresh_cases, memory_mib, seed_cases, settle, BenchError, Scratch,
+    fresh_cases, memory_mib, seed_cases, settle, settle_database, write_starvations, BenchError,
+    Scratch,
 };
 use services::projector;
 use services::projector::PROJECTIONS;
@@ -233,8 +234,7 @@ impl ProjectionBench {
                     .map_err(|e| BenchError::Refused(e.to_string()))?;
                 store.applied_lag().take(projection.name());
             }
-            let _ = sqlx::query("VACUUM (ANALYZE)").execute(pool).await;
-            settle(pool).await;
+            settle_database(pool).await;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let runner = tokio::spawn(projector::run(
                 store.clone(),
@@ -283,11 +283,7 @@ impl ProjectionBench {
                 )?;
             }
         }
-        writeln!(
-            out,
-            "pool-starvation warnings (a connection waited over 500 ms) while commands arrived: {} (target 0)",
-            services::telemetry::pool_starvations() - starved_before
-        )?;
+        write_starvations(out, starved_before)?;
         Ok(())
     }
 }

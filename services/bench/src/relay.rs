@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     bench_err, bench_state, case_services, command_capacity, commands_at_rate, fresh_cases,
-    memory_mib, open_case, seed_cases, BenchError, Scratch,
+    memory_mib, open_case, seed_cases, write_starvations, BenchError, Scratch,
 };
 
 use services::bus::relay::{self, Relay};
@@ -429,11 +429,7 @@ impl RelayBench {
                 h.max() as f64 / 1000.0,
             )?;
         }
-        writeln!(
-            out,
-            "pool-starvation warnings (a connection waited over 500 ms) while commands arrived: {} (target 0)",
-            services::telemetry::pool_starvations() - starved_before
-        )?;
+        write_starvations(out, starved_before)?;
         Ok(())
     }
 }

@@ -145,7 +145,7 @@ impl<DB: sqlx::Database> Background<DB> {
 
 /// A connection acquired later than this is logged (`telemetry::pool_starvations` counts them):
 /// any work waiting this long misses the latency targets by far.
-const ACQUIRE_SLOW: Duration = Duration::from_millis(500);
+pub const ACQUIRE_SLOW: Duration = Duration::from_millis(500);
 
 /// Connections of the API's pool on PostgreSQL: the group-commit writers and the readers.
 const API_CONNECTIONS: u32 = 20;

@@ -520,33 +520,47 @@ both_stores!(
     }
 );
 
+/// `n` contacts posted to `case` at once, each on its own connection; every answer, in the
+/// order the requests were made.
+async fn concurrent_contacts(
+    app: &TestApp,
+    token: &str,
+    case: &str,
+    n: u64,
+) -> Vec<(StatusCode, Value)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let client = app.client.clone();
+            let url = format!("{}/v1/cases/{case}/contacts", app.address);
+            let t = token.to_owned();
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(t)
+                    .json(&json!({"component": "monitoring", "contact_type": "phone",
+                    "with": ["guardian"], "occurred_at": at(1), "minutes": 10 + i}))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
 both_stores!(
     concurrent_commands_never_append_on_a_stale_version,
     |app: TestApp| async move {
         let t = app.admin_token.clone();
         let case = open_case(&app, &t, "cm-ada").await;
         let n = 16;
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let client = app.client.clone();
-                let url = format!("{}/v1/cases/{case}/contacts", app.address);
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let r = client
-                        .post(url)
-                        .bearer_auth(t)
-                        .json(&json!({"component": "monitoring", "contact_type": "phone",
-                        "with": ["guardian"], "occurred_at": at(1), "minutes": 10 + i}))
-                        .send()
-                        .await
-                        .unwrap();
-                    (r.status(), r.json::<Value>().await.unwrap())
-                })
-            })
-            .collect();
         let mut versions = Vec::new();
-        for task in tasks {
-            let (s, b) = task.await.unwrap();
+        for (s, b) in concurrent_contacts(&app, &t, &case, n).await {
             match s {
                 StatusCode::CREATED => versions.push(b["version"].as_u64().unwrap()),
                 StatusCode::CONFLICT => {
@@ -582,27 +596,8 @@ async fn one_case_takes_turns(backend: linkage_tests::Backend) {
     let t = app.admin_token.clone();
     let case = open_case(&app, &t, "cm-ada").await;
     let n = 24;
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let client = app.client.clone();
-            let url = format!("{}/v1/cases/{case}/contacts", app.address);
-            let t = t.clone();
-            tokio::spawn(async move {
-                let r = client
-                    .post(url)
-                    .bearer_auth(t)
-                    .json(&json!({"component": "monitoring", "contact_type": "phone",
-                    "with": ["guardian"], "occurred_at": at(1), "minutes": 10 + i}))
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status(), r.json::<Value>().await.unwrap())
-            })
-        })
-        .collect();
     let mut versions = Vec::new();
-    for task in tasks {
-        let (s, b) = task.await.unwrap();
+    for (s, b) in concurrent_contacts(&app, &t, &case, n).await {
         assert_eq!(s, StatusCode::CREATED, "no command lost a race: {b}");
         versions.push(b["version"].as_u64().unwrap());
     }

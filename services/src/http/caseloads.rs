@@ -46,15 +46,12 @@ pub async fn get_caseload(
         .store
         .open_caseload(Some(&worker_id), agency.as_deref())
         .await?;
-    for open in &cases {
-        if let Some(o) = &open.case.opened {
-            state
-                .store
-                .log_read(&caller.0, o.case_id, WORKER_ROUTE, true, state.clock.now())
-                .await?;
-        }
-    }
-    let last_billable = last_billable_of(&state, ids_of(cases.iter().map(|s| &s.case))).await?;
+    let ids = ids_of(cases.iter().map(|s| &s.case));
+    state
+        .store
+        .log_reads(&caller.0, &ids, WORKER_ROUTE, true, state.clock.now())
+        .await?;
+    let last_billable = last_billable_of(&state, ids).await?;
     Ok(Json(caseload(
         &worker_id,
         &cases,

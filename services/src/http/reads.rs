@@ -646,12 +646,15 @@ pub async fn search_cases(
         .store
         .log_search(actor, &query.logged(), rows.len(), full, now)
         .await?;
-    for row in rows.iter().filter(|r| r.is_full()) {
-        state
-            .store
-            .log_read(actor, row.case_id, "GET /v1/cases", true, now)
-            .await?;
-    }
+    let read: Vec<CaseId> = rows
+        .iter()
+        .filter(|r| r.is_full())
+        .map(|r| r.case_id)
+        .collect();
+    state
+        .store
+        .log_reads(actor, &read, "GET /v1/cases", true, now)
+        .await?;
     Ok(Json(SearchResponse {
         cases: rows,
         next_cursor,

@@ -212,6 +212,20 @@ both_stores!(caseloads_flag_what_is_overdue, |app: TestApp| async move {
         vec![("cm-ada".to_owned(), 2, 1), ("cm-bo".to_owned(), 1, 0)]
     );
 
+    // Reading a caseload is a read of each of its cases, in the read log (one statement).
+    let auditor = app.token(Role::Auditor, "aud-1", "default").await;
+    for case in [&neglected, &fresh] {
+        let (_, reads) = app.get(&format!("/v1/cases/{case}/reads"), &auditor).await;
+        assert!(
+            reads["reads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["actor"] == "cm-ada" && r["route"] == "GET /v1/caseloads/{worker_id}"),
+            "{reads}"
+        );
+    }
+
     // A closed case leaves the caseload.
     post_ok(
         &app,

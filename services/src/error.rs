@@ -28,6 +28,9 @@ pub enum StoreError {
     CannotApply(#[from] projections::log::ApplyError),
     #[error("unexpected store error: {0}")]
     Unexpected(String),
+    /// Another process is rebuilding this projection.
+    #[error("a rebuild of projection {0} is already running")]
+    RebuildRunning(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,9 @@ pub trait Projection: Sync {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Drops the rows and the checkpoint, in one transaction.
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The tables it writes (a reset empties them in this order; a blue/green rebuild copies
+    /// them).
+    fn tables(&self) -> &'static [&'static str];
 }
 
 /// A projection: its name, the store method that applies a batch, and the tables a reset empties
@@ -92,7 +95,10 @@ macro_rules! projection {
                 Box::pin(store.$apply($name, claim, batch))
             }
             fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-                Box::pin(store.reset_projection($name, &[$($table),+]))
+                Box::pin(store.reset_projection($name, self.tables()))
+            }
+            fn tables(&self) -> &'static [&'static str] {
+                &[$($table),+]
             }
         }
     };
@@ -461,15 +467,87 @@ pub async fn status(store: &Store) -> Result<Vec<FollowerStatus>, ProjectionErro
     Ok(out)
 }
 
-/// Drops a projection's rows and checkpoint and projects the whole log again.
+/// How a rebuild replaced the projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildMode {
+    /// Built beside the live projection, which went on serving reads and following the log,
+    /// and swapped in when it had caught up (PostgreSQL).
+    BlueGreen,
+    /// Emptied and projected again where it stands: readers see it fill up (SQLite, where one
+    /// server runs, or when asked).
+    InPlace,
+}
+
+impl RebuildMode {
+    /// What it means for readers, in a sentence.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::BlueGreen => {
+                "blue/green: built beside the live projection, which kept serving reads, then swapped in"
+            }
+            Self::InPlace => {
+                "in place: the projection was emptied and refilled; readers saw it partial meanwhile"
+            }
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct Rebuilt {
+    /// Events projected.
+    pub events: u64,
+    pub mode: RebuildMode,
+}
+
+/// Projects the whole log again into projection `name`: blue/green on PostgreSQL (a copy built
+/// beside the live projection, then swapped in; `store::Green`), in place on SQLite or when
+/// `in_place` asks (its rows and checkpoint dropped, then caught up). `progress` gets the running
+/// total of events projected.
 pub async fn rebuild(
     store: &Store,
     name: &str,
-    progress: impl FnMut(u64),
-) -> Result<u64, ProjectionError> {
+    in_place: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<Rebuilt, ProjectionError> {
     let projection = known(name)?;
-    projection.reset(store).await?;
-    catch_up(store, projection, progress).await
+    let green = match in_place {
+        true => None,
+        false => store.green(projection.name(), projection.tables()).await?,
+    };
+    let Some(green) = green else {
+        projection.reset(store).await?;
+        let events = catch_up(store, projection, progress).await?;
+        return Ok(Rebuilt {
+            events,
+            mode: RebuildMode::InPlace,
+        });
+    };
+    let mut events = 0;
+    // Caught up, then once more for what arrived meanwhile, so that the swap lands close to
+    // the head of the log.
+    for _ in 0..2 {
+        match catch_up(&green.store, projection, |n| progress(events + n)).await {
+            Ok(n) => events += n,
+            Err(e) => {
+                green.abandon().await?;
+                return Err(e);
+            }
+        }
+    }
+    let swapped = green.swap(store).await?;
+    tracing::info!(
+        projection = name,
+        txid = swapped.at.txid,
+        position = swapped.at.position,
+        events = swapped.events,
+        "rebuilt beside the live projection and swapped in"
+    );
+    Ok(Rebuilt {
+        events,
+        mode: RebuildMode::BlueGreen,
+    })
 }
 
 /// The first link of a case's audit chain that does not match its stored event.

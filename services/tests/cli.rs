@@ -362,6 +362,7 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
     let (ok, out, err) = run(&["projections", "rebuild", "audit_trail"]);
     assert!(ok, "{err}");
     assert!(out.contains("rebuilt audit_trail: 2 events"), "{out}");
+    assert!(out.contains("in place"), "SQLite rebuilds in place: {out}");
     let (ok, _, err) = run(&["projections", "rebuild", "nonsense"]);
     assert!(!ok && err.contains("unknown projection"), "{err}");
     let (ok, out, err) = run(&["audit", "verify"]);

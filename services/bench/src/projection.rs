@@ -128,10 +128,11 @@ impl ProjectionBench {
             "plain scan of events (baseline)", scanned, scan_secs, scan_rate, 100.0
         )?;
         let mut all_secs = 0.0;
+        let mut mode = "";
         for name in projector::names() {
             let mut marks = Vec::new();
             let t0 = Instant::now();
-            let n = projector::rebuild(&store, name, |done| {
+            let rebuilt = projector::rebuild(&store, name, false, |done| {
                 let quarter = (marks.len() as u64 + 1) * scanned / 4;
                 if done >= quarter && marks.len() < 4 {
                     marks.push(memory_mib("VmRSS:"));
@@ -140,6 +141,8 @@ impl ProjectionBench {
             .await
             .map_err(|e| BenchError::Refused(e.to_string()))?;
             let secs = t0.elapsed().as_secs_f64();
+            let n = rebuilt.events;
+            mode = rebuilt.mode.explain();
             all_secs += secs;
             let rate = n as f64 / secs;
             let marks: Vec<String> = marks.iter().map(|m| format!("{m:.0}")).collect();
@@ -162,9 +165,10 @@ impl ProjectionBench {
             all_secs,
             scanned as f64 * PROJECTIONS.len() as f64 / all_secs
         )?;
+        writeln!(out, "each rebuild {mode}")?;
         writeln!(
             out,
-            "target: each rebuild >= 50,000 events/s, memory flat as events grow"
+            "target: each rebuild >= 50% of the plain scan, memory flat as events grow"
         )?;
 
         self.lag(&store, &services, &pool, out).await?;

@@ -68,6 +68,7 @@ macro_rules! on_es {
 
 mod bus;
 mod cache;
+mod green;
 pub mod group_commit;
 mod log;
 mod pg_repository;
@@ -82,6 +83,7 @@ mod search;
 pub use billing::{BatchOf, BatchRecord, BatchRow};
 pub use bus::RelayLease;
 pub use cache::CaseCache;
+pub use green::{Green, Swapped};
 pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
 pub use projections::{Claim, ProjectorLeases};
@@ -297,7 +299,22 @@ impl Store {
     /// to `writers` group-commit writers at a time (`group_commit`).
     pub async fn postgres(url: &str, writers: usize) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
-        let pool_of = |connections: u32, options: PgConnectOptions| {
+        Self::postgres_with(options, writers, None).await
+    }
+
+    /// PostgreSQL with these options. With `search_path`, every connection looks for tables
+    /// there first and nothing is migrated: a shadow store over a migrated database (`green`).
+    async fn postgres_with(
+        options: PgConnectOptions,
+        writers: usize,
+        search_path: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let pool_of = |connections: u32, settings: &[(&str, &str)]| {
+            let mut settings = settings.to_vec();
+            if let Some(path) = search_path {
+                settings.push(("search_path", path));
+            }
+            let options = options.clone().options(settings);
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(10))
@@ -305,24 +322,23 @@ impl Store {
                 .acquire_slow_threshold(ACQUIRE_SLOW)
                 .connect_with(options)
         };
-        let pool = pool_of(API_CONNECTIONS, options.clone())
+        let pool = pool_of(API_CONNECTIONS, &[])
             .await
             .map_err(StoreError::Connect)?;
-        sqlx::migrate!("../ops/migrations/postgres")
-            .run(&pool)
-            .await?;
+        if search_path.is_none() {
+            sqlx::migrate!("../ops/migrations/postgres")
+                .run(&pool)
+                .await?;
+        }
         // A projection's rows and its checkpoint commit in one transaction, and the events it
         // reads are durable before anyone can see them. So a projection commit lost in a crash of
         // the database only moves the projection back to a checkpoint its rows agree with, and
         // the engine applies the same events again to the same rows: it need not wait for the
         // WAL flush (any later synchronous commit, a billing batch say, flushes it first).
-        let projections = pool_of(
-            PROJECTION_CONNECTIONS,
-            options.clone().options([("synchronous_commit", "off")]),
-        )
-        .await
-        .map_err(StoreError::Connect)?;
-        let relay = pool_of(RELAY_CONNECTIONS, options)
+        let projections = pool_of(PROJECTION_CONNECTIONS, &[("synchronous_commit", "off")])
+            .await
+            .map_err(StoreError::Connect)?;
+        let relay = pool_of(RELAY_CONNECTIONS, &[])
             .await
             .map_err(StoreError::Connect)?;
         let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone(), writers))

@@ -140,10 +140,10 @@ both_stores!(
         app.stop().await;
         // Rebuilds run with the server stopped, from a store of their own (as the CLI does).
         let store = services::startup::open_store(&app.config).await.unwrap();
-        let n = projector::rebuild(&store, "audit_trail", |_| {})
+        let rebuilt = projector::rebuild(&store, "audit_trail", false, |_| {})
             .await
             .unwrap();
-        assert_eq!(n, 4);
+        assert_eq!(rebuilt.events, 4);
         let id = schemas::CaseId::parse(&case).unwrap();
         let after = store.audit_entries(id).await.unwrap();
         let hashes = |v: Vec<String>| v;
@@ -157,7 +157,7 @@ both_stores!(
             hashes(after.iter().map(|e| e.hash.clone()).collect())
         );
         assert!(matches!(
-            projector::rebuild(&store, "nope", |_| {}).await,
+            projector::rebuild(&store, "nope", false, |_| {}).await,
             Err(projector::ProjectionError::Unknown(_))
         ));
     }

@@ -15,11 +15,16 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Drop a projection and project the whole log again (servers may keep running: each batch
-    /// is applied once, by whoever claims it first)
+    /// Project the whole log again. On PostgreSQL the new copy is built beside the live
+    /// projection, which keeps serving reads, and swapped in when it has caught up (blue/green);
+    /// on SQLite, or with --in-place, the projection is emptied and refilled where it stands.
+    /// Servers may keep running either way: each batch is applied once, by whoever claims it.
     Rebuild {
         /// The projection's name (see `status`)
         name: String,
+        /// Empty and refill the live projection instead of building a copy beside it
+        #[arg(long)]
+        in_place: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -53,21 +58,28 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                 )?;
             }
         }
-        ProjectionsCommand::Rebuild { name, store } => {
+        ProjectionsCommand::Rebuild {
+            name,
+            in_place,
+            store,
+        } => {
             let (_, store) = store.open().await?;
             projector::known(&name)?;
             let total = store.events_after(Default::default()).await?.max(0) as u64;
             let bar = progress_bar(total, "events")?;
             bar.set_message(format!("rebuilding {name}"));
             let started = std::time::Instant::now();
-            let n = projector::rebuild(&store, &name, |done| bar.set_position(done)).await?;
+            let rebuilt =
+                projector::rebuild(&store, &name, in_place, |done| bar.set_position(done)).await?;
             bar.finish();
             store.close().await;
             let secs = started.elapsed().as_secs_f64();
+            let n = rebuilt.events;
             writeln!(
                 std::io::stdout(),
-                "rebuilt {name}: {n} events in {secs:.2} s ({:.0} events/s)",
-                n as f64 / secs.max(1e-9)
+                "rebuilt {name}: {n} events in {secs:.2} s ({:.0} events/s), {}",
+                n as f64 / secs.max(1e-9),
+                rebuilt.mode.explain()
             )?;
         }
     }

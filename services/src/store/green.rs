@@ -1,0 +1,259 @@
+//! Blue/green rebuilds of a projection on PostgreSQL. The rebuild writes into empty copies of the
+//! projection's tables (and of the checkpoint table) in a schema of its own, through a shadow
+//! store whose connections look there first, while the live projection goes on serving reads and
+//! following the log. When the copy has caught up, one transaction swaps it in: it waits for the
+//! live applier's batch in flight (the checkpoint row's lock), moves the live tables out and the
+//! copies in (`ALTER TABLE … SET SCHEMA`, which readers wait for only while the transaction
+//! commits), gives the copies' indexes the live ones' names, and sets the live checkpoint to the
+//! copy's. A live applier that read a batch before the swap then fails its claim and reads again
+//! from the new checkpoint; one whose claim matches the new checkpoint applies its batch to the
+//! new rows, which are the same rows (folds are deterministic). Readers never see an empty or
+//! half-built projection.
+//!
+//! One rebuild of a projection runs at a time across all processes (a session advisory lock,
+//! released when its connection closes, also if the process dies). A copy a crashed rebuild left
+//! behind is dropped by the next one.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, Row};
+
+use super::{Backend, LogPosition, Store};
+use crate::error::StoreError;
+
+/// A projection's copy under construction: its schema, tables and the shadow store that writes
+/// there. Dropped (the schema too) by `swap` or `abandon`.
+pub struct Green {
+    name: &'static str,
+    tables: &'static [&'static str],
+    schema: String,
+    live_schema: String,
+    /// The shadow store: the projection's tables and the checkpoint table resolve to the copy's,
+    /// everything else (the events) to the live schema's.
+    pub store: Store,
+    /// Holds the rebuild's advisory lock for as long as it is open.
+    lock: PgConnection,
+}
+
+/// Where the swapped-in projection stands.
+#[derive(Debug, Clone, Copy)]
+pub struct Swapped {
+    pub at: LogPosition,
+    pub events: i64,
+}
+
+/// Quotes an identifier from the catalog for use in a statement.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An index's definition without its name, schema and table: what two copies of a table's
+/// indexes have in common.
+fn index_shape(definition: &str) -> String {
+    let unique = definition.starts_with("CREATE UNIQUE INDEX");
+    let rest = definition
+        .split_once(" USING ")
+        .map_or(definition, |(_, rest)| rest);
+    format!("{unique} {rest}")
+}
+
+impl Store {
+    /// Starts a blue/green rebuild of projection `name` (PostgreSQL only: None on SQLite, whose
+    /// one server rebuilds in place). Fails with `RebuildRunning` if another process is
+    /// rebuilding it.
+    pub async fn green(
+        &self,
+        name: &'static str,
+        tables: &'static [&'static str],
+    ) -> Result<Option<Green>, StoreError> {
+        let Backend::Postgres { pool, .. } = &self.backend else {
+            return Ok(None);
+        };
+        let options: PgConnectOptions = (*pool.connect_options()).clone();
+        let mut lock = PgConnection::connect_with(&options).await?;
+        let key = format!("linkage rebuild {name}");
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut lock)
+            .await?;
+        if !locked {
+            return Err(StoreError::RebuildRunning(name.to_owned()));
+        }
+        let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut lock)
+            .await?;
+        let schema = format!("linkage_green_{name}");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&schema)))
+            .execute(&mut lock)
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA {}", ident(&schema)))
+            .execute(&mut lock)
+            .await?;
+        for table in tables.iter().chain(&["projection_checkpoints"]) {
+            sqlx::query(&format!(
+                "CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
+                ident(&schema),
+                ident(table),
+                ident(&live_schema),
+                ident(table)
+            ))
+            .execute(&mut lock)
+            .await?;
+        }
+        let store = Store::postgres_with(options, 1, Some(&format!("{schema},{live_schema}")))
+            .await?
+            .with_replica(format!("{}-rebuild", self.replica()));
+        Ok(Some(Green {
+            name,
+            tables,
+            schema,
+            live_schema,
+            store,
+            lock,
+        }))
+    }
+}
+
+impl Green {
+    /// Swaps the copy in for the live projection, in one transaction, and drops the old rows.
+    pub async fn swap(mut self, live: &Store) -> Result<Swapped, StoreError> {
+        let Backend::Postgres { pool, .. } = &live.backend else {
+            unreachable!("a green copy exists only on PostgreSQL")
+        };
+        let (schema, live_schema) = (ident(&self.schema), ident(&self.live_schema));
+        let retired = ident(&format!("linkage_retired_{}", self.name));
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {retired} CASCADE"))
+            .execute(&mut self.lock)
+            .await?;
+        let mut tx = pool.begin().await?;
+        // Readers queue behind the swap's locks: never wait long for a long reader to end.
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *tx)
+            .await?;
+        // The live applier's batch in flight commits first; the next waits for the swap.
+        sqlx::query("SELECT name FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+            .bind(self.name)
+            .execute(&mut *tx)
+            .await?;
+        let copy = sqlx::query(&format!(
+            "SELECT txid, position, events FROM {schema}.projection_checkpoints WHERE name = $1"
+        ))
+        .bind(self.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (at, events) = match copy {
+            Some(row) => (
+                LogPosition {
+                    txid: row.try_get("txid")?,
+                    position: row.try_get("position")?,
+                },
+                row.try_get("events")?,
+            ),
+            None => (LogPosition::START, 0),
+        };
+        sqlx::query(&format!("CREATE SCHEMA {retired}"))
+            .execute(&mut *tx)
+            .await?;
+        for table in self.tables {
+            let indexes = "SELECT indexname::text, indexdef FROM pg_indexes \
+                           WHERE schemaname = $1 AND tablename = $2";
+            let old: Vec<(String, String)> = sqlx::query_as(indexes)
+                .bind(&self.live_schema)
+                .bind(table)
+                .fetch_all(&mut *tx)
+                .await?;
+            let table_name = ident(table);
+            sqlx::query(&format!(
+                "ALTER TABLE {live_schema}.{table_name} SET SCHEMA {retired}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "ALTER TABLE {schema}.{table_name} SET SCHEMA {live_schema}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let mut new: Vec<(String, String)> = sqlx::query_as(indexes)
+                .bind(&self.live_schema)
+                .bind(table)
+                .fetch_all(&mut *tx)
+                .await?;
+            // The copy's indexes take the names the migrations gave the live ones, so that a
+            // later migration finds them.
+            for (old_name, old_definition) in &old {
+                let shape = index_shape(old_definition);
+                let renamed = new
+                    .iter()
+                    .position(|(_, d)| index_shape(d) == shape)
+                    .map(|i| new.swap_remove(i).0);
+                match renamed {
+                    Some(name) if name != *old_name => {
+                        sqlx::query(&format!(
+                            "ALTER INDEX {live_schema}.{} RENAME TO {}",
+                            ident(&name),
+                            ident(old_name)
+                        ))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "the rebuilt {table} lacks index {old_name}"
+                        )))
+                    }
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, txid, position, events, error, updated_at, applied_by) \
+             VALUES ($1, $2, $3, $4, NULL, now(), $5) \
+             ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position, \
+             events = excluded.events, error = NULL, updated_at = excluded.updated_at, \
+             applied_by = excluded.applied_by",
+        )
+        .bind(self.name)
+        .bind(at.txid)
+        .bind(at.position)
+        .bind(events)
+        .bind(self.store.replica())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.store.close().await;
+        sqlx::query(&format!("DROP SCHEMA {retired} CASCADE"))
+            .execute(&mut self.lock)
+            .await?;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut self.lock)
+            .await?;
+        self.lock.close().await?;
+        Ok(Swapped { at, events })
+    }
+
+    /// Gives the copy up (a failed rebuild): drops its schema; the live projection is untouched.
+    pub async fn abandon(mut self) -> Result<(), StoreError> {
+        self.store.close().await;
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            ident(&self.schema)
+        ))
+        .execute(&mut self.lock)
+        .await?;
+        self.lock.close().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_shape;
+
+    #[test]
+    fn index_shapes_ignore_names_and_schemas() {
+        let live = "CREATE INDEX caseload_cases_by_worker ON public.caseload_cases USING btree (worker_id) WHERE open";
+        let copy = "CREATE INDEX caseload_cases_worker_id_idx ON public.caseload_cases USING btree (worker_id) WHERE open";
+        assert_eq!(index_shape(live), index_shape(copy));
+        let unique = "CREATE UNIQUE INDEX caseload_cases_pkey ON public.caseload_cases USING btree (worker_id) WHERE open";
+        assert_ne!(index_shape(live), index_shape(unique));
+    }
+}

@@ -4,16 +4,17 @@
 #
 # The relay benchmark also needs NATS: NATS_URL, or a throwaway nats-server started here.
 #
-# Usage: ops/bench.sh [append|projections|relay|billing|http] [options of `linkage-bench NAME`]
+# Usage: ops/bench.sh [append|projections|relay|billing|http|costs] [options of `linkage-bench NAME`]
 #   ops/bench.sh append --seconds 10
 #   ops/bench.sh http --clients 1,16
 #   ops/bench.sh projections --events 1000000
 #   ops/bench.sh relay --events 1000000
 #   ops/bench.sh billing --lines 1000000
+#   ops/bench.sh costs --sizes 10000,1000000,10000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=append
-case "${1:-}" in append|projections|relay|billing|http) bench=$1; shift ;; esac
+case "${1:-}" in append|projections|relay|billing|http|costs) bench=$1; shift ;; esac
 cargo build --release --locked --bin linkage-bench
 if [ -z "${DATABASE_URL:-}" ]; then
   pg_dir=$(mktemp -d /tmp/linkage-pg.XXXXXX)

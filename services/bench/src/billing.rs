@@ -8,15 +8,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aggregates::CaseAction;
-use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
 use projections::billing::Month;
-use schemas::wire::*;
 use schemas::*;
 use sqlx::postgres::PgPoolCopyExt;
 
-use super::{bench_err, case_services, memory_mib, open_case, seed_cases, BenchError, Scratch};
+use super::{
+    bench_err, case_services, case_with_contacts, memory_mib, seed_cases, BenchError, Scratch,
+};
 use services::billing::export::{export_month, Format};
 use services::store::Store;
 
@@ -38,41 +37,9 @@ const MONTH: Month = Month {
     month: 3,
 };
 
-/// A case opened in February with `n` contacts in March: mostly billable calls and visits, with
-/// voicemails, short calls and undocumented ones among them, so lines carry reasons.
-fn case_with_contacts(id: CaseId, n: usize) -> Vec<CaseAction> {
-    let intake = NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
-    let mut actions = vec![open_case(id, intake)];
-    for i in 0..n {
-        let day = 1 + (i % 28) as u32;
-        let contact_type = match i % 10 {
-            0 => ContactType::Voicemail,
-            1 | 2 => ContactType::FaceToFace,
-            _ => ContactType::Phone,
-        };
-        actions.push(CaseAction::LogContact {
-            activity_id: ActivityId::generate(),
-            request: LogContactRequest {
-                component: TcmComponent::Monitoring,
-                contact_type,
-                with: vec![Participant::Guardian],
-                occurred_at: Utc
-                    .with_ymd_and_hms(2026, 3, day, 9 + (i % 8) as u32, 0, 0)
-                    .single()
-                    .expect("a time")
-                    .fixed_offset(),
-                minutes: Minutes::parse(5 + (i * 7 % 60) as i64).expect("in range"),
-                note: (i % 9 != 4).then(|| Text::parse("monitoring call").expect("text")),
-                location: Some(Location::Office),
-            },
-        });
-    }
-    actions
-}
-
 /// A sink that only counts what it is given: the disk is not what is measured (COPY's bytes are
 /// not written either).
-fn counting_sink(
+pub(crate) fn counting_sink(
 ) -> std::pin::Pin<Box<impl futures::Sink<bytes::Bytes, Error = std::convert::Infallible>>> {
     Box::pin(futures::sink::unfold(
         0u64,
@@ -217,7 +184,7 @@ impl BillingBench {
         let t0 = Instant::now();
         let n = self.per_case;
         seed_cases(&store, &services, cases, move |id| {
-            case_with_contacts(id, n)
+            case_with_contacts(id, n, ActorId::parse("cm-bench").expect("static"), MONTH)
         })
         .await?;
         let seeded = t0.elapsed().as_secs_f64();

@@ -6,10 +6,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use services::config::Config;
-use services::Application;
 use uuid::Uuid;
 
+use crate::serve::Served;
 use crate::{row, run_clients, settle, BenchError, Row, Scratch};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -47,32 +46,14 @@ impl HttpBench {
         fsync: &str,
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
-        let data_dir =
-            std::env::temp_dir().join(format!("linkage-bench-http-{}", Uuid::new_v4().simple()));
-        let config = Config {
-            listen: "127.0.0.1:0".parse().expect("static address"),
-            data_dir: data_dir.clone(),
-            database_url: Some(url.to_owned()),
-            run_projections: !self.without_projections,
-            ..Config::default()
-        };
-        let app = Application::build(config)
-            .await
-            .map_err(|e| BenchError::Refused(e.to_string()))?;
-        let base = format!("http://{}", app.local_addr());
-        let token = std::fs::read_to_string(data_dir.join("admin.token"))?
-            .trim()
-            .to_owned();
-        let store = app.state().store.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
         let max_clients = self.clients.iter().copied().max().unwrap_or(1);
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(max_clients * 2)
-            .build()
-            .map_err(|e| BenchError::Refused(e.to_string()))?;
+        let served = Served::start(url, !self.without_projections, max_clients * 2).await?;
+        let (base, token, client, store) = (
+            served.base.clone(),
+            served.token.clone(),
+            served.client.clone(),
+            served.store.clone(),
+        );
         writeln!(
             out,
             "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs; \
@@ -234,13 +215,7 @@ impl HttpBench {
             writeln!(out, "{line}")?;
         }
         raw_pool.close().await;
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), server)
-            .await
-            .map_err(|_| BenchError::Refused("the server did not stop".into()))?
-            .map_err(|e| BenchError::Refused(e.to_string()))?
-            .map_err(BenchError::Io)?;
-        let _ = std::fs::remove_dir_all(&data_dir);
+        served.stop().await?;
         Ok(())
     }
 }

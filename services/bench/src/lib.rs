@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::{Actor, Case, CaseAction, CaseCommand, CaseEvent, CaseServices};
-use chrono::{Duration as Days, NaiveDate, Utc};
+use chrono::{Duration as Days, NaiveDate, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use hdrhistogram::Histogram;
@@ -26,10 +26,13 @@ use services::startup::AppState;
 use services::store::{Commit, Store};
 
 mod billing;
+mod costs;
 mod http;
 mod projection;
 mod relay;
+mod serve;
 pub use billing::BillingBench;
+pub use costs::CostBench;
 pub use http::HttpBench;
 pub use projection::ProjectionBench;
 pub use relay::RelayBench;
@@ -98,12 +101,17 @@ pub(crate) fn contact(i: usize) -> LogContactRequest {
 
 /// The intake of a synthetic bench case (2 events: opened, assigned).
 pub(crate) fn open_case(id: CaseId, intake_date: NaiveDate) -> CaseAction {
+    open_case_for(id, intake_date, ActorId::parse("cm-bench").expect("static"))
+}
+
+/// The intake of a synthetic bench case assigned to `worker`.
+pub(crate) fn open_case_for(id: CaseId, intake_date: NaiveDate, worker: ActorId) -> CaseAction {
     CaseAction::OpenCase {
         case_id: id,
         agency: actor().agency,
         request: OpenCaseRequest {
             program: Program::Tcm,
-            assigned_to: ActorId::parse("cm-bench").expect("static"),
+            assigned_to: worker,
             intake_date,
             child: ChildIn {
                 given_name: PersonName::parse("Bench").expect("static"),
@@ -119,6 +127,48 @@ pub(crate) fn open_case(id: CaseId, intake_date: NaiveDate) -> CaseAction {
         // The bench drives the aggregate directly: no intake check in front of it.
         possible_duplicates: vec![],
     }
+}
+
+/// A case of `worker`'s opened on the first day of the month before `month`, with `n` contacts
+/// in `month` spread over its days and hours: mostly billable calls and visits, with voicemails,
+/// short calls and undocumented ones among them, so that billing lines carry reasons.
+pub(crate) fn case_with_contacts(
+    id: CaseId,
+    n: usize,
+    worker: ActorId,
+    month: projections::billing::Month,
+) -> Vec<CaseAction> {
+    let (year, before) = match month.month {
+        1 => (month.year - 1, 12),
+        m => (month.year, m - 1),
+    };
+    let intake = NaiveDate::from_ymd_opt(year, before, 1).expect("a month's first day");
+    let mut actions = vec![open_case_for(id, intake, worker)];
+    for i in 0..n {
+        let day = 1 + (i % 28) as u32;
+        let contact_type = match i % 10 {
+            0 => ContactType::Voicemail,
+            1 | 2 => ContactType::FaceToFace,
+            _ => ContactType::Phone,
+        };
+        actions.push(CaseAction::LogContact {
+            activity_id: ActivityId::generate(),
+            request: LogContactRequest {
+                component: TcmComponent::Monitoring,
+                contact_type,
+                with: vec![Participant::Guardian],
+                occurred_at: Utc
+                    .with_ymd_and_hms(month.year, month.month, day, 9 + (i % 8) as u32, 0, 0)
+                    .single()
+                    .expect("a time")
+                    .fixed_offset(),
+                minutes: Minutes::parse(5 + (i * 7 % 60) as i64).expect("in range"),
+                note: (i % 9 != 4).then(|| Text::parse("monitoring call").expect("text")),
+                location: Some(Location::Office),
+            },
+        });
+    }
+    actions
 }
 
 /// A case stream of `len` events: intake, assignment, then contacts.
@@ -298,6 +348,21 @@ pub(crate) fn bench_state(
 
 pub(crate) fn bench_err(e: impl std::fmt::Display) -> BenchError {
     BenchError::Refused(e.to_string())
+}
+
+static HEAP_GAUGE: std::sync::OnceLock<fn() -> usize> = std::sync::OnceLock::new();
+
+/// Lets the benchmarks read the bytes the global allocator has handed out and not taken back
+/// (the binary's counting allocator); without it they report no heap figure.
+pub fn count_heap_with(gauge: fn() -> usize) {
+    let _ = HEAP_GAUGE.set(gauge);
+}
+
+/// Heap in use now, in MiB, when a gauge was given.
+pub(crate) fn heap_mib() -> Option<f64> {
+    HEAP_GAUGE
+        .get()
+        .map(|gauge| gauge() as f64 / (1024.0 * 1024.0))
 }
 
 /// This process's memory in MiB (Linux): `VmRSS:` (resident now) or `VmHWM:` (peak so far).

@@ -2,12 +2,13 @@
 //! the same database (and NATS server). `ops/bench.sh` builds it in release mode and runs it.
 
 use clap::{Parser, Subcommand};
-use linkage_bench::{AppendBench, BillingBench, HttpBench, ProjectionBench, RelayBench};
+use linkage_bench::{AppendBench, BillingBench, CostBench, HttpBench, ProjectionBench, RelayBench};
 use services::config::LogFormat;
 
-/// The same allocator as the `linkage` server, so that the figures are the server's.
+/// The same allocator as the `linkage` server, so that the figures are the server's, counting
+/// the bytes allocated (one atomic add per allocation) so that a benchmark can report heap use.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,11 +34,14 @@ enum Bench {
     Billing(BillingBench),
     /// Contacts posted over real HTTP connections beside a raw INSERT at the same concurrency
     Http(HttpBench),
+    /// Costs users feel at 10,000, 1,000,000 and 10,000,000 events stored, beside the smallest
+    Costs(CostBench),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    linkage_bench::count_heap_with(|| GLOBAL.allocated());
     services::telemetry::init(LogFormat::Pretty);
     let out = &mut std::io::stdout().lock();
     match cli.bench {
@@ -46,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Relay(bench) => bench.run(out).await?,
         Bench::Billing(bench) => bench.run(out).await?,
         Bench::Http(bench) => bench.run(out).await?,
+        Bench::Costs(bench) => bench.run(out).await?,
     }
     Ok(())
 }

@@ -233,3 +233,50 @@ async fn bench_billing_prints_the_export_beside_copy() {
         billable
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_costs_prints_every_figure_at_every_size() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let bench = linkage_bench::CostBench {
+        database_url: url,
+        sizes: vec![1_000, 3_000],
+        stream_len: 100,
+        seconds: 1,
+        probe_cases: 3,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    let stored = report
+        .lines()
+        .find(|l| l.starts_with("events stored "))
+        .unwrap_or_else(|| panic!("no sizes in:\n{report}"));
+    let sizes: Vec<u64> = stored
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{stored}");
+    assert!(sizes[0] >= 1_000 && sizes[1] >= 3_000, "{stored}");
+    for label in [
+        "commands/s, 16 clients",
+        "command p99 ms",
+        "cold load of a 100-event case p50 ms",
+        "page of 100 of a case's events p50 ms",
+        "caseload of a worker (3 cases) p50 ms",
+        "month export (294 lines) seconds",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row `{label}` in:\n{report}"));
+        let figures: Vec<f64> = line[label.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.parse().unwrap_or_else(|_| panic!("`{w}` in `{line}`")))
+            .collect();
+        assert!(figures.iter().all(|f| *f > 0.0), "{line}");
+    }
+    assert!(report.contains("largest/first"), "{report}");
+}

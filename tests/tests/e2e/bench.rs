@@ -242,7 +242,7 @@ async fn bench_costs_prints_every_figure_at_every_size() {
     let bench = linkage_bench::CostBench {
         database_url: url,
         sizes: vec![1_000, 3_000],
-        stream_len: 100,
+        stream_len: 150,
         seconds: 1,
         probe_cases: 3,
     };
@@ -262,10 +262,10 @@ async fn bench_costs_prints_every_figure_at_every_size() {
     for label in [
         "commands/s, 16 clients",
         "command p99 ms",
-        "cold load of a 100-event case p50 ms",
+        "cold load of a 150-event case p50 ms",
         "page of 100 of a case's events p50 ms",
         "caseload of a worker (3 cases) p50 ms",
-        "month export (294 lines) seconds",
+        "month export (444 lines) ms",
     ] {
         let line = report
             .lines()

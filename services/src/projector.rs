@@ -391,6 +391,7 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
                 Err(ProjectionError::Store(e)) => {
                     // The store may be briefly unreachable: try again, skipping nothing.
                     tracing::warn!(projection = name, error = %e, "projection step failed; retrying");
+                    store.note_step_retry();
                 }
                 Err(e) => {
                     tracing::error!(projection = name, error = %e, "projection stopped");

@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 
 use super::projections::{CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
+use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
 use projections::log::group_by_case;
@@ -144,7 +145,7 @@ impl Store {
         };
         let (mut states, missing) = self.remembered.billing.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             // One statement reads the touched cases' headers this process does not remember,
             // one writes them back, one adds the contacts, one marks the voided, one records the

@@ -11,6 +11,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
 use super::projections::UPSERT_CHECKPOINT;
+use super::BeginWrite;
 use super::{Backend, LogPosition, Store, Work};
 use crate::error::StoreError;
 
@@ -43,7 +44,7 @@ impl Store {
         events: u64,
     ) -> Result<(), StoreError> {
         on_pool_for!(self, Work::Relay, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if matches!(self.backend, Backend::Postgres { .. }) {
                 sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
             }

@@ -37,6 +37,26 @@ macro_rules! on_pool {
     };
 }
 
+/// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
+/// at once (waiting up to the busy timeout for another writer), so the transaction never holds a
+/// read snapshot it then cannot upgrade, which SQLite refuses at once as "database is locked"
+/// whatever the timeout. The embedded store so has one writer path: writers queue for the lock.
+pub(crate) trait BeginWrite<DB: sqlx::Database> {
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error>;
+}
+
+impl BeginWrite<sqlx::Postgres> for PgPool {
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite<sqlx::Sqlite> for SqlitePool {
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Like `on_pool!`, with the pool of the given `Work` (on SQLite all work shares one pool).
 macro_rules! on_pool_for {
     ($self:expr, $work:expr, $pool:ident => $body:expr) => {
@@ -172,6 +192,8 @@ pub struct Store {
     replica: String,
     /// How long the events this process's projection engine applied had waited.
     applied_lag: crate::projector::AppliedLag,
+    /// Projection steps that failed on a store error and were retried (`projection_step_retries`).
+    step_retries: std::sync::atomic::AtomicU64,
     /// What this process's projection appliers remember of the rows they last wrote.
     remembered: Remembrance,
 }
@@ -354,6 +376,7 @@ impl Store {
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
+            step_retries: Default::default(),
             remembered: Default::default(),
             replica: default_replica_id(),
         })
@@ -390,6 +413,7 @@ impl Store {
             commits: tokio::sync::watch::Sender::new(0),
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
+            step_retries: Default::default(),
             remembered: Default::default(),
             replica: default_replica_id(),
         })
@@ -398,6 +422,17 @@ impl Store {
     /// How long the events this process's projection engine applied had waited, per projection.
     pub fn applied_lag(&self) -> &crate::projector::AppliedLag {
         &self.applied_lag
+    }
+
+    /// How many of this process's projection steps failed on a store error (a lock, a lost
+    /// connection) and were retried: zero on a healthy store.
+    pub fn projection_step_retries(&self) -> u64 {
+        self.step_retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_step_retry(&self) {
+        self.step_retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Names this process among replicas.

@@ -12,6 +12,7 @@ use projections::caseload::{CaseloadState, ContactDates};
 use projections::log::group_by_case;
 use projections::search::name_key;
 
+use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
 
@@ -381,7 +382,7 @@ impl Store {
         };
         let (mut heads, missing) = self.remembered.audit.recall(claim.from, &cases);
         on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             if !missing.is_empty() {
                 let rows = sqlx::query(heads_sql)
@@ -432,7 +433,7 @@ impl Store {
         };
         let (mut stored, missing) = self.remembered.caseloads.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             claim_batch!(tx, name, claim, last, batch.len());
             // The touched cases' states this process does not remember, in one statement, not
             // one round trip per case; the states, the contacts and the voids go back in one
@@ -544,7 +545,7 @@ impl Store {
     /// batch's, and that replica's next claim finds the checkpoint gone.
     pub async fn reset_projection(&self, name: &str, tables: &[&str]) -> Result<(), StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)

@@ -16,6 +16,7 @@ mod history;
 mod log;
 mod measures;
 mod paging;
+mod reliability;
 mod replicas;
 mod roles;
 mod search;

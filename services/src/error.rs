@@ -28,6 +28,9 @@ pub enum StoreError {
     CannotApply(#[from] projections::log::ApplyError),
     #[error("unexpected store error: {0}")]
     Unexpected(String),
+    /// A backup or restore could not be made; nothing was changed.
+    #[error("backup: {0}")]
+    Backup(String),
     /// Another process is rebuilding this projection.
     #[error("a rebuild of projection {0} is already running")]
     RebuildRunning(String),

@@ -371,6 +371,43 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
         out.contains("verified 1 cases, 2 entries") && out.contains("intact"),
         "{out}"
     );
+    // A backup restores into another, empty data directory, whose chains verify; a second
+    // restore there, or a backup over an existing file, is refused.
+    let copy = temp_dir();
+    let file = copy.0.join("linkage.backup");
+    let (ok, _, err) = run(&["backup", "--out", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    std::fs::create_dir_all(&copy.0).unwrap();
+    let (ok, out, err) = run(&["backup", "--out", file.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("backed up the sqlite store"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(&["backup", "--out", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("never overwrites"), "{err}");
+    let restored = copy.0.join("restored");
+    let in_copy = |args: &[&str]| {
+        let out = linkage()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&restored)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = in_copy(&["restore", file.to_str().unwrap()]);
+    assert!(ok && out.contains(": 2 events"), "{out}{err}");
+    let (ok, _, err) = in_copy(&["restore", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("restore into an empty data directory"),
+        "{err}"
+    );
+    let (ok, out, err) = in_copy(&["audit", "verify"]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
     let (ok, out, err) = run(&["case", "history", &case_id, "--basis", "occurred"]);
     assert!(ok, "{err}");
     let history: serde_json::Value = serde_json::from_str(&out).expect("JSON");

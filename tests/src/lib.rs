@@ -116,6 +116,62 @@ pub(crate) fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()>
     .join();
 }
 
+/// A new, empty database `linkage_test_<id>` on the test PostgreSQL server: its URL, and the
+/// admin URL and name `Cleanup` drops it by. None when no test server is configured.
+async fn create_database(id: &str) -> Option<(String, (String, String))> {
+    let admin_url = postgres_admin_url()?;
+    let db = format!("linkage_test_{id}");
+    let mut c = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut c)
+        .await
+        .expect("create a test database");
+    Some((replace_database(&admin_url, &db), (admin_url, db)))
+}
+
+/// A store that does not exist yet (a data directory with no database, or an empty PostgreSQL
+/// database), dropped with everything in it at the end: where a test restores a backup.
+pub struct EmptyStore {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    _cleanup: Cleanup,
+}
+
+impl EmptyStore {
+    /// None for PostgreSQL when no test server is configured.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("linkage-test-empty-{id}"));
+        let mut cleanup = Cleanup {
+            data_dir: data_dir.clone(),
+            pg: None,
+        };
+        let mut database_url = None;
+        if backend == Backend::Postgres {
+            let (url, pg) = create_database(&id).await?;
+            database_url = Some(url);
+            cleanup.pg = Some(pg);
+        }
+        Some(Self {
+            data_dir,
+            database_url,
+            _cleanup: cleanup,
+        })
+    }
+
+    /// The configuration of a server on this store.
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            clock: Some(now()),
+            ..Config::default()
+        }
+    }
+}
+
 /// A running application and a client for it.
 pub struct TestApp {
     pub backend: Backend,
@@ -173,17 +229,9 @@ impl TestApp {
         };
         let mut cleanup = Cleanup { data_dir, pg: None };
         if backend == Backend::Postgres {
-            let admin_url = postgres_admin_url()?;
-            let db = format!("linkage_test_{id}");
-            let mut c = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .expect("connect to the test PostgreSQL server");
-            sqlx::query(&format!("CREATE DATABASE {db}"))
-                .execute(&mut c)
-                .await
-                .expect("create a test database");
-            config.database_url = Some(replace_database(&admin_url, &db));
-            cleanup.pg = Some((admin_url, db));
+            let (url, pg) = create_database(&id).await?;
+            config.database_url = Some(url);
+            cleanup.pg = Some(pg);
         }
         tweak(&mut config);
         Some(Self::start(backend, config, Arc::new(cleanup)).await)

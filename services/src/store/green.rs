@@ -99,9 +99,10 @@ impl Store {
             .execute(&mut lock)
             .await?;
         }
-        let store = Store::postgres_with(options, 1, Some(&format!("{schema},{live_schema}")))
-            .await?
-            .with_replica(format!("{}-rebuild", self.replica()));
+        let store =
+            Store::postgres_with(None, options, 1, Some(&format!("{schema},{live_schema}")))
+                .await?
+                .with_replica(format!("{}-rebuild", self.replica()));
         Ok(Some(Green {
             name,
             tables,

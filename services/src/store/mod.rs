@@ -86,6 +86,7 @@ macro_rules! on_es {
     };
 }
 
+pub mod backup;
 mod bus;
 mod cache;
 mod green;
@@ -194,6 +195,8 @@ pub struct Store {
     applied_lag: crate::projector::AppliedLag,
     /// Projection steps that failed on a store error and were retried (`projection_step_retries`).
     step_retries: std::sync::atomic::AtomicU64,
+    /// The PostgreSQL URL it was opened with (the client tools of `backup` connect with it).
+    pg_url: Option<String>,
     /// What this process's projection appliers remember of the rows they last wrote.
     remembered: Remembrance,
 }
@@ -321,12 +324,13 @@ impl Store {
     /// to `writers` group-commit writers at a time (`group_commit`).
     pub async fn postgres(url: &str, writers: usize) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
-        Self::postgres_with(options, writers, None).await
+        Self::postgres_with(Some(url), options, writers, None).await
     }
 
     /// PostgreSQL with these options. With `search_path`, every connection looks for tables
     /// there first and nothing is migrated: a shadow store over a migrated database (`green`).
     async fn postgres_with(
+        url: Option<&str>,
         options: PgConnectOptions,
         writers: usize,
         search_path: Option<&str>,
@@ -377,6 +381,7 @@ impl Store {
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
             step_retries: Default::default(),
+            pg_url: url.map(str::to_owned),
             remembered: Default::default(),
             replica: default_replica_id(),
         })
@@ -414,6 +419,7 @@ impl Store {
             log_moved: tokio::sync::watch::Sender::new(0),
             applied_lag: Default::default(),
             step_retries: Default::default(),
+            pg_url: None,
             remembered: Default::default(),
             replica: default_replica_id(),
         })

@@ -22,6 +22,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay(args) => cli::relay::run(args).await,
         Command::Subscribe(args) => cli::subscribe::run(args).await,
         Command::Billing { command } => cli::billing::run(command).await,
+        Command::Backup(args) => cli::backup::backup(args).await,
+        Command::Restore(args) => cli::backup::restore_into(args).await,
         Command::Token { command } => cli::token::run(command).await,
     }
 }

@@ -2,6 +2,7 @@
 //! `run`, in the manner of mini-redis's `cmd/`. Helpers shared by several live here.
 
 pub mod audit;
+pub mod backup;
 pub mod billing;
 pub mod case;
 pub mod projections;
@@ -55,6 +56,10 @@ pub enum Command {
         #[command(subcommand)]
         command: billing::BillingCommand,
     },
+    /// Write a consistent copy of the whole store to a file, while servers run
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty store
+    Restore(backup::RestoreArgs),
     /// Manage API tokens
     Token {
         #[command(subcommand)]

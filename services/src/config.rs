@@ -59,6 +59,9 @@ pub struct Config {
     pub replica_id: Option<String>,
     /// How callers sign in besides Linkage's own tokens (`[auth.oidc]`).
     pub auth: AuthConfig,
+    /// Signed anchors of the audit trail outside the database (`[audit_anchor]`,
+    /// `LINKAGE_AUDIT_ANCHOR__KEY_FILE`, `__OUT`, `__INTERVAL_SECS`); absent, none are written.
+    pub audit_anchor: Option<crate::anchor::AnchorConfig>,
 }
 
 /// `[auth]`.
@@ -99,6 +102,7 @@ impl Default for Config {
             clock: None,
             replica_id: None,
             auth: AuthConfig::default(),
+            audit_anchor: None,
         }
     }
 }

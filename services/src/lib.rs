@@ -1,6 +1,7 @@
 //! Linkage's I/O edge: configuration, the event stores, the HTTP API and the command line.
 //! Everything with a socket, a pool or a file lives here; the domain stays in the crates below.
 
+pub mod anchor;
 pub mod auth;
 pub mod billing;
 pub mod bus;

@@ -59,6 +59,8 @@ pub enum StartupError {
     Config(#[from] crate::config::ConfigError),
     #[error("the built-in instrument definitions are invalid: {0}")]
     Instruments(#[from] schemas::SchemaError),
+    #[error(transparent)]
+    Anchor(#[from] crate::anchor::AnchorError),
 }
 
 /// Opens the store the configuration names: PostgreSQL when a database URL is set, otherwise the
@@ -83,6 +85,8 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Signs and appends audit anchors, when `[audit_anchor]` is configured.
+    anchorer: Option<crate::anchor::Anchorer>,
 }
 
 impl Application {
@@ -102,6 +106,14 @@ impl Application {
         if clock.is_pinned() {
             tracing::warn!(now = %clock.now(), "the clock is pinned: \"now\" stands still until set");
         }
+        // A bad key or anchor file stops the start, before anything is served.
+        let anchorer = match &config.audit_anchor {
+            Some(anchor) => Some(crate::anchor::Anchorer::open(
+                crate::anchor::load_key(&anchor.key_file)?,
+                &anchor.out,
+            )?),
+            None => None,
+        };
         let store = open_store(&config).await?;
         ensure_admin_token(&store, &config.data_dir, clock.now()).await?;
         let listener =
@@ -128,7 +140,11 @@ impl Application {
                 .map(|c| Arc::new(crate::oidc::Verifier::new(c))),
             config: Arc::new(config),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            anchorer,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -172,6 +188,22 @@ impl Application {
             ))),
             _ => None,
         };
+        let clock = self.state.clock.clone();
+        let anchors = self.anchorer.map(|anchorer| {
+            let every = self
+                .state
+                .config
+                .audit_anchor
+                .as_ref()
+                .map_or(60, |a| a.interval_secs);
+            tokio::spawn(crate::anchor::run(
+                anchorer,
+                store.clone(),
+                clock.clone(),
+                std::time::Duration::from_secs(every.max(1)),
+                stop_rx.clone(),
+            ))
+        });
         let router = crate::http::router(self.state);
         tracing::info!(%addr, "serving the Linkage API");
         let served = axum::serve(self.listener, router)
@@ -187,6 +219,14 @@ impl Application {
             let _ = relay.await;
         }
         let _ = wakeups.await;
+        // The last anchor covers what the projection applied before it stopped.
+        if let Some(anchors) = anchors {
+            if let Ok(mut anchorer) = anchors.await {
+                if let Err(e) = anchorer.anchor(&store, clock.now()).await {
+                    tracing::error!(error = %e, "could not write the audit anchor at shutdown");
+                }
+            }
+        }
         store.close().await;
         served
     }

@@ -317,9 +317,28 @@ async fn tokens_expire_are_listed_and_are_revoked() {
 #[tokio::test]
 async fn projections_and_audit_commands_work_from_the_command_line() {
     let dir = temp_dir();
+    let keys = temp_dir();
+    std::fs::create_dir_all(&keys.0).unwrap();
+    let (key_file, anchors) = (keys.0.join("anchor.key"), keys.0.join("anchors.jsonl"));
+    let keygen = linkage()
+        .args(["audit", "keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .expect("runs");
+    let printed = String::from_utf8_lossy(&keygen.stdout).into_owned();
+    let public_key = printed.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        keygen.status.success() && public_key.len() == 64,
+        "{printed}"
+    );
     let config = services::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.0.clone(),
+        audit_anchor: Some(services::anchor::AnchorConfig {
+            key_file,
+            out: anchors.clone(),
+            interval_secs: 3_600,
+        }),
         ..services::Config::default()
     };
     let app = services::Application::build(config).await.expect("builds");
@@ -369,6 +388,20 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
     assert!(ok, "{err}");
     assert!(
         out.contains("verified 1 cases, 2 entries") && out.contains("intact"),
+        "{out}"
+    );
+    // The server signed an anchor when it stopped; the chains agree with it.
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        "--anchors",
+        anchors.to_str().unwrap(),
+        "--public-key",
+        &public_key,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("checked 1 signed anchors, 1 anchored case heads"),
         "{out}"
     );
     // A backup restores into another, empty data directory, whose chains verify; a second

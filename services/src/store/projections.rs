@@ -342,7 +342,43 @@ fn copy_text_row(out: &mut String, fields: &[Option<&str>]) {
     out.push('\n');
 }
 
+/// The trail's hash at each listed (case, sequence), from a JSON array of `{case_id, sequence}`.
+const PG_AUDIT_HASHES: &str = "\
+SELECT a.case_id, a.sequence, a.hash FROM audit_entries a
+  JOIN jsonb_to_recordset($1) AS x(case_id text, sequence bigint)
+    ON a.case_id = x.case_id AND a.sequence = x.sequence";
+
+const SQLITE_AUDIT_HASHES: &str = "\
+SELECT a.case_id, a.sequence, a.hash FROM audit_entries a
+  JOIN json_each($1) AS x
+    ON a.case_id = x.value ->> 'case_id' AND a.sequence = x.value ->> 'sequence'";
+
 impl Store {
+    /// The trail's hash at each (case, sequence) of `newest` that the trail holds.
+    pub async fn audit_hashes(
+        &self,
+        newest: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<std::collections::HashMap<(String, u64), String>, StoreError> {
+        let wanted: Vec<serde_json::Value> = newest
+            .iter()
+            .map(
+                |(case_id, sequence)| serde_json::json!({"case_id": case_id, "sequence": sequence}),
+            )
+            .collect();
+        let sql = match &self.backend {
+            Backend::Postgres { .. } => PG_AUDIT_HASHES,
+            Backend::Sqlite { .. } => SQLITE_AUDIT_HASHES,
+        };
+        on_pool!(self, pool => {
+            let rows: Vec<(String, i64, String)> =
+                sqlx::query_as(sql).bind(Json(&wanted)).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(case_id, sequence, hash)| ((case_id, sequence as u64), hash))
+                .collect())
+        })
+    }
+
     /// The checkpoint `name`, read through the pool of `work` (whoever follows the log asks
     /// through its own).
     pub async fn checkpoint(&self, work: Work, name: &str) -> Result<Checkpoint, StoreError> {

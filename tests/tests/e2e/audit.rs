@@ -11,6 +11,41 @@ use services::projector;
 
 use linkage_tests::days_ago as day;
 
+/// Edits event 4 of `case` (its second contact, of 11 minutes) to 99 minutes by hand, going
+/// around the immutability trigger as only a database superuser could.
+async fn edit_by_hand(app: &TestApp, case: &str) {
+    let edit = "UPDATE events SET payload = REPLACE(CAST(payload AS TEXT), '\"minutes\":11', '\"minutes\":99') \
+            WHERE aggregate_id = $1 AND sequence = 4";
+    match &app.config.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query("ALTER TABLE events DISABLE TRIGGER events_immutable")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let edit =
+                "UPDATE events SET payload = jsonb_set(payload, '{ContactLogged,minutes}', '99') \
+                    WHERE aggregate_id = $1 AND sequence = 4";
+            let r = sqlx::query(edit).bind(case).execute(&pool).await.unwrap();
+            assert_eq!(r.rows_affected(), 1);
+            pool.close().await;
+        }
+        None => {
+            let path = app.config.data_dir.join("linkage.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query("DROP TRIGGER IF EXISTS events_immutable_update")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let r = sqlx::query(edit).bind(case).execute(&pool).await.unwrap();
+            assert_eq!(r.rows_affected(), 1);
+            pool.close().await;
+        }
+    }
+}
+
 async fn case_with_activity(app: &TestApp, contacts: usize) -> String {
     let t = &app.admin_token;
     let (s, b) = app
@@ -170,37 +205,7 @@ both_stores!(
         let other = case_with_activity(&app, 1).await;
         trail(&app, &case, 5).await;
         trail(&app, &other, 3).await;
-        // Edit the third event of `case` by hand, going around the immutability trigger as only a
-        // database superuser could.
-        let edit = "UPDATE events SET payload = REPLACE(CAST(payload AS TEXT), '\"minutes\":11', '\"minutes\":99') \
-                WHERE aggregate_id = $1 AND sequence = 4";
-        match &app.config.database_url {
-            Some(url) => {
-                let pool = sqlx::PgPool::connect(url).await.unwrap();
-                sqlx::query("ALTER TABLE events DISABLE TRIGGER events_immutable")
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                let edit = "UPDATE events SET payload = jsonb_set(payload, '{ContactLogged,minutes}', '99') \
-                        WHERE aggregate_id = $1 AND sequence = 4";
-                let r = sqlx::query(edit).bind(&case).execute(&pool).await.unwrap();
-                assert_eq!(r.rows_affected(), 1);
-                pool.close().await;
-            }
-            None => {
-                let path = app.config.data_dir.join("linkage.db");
-                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query("DROP TRIGGER events_immutable_update")
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                let r = sqlx::query(edit).bind(&case).execute(&pool).await.unwrap();
-                assert_eq!(r.rows_affected(), 1);
-                pool.close().await;
-            }
-        }
+        edit_by_hand(&app, &case).await;
         let report = projector::verify(&app.store, None).await.unwrap();
         assert_eq!(report.cases, 2);
         assert_eq!(report.broken.len(), 1, "{report:?}");
@@ -329,3 +334,128 @@ both_stores!(
         }
     }
 );
+
+/// Someone who can write the database rewrites an event and recomputes every later link of the
+/// trail (here: edits the payload, then rebuilds the trail): the chains verify by themselves,
+/// but not against the anchors signed before, which name the case. An anchor taken out of the
+/// middle of the file is named too. The server signs one at shutdown.
+async fn anchors_catch_a_rewritten_history(backend: linkage_tests::Backend) {
+    use services::anchor::{self, AnchorConfig, Anchorer};
+    let dir = std::env::temp_dir().join(format!("linkage-anchors-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("anchor.key");
+    let public = anchor::public_key(&anchor::generate_key(&key_file).unwrap()).unwrap();
+    assert!(
+        anchor::generate_key(&key_file).is_err(),
+        "a key is never replaced"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let shared = dir.join("shared.key");
+        std::fs::copy(&key_file, &shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            anchor::load_key(&shared).is_err(),
+            "a readable key is refused"
+        );
+    }
+    let served = dir.join("served.anchors");
+    let config = AnchorConfig {
+        key_file: key_file.clone(),
+        out: served.clone(),
+        interval_secs: 3_600,
+    };
+    let Some(mut app) =
+        TestApp::spawn_with(backend, |c| c.audit_anchor = Some(config.clone())).await
+    else {
+        return;
+    };
+    // The test anchors between commits itself, into a file of its own.
+    let out = dir.join("test.anchors");
+    let mut anchorer = Anchorer::open(anchor::load_key(&key_file).unwrap(), &out).unwrap();
+    let mut cases = Vec::new();
+    for contacts in [2, 1, 3] {
+        cases.push(case_with_activity(&app, contacts).await);
+        app.wait_projected().await;
+        let signed = anchorer
+            .anchor(&app.store, linkage_tests::now())
+            .await
+            .unwrap()
+            .expect("a trail grew");
+        assert_eq!(signed.body.heads.len(), 1, "only the case that grew");
+    }
+    assert!(anchorer
+        .anchor(&app.store, linkage_tests::now())
+        .await
+        .unwrap()
+        .is_none());
+    app.stop().await;
+    let at_shutdown = std::fs::read_to_string(&served).expect("an anchor at shutdown");
+    assert_eq!(at_shutdown.lines().count(), 1, "{at_shutdown}");
+
+    let store = services::startup::open_store(&app.config).await.unwrap();
+    for file in [&out, &served] {
+        let report = anchor::verify(&store, file, &public).await.unwrap();
+        assert!(report.broken.is_empty(), "{:?}", report.broken);
+    }
+    assert_eq!(
+        anchor::verify(&store, &out, &public).await.unwrap().heads,
+        3
+    );
+
+    // One anchor out of the middle.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = dir.join("cut.anchors");
+    std::fs::write(&cut, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    let report = anchor::verify(&store, &cut, &public).await.unwrap();
+    assert!(
+        report
+            .broken
+            .iter()
+            .any(|b| b.contains("anchor 3 is at place 2"))
+            && report.broken.iter().any(|b| b.contains("does not link")),
+        "{:?}",
+        report.broken
+    );
+    // Another key's word counts for nothing.
+    let other = anchor::public_key(&anchor::generate_key(&dir.join("other.key")).unwrap()).unwrap();
+    let report = anchor::verify(&store, &out, &other).await.unwrap();
+    assert_eq!(report.broken.len(), 3, "{:?}", report.broken);
+
+    // The history rewritten: a contact's minutes changed, the trail recomputed after it.
+    let tampered = &cases[2];
+    edit_by_hand(&app, tampered).await;
+    projector::rebuild(&store, "audit_trail", true, |_| {})
+        .await
+        .unwrap();
+    let report = projector::verify(&store, None).await.unwrap();
+    assert!(
+        report.broken.is_empty(),
+        "the recomputed trail verifies by itself: {:?}",
+        report.broken
+    );
+    let report = anchor::verify(&store, &out, &public).await.unwrap();
+    assert_eq!(report.broken.len(), 1, "{:?}", report.broken);
+    assert!(
+        report.broken[0].contains(tampered.as_str())
+            && report.broken[0].contains("no longer give the signed hash"),
+        "{:?}",
+        report.broken
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anchors_catch_a_rewritten_history_sqlite() {
+    anchors_catch_a_rewritten_history(linkage_tests::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anchors_catch_a_rewritten_history_postgres() {
+    anchors_catch_a_rewritten_history(linkage_tests::Backend::Postgres).await;
+}

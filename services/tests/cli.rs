@@ -2,29 +2,14 @@
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use services::auth::hash_token;
 use services::store::Store;
 
-/// The instant every server these tests start is pinned at (`LINKAGE_CLOCK`): the dates they
-/// send are computed from it, never from the machine's clock.
-const CLOCK: &str = "2026-11-16T23:59:30Z";
-
-fn linkage() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_linkage"));
-    command.env("LINKAGE_CLOCK", CLOCK);
-    command
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{free_port, linkage, open_case, serve, temp_dir, wait_projected};
 
 /// The token record stored for `token` (by its hash) in the embedded store under `dir`.
 async fn stored_token(dir: &std::path::Path, token: &str) -> services::store::TokenRecord {
@@ -46,11 +31,6 @@ async fn stored(dir: &std::path::Path, token: &str) -> services::store::StoredTo
 /// The last line printed: the token, after its id and expiry.
 fn last_line(printed: &str) -> String {
     printed.trim().lines().last().unwrap_or_default().to_owned()
-}
-
-fn temp_dir() -> TempDir {
-    let dir = std::env::temp_dir().join(format!("linkage-cli-{}", uuid::Uuid::new_v4().simple()));
-    TempDir(dir)
 }
 
 #[tokio::test]
@@ -474,24 +454,10 @@ async fn projections_and_audit_commands_work_from_the_command_line() {
 #[tokio::test]
 async fn a_killed_server_loses_no_projected_event() {
     let dir = temp_dir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let serve = |projections: &str| {
-        linkage()
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&dir.0)
+        serve(port, &dir.0, None)
             .env("LINKAGE_RUN_PROJECTIONS", projections)
-            .env("LINKAGE_PROJECTION_POLL_MS", "20")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("linkage serve starts")
     };
@@ -544,49 +510,4 @@ async fn a_killed_server_loses_no_projected_event() {
     let _ = second.wait();
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
     assert_eq!(audit["pending"], 0);
-}
-
-/// Polls `/readyz` until every projection has caught up (lag 0), retrying while the server is
-/// still starting.
-async fn wait_projected(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = serde_json::Value::Null;
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if let Ok(ready) = r.json::<serde_json::Value>().await {
-                let caught_up = ready["projections"]
-                    .as_array()
-                    .is_some_and(|ps| ps.iter().all(|p| p["lag"] == 0));
-                if caught_up {
-                    return;
-                }
-                last = ready;
-            }
-        }
-        assert!(Instant::now() < deadline, "never caught up: {last}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Opens a case over HTTP as `token`; returns its id.
-async fn open_case(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    given_name: &str,
-    birth_date: &str,
-) -> String {
-    let today = &CLOCK[..10];
-    let case: serde_json::Value = client
-        .post(format!("{base}/v1/cases"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": today,
-            "child": {"given_name": given_name, "family_name": "Sample", "birth_date": birth_date}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    case["case_id"].as_str().expect("a case").to_owned()
 }

@@ -29,6 +29,11 @@ pub struct Config {
     pub billing_rules_dir: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a request may take until its answer starts (`LINKAGE_REQUEST_TIMEOUT_SECS`): a
+    /// client that sends its body a byte at a time is answered 408 and let go, instead of
+    /// holding a connection and a task for ever. Streamed answers (exports, the event stream)
+    /// are not cut: the limit ends when the answer starts.
+    pub request_timeout_secs: u64,
     /// How many times a command that lost an optimistic-concurrency race is retried.
     pub conflict_retries: u32,
     /// PostgreSQL: how many groups of commands' events may be written at once (group commit).
@@ -90,6 +95,7 @@ impl Default for Config {
             billing_profile: crate::billing::DEFAULT_PROFILE.to_owned(),
             billing_rules_dir: None,
             max_body_bytes: 256 * 1024,
+            request_timeout_secs: 60,
             conflict_retries: 8,
             group_commit_writers: 4,
             log_format: LogFormat::Pretty,
@@ -196,12 +202,14 @@ impl fmt::Debug for Config {
             .field("billing_profile", &self.billing_profile)
             .field("billing_rules_dir", &self.billing_rules_dir)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
             .field("conflict_retries", &self.conflict_retries)
             .field("group_commit_writers", &self.group_commit_writers)
             .field("log_format", &self.log_format)
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
             .field("caseload", &self.caseload)
+            .field("audit_anchor", &self.audit_anchor)
             .field("time_zone", &self.time_zone)
             .field("agency_time_zones", &self.agency_time_zones)
             .field("documentation_window_days", &self.documentation_window_days)

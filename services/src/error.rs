@@ -52,6 +52,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request was not complete within {secs} s; send it again")]
+    RequestTimeout { secs: u64 },
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
@@ -113,6 +115,11 @@ impl ApiError {
             ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
+                self.to_string(),
+            ),
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
                 self.to_string(),
             ),
             ApiError::Invalid { code, message } => {

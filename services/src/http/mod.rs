@@ -12,6 +12,7 @@ pub mod reads;
 pub mod tokens;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,6 +23,7 @@ use crate::startup::AppState;
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let secs = state.config.request_timeout_secs;
     Router::new()
         .route(
             "/v1/cases",
@@ -76,6 +78,26 @@ pub fn router(state: AppState) -> Router {
             ApiError::MethodNotAllowed
         })
         .layer(DefaultBodyLimit::max(limit))
+        // A body declared larger than the limit is refused before a byte of it is read; any
+        // request (its body included) must be complete within the time limit, the answer's own
+        // streaming not counted.
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let declared = request
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > limit as u64) {
+                    return ApiError::TooLarge { limit }.into_response();
+                }
+                let within = std::time::Duration::from_secs(secs);
+                match tokio::time::timeout(within, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => ApiError::RequestTimeout { secs }.into_response(),
+                }
+            },
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let request_id = req

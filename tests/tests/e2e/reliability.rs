@@ -245,3 +245,164 @@ async fn a_backup_under_load_restores_sqlite() {
 async fn a_backup_under_load_restores_postgres() {
     a_backup_under_load_restores(Backend::Postgres).await;
 }
+
+/// POSTs to /v1/cases over a plain TCP connection, declaring `length` bytes and sending `sent`;
+/// the raw answer.
+async fn raw_exchange(address: &str, token: &str, sent: &[u8], length: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/cases HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let _ = c.write_all(sent).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The contract's error: a 4xx with a machine-readable code and a human message.
+fn contract_error(what: &str, status: StatusCode, body: &Value) {
+    assert!(status.is_client_error(), "{what}: {status} {body}");
+    assert!(
+        body["error"]["code"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+        "{what}: {status} {body}"
+    );
+}
+
+/// Hostile input gets the contract's error and stores nothing: deeply nested JSON, a 10 MiB
+/// string, invalid UTF-8, NUL characters, SQL and path tricks in ids and query strings, a body
+/// sent a byte at a time (other clients are served meanwhile). A header of 1 MiB is refused by
+/// the HTTP layer itself (431, before the application sees the request, so without the
+/// contract's body).
+async fn hostile_input_is_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.request_timeout_secs = 2).await else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let case = open_cases(&app, 1).await.remove(0);
+    let stored = app.store.events_after(LogPosition::START).await.unwrap();
+    let intake = |given: &str| {
+        json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": "2026-09-01",
+            "child": {"given_name": given, "family_name": "Sample", "birth_date": "2016-05-04"}})
+        .to_string()
+        .into_bytes()
+    };
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
+    let huge = intake(&"x".repeat(10 * 1024 * 1024));
+    let mut invalid_utf8 = intake("Robin");
+    let at = invalid_utf8.iter().position(|b| *b == b'R').unwrap();
+    invalid_utf8[at] = 0xff;
+    let nul = intake("Ro\u{0}bin");
+    let contact_nul = json!({"component": "monitoring", "contact_type": "phone",
+        "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z", "minutes": 10,
+        "note": "called\u{0}back"})
+    .to_string()
+    .into_bytes();
+    for (what, path, body) in [
+        ("deeply nested JSON", "/v1/cases".to_owned(), nested),
+        ("invalid UTF-8", "/v1/cases".to_owned(), invalid_utf8),
+        ("a NUL in a name", "/v1/cases".to_owned(), nul),
+        (
+            "a NUL in a note",
+            format!("/v1/cases/{case}/contacts"),
+            contact_nul,
+        ),
+    ] {
+        let (s, b) = app.post_raw(&path, &t, body, None).await;
+        contract_error(what, s, &b);
+    }
+    // A 10 MiB body is refused by its declared length, before the server reads it (a client
+    // still writing then sees the connection close: the answer is read without the rest).
+    let answer = raw_exchange(&app.address, &t, &huge[..64 * 1024], huge.len()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("\"body_too_large\""),
+        "{answer}"
+    );
+    for path in [
+        "/v1/cases/'%20OR%201=1--/events".to_owned(),
+        "/v1/cases/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "/v1/cases/%00".to_owned(),
+        format!("/v1/cases/{case}/events?limit=1;DROP%20TABLE%20events"),
+        format!("/v1/cases/{case}/events?cursor=%27%20OR%201=1--"),
+        "/v1/caseloads/cm-ada'--".to_owned(),
+        "/v1/cases?name=%27%3B%20DELETE%20FROM%20events%3B--".to_owned(),
+    ] {
+        let (s, b) = app.get(&path, &t).await;
+        if s == StatusCode::OK {
+            // A search for a strange name is a search: it finds nothing.
+            assert_eq!(b["cases"], json!([]), "{path}: {b}");
+        } else {
+            contract_error(&path, s, &b);
+        }
+    }
+    let r = app
+        .client
+        .get(format!("{}/v1/cases/{case}", app.address))
+        .bearer_auth(&t)
+        .header("x-padding", "y".repeat(1024 * 1024))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // A body a byte at a time: answered 408 when the request time is up; others are served.
+    let slow = tokio::spawn({
+        let (address, t) = (
+            app.address.trim_start_matches("http://").to_owned(),
+            t.clone(),
+        );
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(address).await.unwrap();
+            let head = format!(
+                "POST /v1/cases HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\n\
+                 content-type: application/json\r\ncontent-length: 400\r\n\r\n"
+            );
+            c.write_all(head.as_bytes()).await.unwrap();
+            for _ in 0..40 {
+                if c.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = app.get(&format!("/v1/cases/{case}"), &t).await;
+    assert_eq!(s, StatusCode::OK, "served while a slow client sends");
+    let answer = slow.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""),
+        "{answer}"
+    );
+    assert_eq!(
+        app.store.events_after(LogPosition::START).await.unwrap(),
+        stored,
+        "nothing was stored"
+    );
+    // And the server still serves.
+    let (s, _) = app.get(&format!("/v1/cases/{case}"), &t).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_is_refused_sqlite() {
+    hostile_input_is_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_is_refused_postgres() {
+    hostile_input_is_refused(Backend::Postgres).await;
+}

@@ -36,5 +36,6 @@ as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -o \"$opts\" -w -t 60 s
 
 url="postgres://postgres@127.0.0.1:$port/postgres"
 echo "$url" > "$dir/url"
+echo "$opts" > "$dir/opts"
 echo "pg-start: PostgreSQL $(basename "$(dirname "$bin")") in $dir on port $port" >&2
 echo "$url"

@@ -18,7 +18,7 @@ pub enum StoreError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("stored data does not read back: {0}")]
@@ -34,6 +34,35 @@ pub enum StoreError {
     /// Another process is rebuilding this projection.
     #[error("a rebuild of projection {0} is already running")]
     RebuildRunning(String),
+}
+
+/// A database error is the store being unreachable (the API's 503, which a client retries) when
+/// the connection failed or the server is going away or not yet accepting connections
+/// (SQLSTATE classes 08 and 57: connection exception, operator intervention), or when no
+/// connection came in time; any other is an error of its own.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if unreachable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// Whether `e` means the database cannot be reached now (see `From<sqlx::Error>`).
+pub(crate) fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -352,11 +352,10 @@ fn is_code(e: &sqlx::Error, code: &str) -> bool {
 
 fn persistence_error(e: &sqlx::Error) -> PersistenceError {
     let message = e.to_string();
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            PersistenceError::ConnectionError(message.into())
-        }
-        _ => PersistenceError::UnknownError(message.into()),
+    if crate::error::unreachable(e) {
+        PersistenceError::ConnectionError(message.into())
+    } else {
+        PersistenceError::UnknownError(message.into())
     }
 }
 

@@ -172,6 +172,12 @@ pub const ACQUIRE_SLOW: Duration = Duration::from_millis(500);
 
 /// Connections of the API's pool on PostgreSQL: the group-commit writers and the readers.
 const API_CONNECTIONS: u32 = 20;
+
+/// How long a request waits for a connection of the API's pool before it is answered 503.
+const API_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the projections and the relay wait for one (they retry on their own).
+const BACKGROUND_WAIT: Duration = Duration::from_secs(10);
 /// The projection engine applies its projections side by side (one connection each) and reads
 /// the log between batches.
 const PROJECTION_CONNECTIONS: u32 = 5;
@@ -335,7 +341,7 @@ impl Store {
         writers: usize,
         search_path: Option<&str>,
     ) -> Result<Self, StoreError> {
-        let pool_of = |connections: u32, settings: &[(&str, &str)]| {
+        let pool_of = |connections: u32, wait: Duration, settings: &[(&str, &str)]| {
             let mut settings = settings.to_vec();
             if let Some(path) = search_path {
                 settings.push(("search_path", path));
@@ -343,12 +349,14 @@ impl Store {
             let options = options.clone().options(settings);
             PgPoolOptions::new()
                 .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(wait)
                 // A wait this long for a connection is logged as a warning: the work starved.
                 .acquire_slow_threshold(ACQUIRE_SLOW)
                 .connect_with(options)
         };
-        let pool = pool_of(API_CONNECTIONS, &[])
+        // A request waits at most API_WAIT for a connection: while the database is down the API
+        // answers 503 within seconds instead of holding every client.
+        let pool = pool_of(API_CONNECTIONS, API_WAIT, &[])
             .await
             .map_err(StoreError::Connect)?;
         if search_path.is_none() {
@@ -361,10 +369,14 @@ impl Store {
         // the database only moves the projection back to a checkpoint its rows agree with, and
         // the engine applies the same events again to the same rows: it need not wait for the
         // WAL flush (any later synchronous commit, a billing batch say, flushes it first).
-        let projections = pool_of(PROJECTION_CONNECTIONS, &[("synchronous_commit", "off")])
-            .await
-            .map_err(StoreError::Connect)?;
-        let relay = pool_of(RELAY_CONNECTIONS, &[])
+        let projections = pool_of(
+            PROJECTION_CONNECTIONS,
+            BACKGROUND_WAIT,
+            &[("synchronous_commit", "off")],
+        )
+        .await
+        .map_err(StoreError::Connect)?;
+        let relay = pool_of(RELAY_CONNECTIONS, BACKGROUND_WAIT, &[])
             .await
             .map_err(StoreError::Connect)?;
         let es = PersistedEventStore::new_event_store(PgRepository::new(pool.clone(), writers))
@@ -771,6 +783,10 @@ fn aggregate_error(e: AggregateError<CaseError>) -> StoreError {
         AggregateError::AggregateConflict => StoreError::Corrupt("unexpected conflict".into()),
         AggregateError::DatabaseConnectionError(e) => StoreError::Unavailable(e.to_string()),
         AggregateError::DeserializationError(e) => StoreError::Corrupt(e.to_string()),
-        AggregateError::UnexpectedError(e) => StoreError::Unexpected(e.to_string()),
+        // postgres-es reports a pool that timed out, or a server shutting down, as unknown.
+        AggregateError::UnexpectedError(e) => match e.downcast_ref::<sqlx::Error>() {
+            Some(db) if crate::error::unreachable(db) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Unexpected(e.to_string()),
+        },
     }
 }

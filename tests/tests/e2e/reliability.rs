@@ -406,3 +406,186 @@ async fn hostile_input_is_refused_sqlite() {
 async fn hostile_input_is_refused_postgres() {
     hostile_input_is_refused(Backend::Postgres).await;
 }
+
+/// A PostgreSQL cluster of the test's own (`ops/pg-start.sh`), which the test may stop and
+/// start again (`ops/pg-ctl.sh`); removed when dropped.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+fn ops(script: &str) -> std::process::Command {
+    std::process::Command::new(format!("{}/../ops/{script}", env!("CARGO_MANIFEST_DIR")))
+}
+
+impl OwnCluster {
+    /// None when the run has no PostgreSQL (the shared test server is not configured).
+    fn start() -> Option<Self> {
+        linkage_tests::postgres_admin_url()?;
+        let dir = std::env::temp_dir().join(format!("linkage-own-pg-{}", uuid::Uuid::new_v4()));
+        let out = ops("pg-start.sh")
+            .env("LINKAGE_PG_DIR", &dir)
+            .output()
+            .expect("ops/pg-start.sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Some(Self { dir, url })
+    }
+
+    fn ctl(&self, action: &str) {
+        let out = ops("pg-ctl.sh")
+            .arg(&self.dir)
+            .arg(action)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = ops("pg-stop.sh").arg(&self.dir).output();
+    }
+}
+
+/// PostgreSQL stops while clients post commands, stays down for seconds, and starts again: while
+/// it is down the API answers 503 with the contract's error and `/readyz` says why; afterwards it
+/// accepts again without a restart; no answer is ever a 500; every command answered 201 is
+/// stored exactly once; the projections catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_rides_out_a_postgres_outage() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let url = cluster.url.clone();
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.database_url = Some(url))
+        .await
+        .expect("PostgreSQL");
+    let cases = open_cases(&app, 4).await;
+    let answers: Arc<Mutex<Vec<(String, StatusCode, Value)>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let clients: Vec<_> = cases
+        .iter()
+        .map(|case| {
+            let (client, base, t, case) = (
+                app.client.clone(),
+                app.address.clone(),
+                app.admin_token.clone(),
+                case.clone(),
+            );
+            let (answers, stopped) = (answers.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !*stopped.borrow() {
+                    i += 1;
+                    let r = client
+                        .post(format!("{base}/v1/cases/{case}/contacts"))
+                        .bearer_auth(&t)
+                        .json(&json!({"component": "monitoring", "contact_type": "phone",
+                            "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z",
+                            "minutes": 10 + i % 50}))
+                        .send()
+                        .await
+                        .expect("the server answers while the database is down");
+                    let status = r.status();
+                    let body: Value = r.json().await.expect("a JSON answer");
+                    answers.lock().unwrap().push((case.clone(), status, body));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cluster.ctl("stop");
+    let down = std::time::Instant::now();
+    // /readyz says why, and commands get the contract's 503.
+    let mut said_why = false;
+    while down.elapsed() < Duration::from_secs(15) && !said_why {
+        let (s, b) = app.get("/readyz", &app.admin_token).await;
+        said_why = s == StatusCode::SERVICE_UNAVAILABLE && b["status"] == "unavailable";
+    }
+    assert!(said_why, "/readyz reports the store unavailable");
+    let unavailable = || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+            .count()
+    };
+    while unavailable() == 0 {
+        assert!(
+            down.elapsed() < Duration::from_secs(20),
+            "no 503 while down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(down.elapsed())).await;
+    cluster.ctl("start");
+
+    // Accepting again, without a restart.
+    let back = std::time::Instant::now();
+    let created_after = || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s, _)| *s == StatusCode::CREATED)
+            .count()
+    };
+    let before = created_after();
+    while created_after() < before + 8 {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "commands accepted again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let answers = answers.lock().unwrap().clone();
+    let mut acknowledged = Vec::new();
+    for (case, status, body) in &answers {
+        match *status {
+            StatusCode::CREATED => acknowledged.push((
+                case.clone(),
+                body["activity_id"].as_str().expect("activity").to_owned(),
+            )),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let mut stored = std::collections::HashMap::<String, usize>::new();
+    for case in &cases {
+        let id = schemas::CaseId::parse(case).unwrap();
+        for e in app.store.events_of(id).await.unwrap() {
+            if let Some(a) = e.payload["ContactLogged"]["activity_id"].as_str() {
+                *stored.entry(a.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    for (case, activity) in &acknowledged {
+        assert_eq!(stored.get(activity), Some(&1), "{activity} of {case}");
+    }
+    assert!(stored.values().all(|n| *n == 1), "nothing stored twice");
+    app.wait_projected().await;
+    eprintln!(
+        "outage: {} answers, {} acknowledged, {} answered 503",
+        answers.len(),
+        acknowledged.len(),
+        answers.len() - acknowledged.len()
+    );
+}

@@ -122,6 +122,81 @@ async fn views(store: &services::store::Store, cases: &[String]) -> Vec<String> 
     out
 }
 
+/// Every answer the posting clients got: the case, the status, the body.
+type Answers = Arc<Mutex<Vec<(String, StatusCode, Value)>>>;
+
+/// One client per case, each posting contacts to its case until `stopped` turns true (pausing
+/// `pause` between posts); every answer is recorded.
+fn posting_clients(
+    app: &TestApp,
+    cases: &[String],
+    pause: Duration,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Answers) {
+    let answers: Answers = Arc::default();
+    let clients = cases
+        .iter()
+        .map(|case| {
+            let (client, base, t, case) = (
+                app.client.clone(),
+                app.address.clone(),
+                app.admin_token.clone(),
+                case.clone(),
+            );
+            let (answers, stopped) = (answers.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !*stopped.borrow() {
+                    i += 1;
+                    let r = client
+                        .post(format!("{base}/v1/cases/{case}/contacts"))
+                        .bearer_auth(&t)
+                        .json(&json!({"component": "monitoring", "contact_type": "phone",
+                            "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z",
+                            "minutes": 10 + i % 50, "note": "monitoring call"}))
+                        .send()
+                        .await
+                        .expect("the server answers");
+                    let status = r.status();
+                    let body: Value = r.json().await.expect("a JSON answer");
+                    answers.lock().unwrap().push((case.clone(), status, body));
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        })
+        .collect();
+    (clients, answers)
+}
+
+/// Each contact activity's number of occurrences in the cases' streams.
+async fn stored_activities(
+    store: &services::store::Store,
+    cases: &[String],
+) -> std::collections::HashMap<String, usize> {
+    let mut stored = std::collections::HashMap::new();
+    for case in cases {
+        let id = schemas::CaseId::parse(case).unwrap();
+        for e in store.events_of(id).await.unwrap() {
+            if let Some(a) = e.payload["ContactLogged"]["activity_id"].as_str() {
+                *stored.entry(a.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    stored
+}
+
+/// The activities answered 201, with their cases.
+fn acknowledged(answers: &[(String, StatusCode, Value)]) -> Vec<(String, String)> {
+    answers
+        .iter()
+        .filter(|(_, s, _)| *s == StatusCode::CREATED)
+        .map(|(case, _, body)| {
+            let activity = body["activity_id"].as_str().expect("an activity id");
+            (case.clone(), activity.to_owned())
+        })
+        .collect()
+}
+
 /// A backup taken while eight clients log contacts: every contact acknowledged before it began
 /// is in it, it restores into an empty store (and is refused by one that is not, changing
 /// nothing), its chains verify, and its projections, caught up, equal a rebuild from zero.
@@ -133,52 +208,20 @@ async fn a_backup_under_load_restores(backend: Backend) {
         .await
         .expect("as the app's backend");
     let cases = open_cases(&app, 8).await;
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let clients: Vec<_> = cases
-        .iter()
-        .map(|case| {
-            let (client, base, t, case) = (
-                app.client.clone(),
-                app.address.clone(),
-                app.admin_token.clone(),
-                case.clone(),
-            );
-            let (acked, stopped) = (acked.clone(), stopped.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !*stopped.borrow() {
-                    let r = client
-                        .post(format!("{base}/v1/cases/{case}/contacts"))
-                        .bearer_auth(&t)
-                        .json(&json!({"component": "monitoring", "contact_type": "phone",
-                            "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z",
-                            "minutes": 10 + i % 50, "note": "monitoring call"}))
-                        .send()
-                        .await
-                        .expect("an answer");
-                    let status = r.status();
-                    let body: Value = r.json().await.expect("JSON");
-                    assert_eq!(status, StatusCode::CREATED, "{body}");
-                    let activity = body["activity_id"].as_str().expect("an activity id");
-                    acked
-                        .lock()
-                        .unwrap()
-                        .push((case.clone(), activity.to_owned()));
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    while acked.lock().unwrap().len() < 40 {
+    let (clients, answers) = posting_clients(&app, &cases, Duration::ZERO, stopped);
+    while answers.lock().unwrap().len() < 40 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let before = acked.lock().unwrap().clone();
+    let before = acknowledged(&answers.lock().unwrap());
     let file = std::env::temp_dir().join(format!("linkage-backup-{}", uuid::Uuid::new_v4()));
     let bytes = app.store.backup(&file).await.expect("a backup");
     let _ = stop.send(true);
     for client in clients {
         client.await.expect("client");
+    }
+    for (case, status, body) in answers.lock().unwrap().iter() {
+        assert_eq!(*status, StatusCode::CREATED, "{case}: {body}");
     }
     assert!(bytes > 0);
     assert!(
@@ -209,14 +252,12 @@ async fn a_backup_under_load_restores(backend: Backend) {
     );
     let _ = std::fs::remove_file(&file);
 
+    let stored = stored_activities(&store, &cases).await;
     for (case, activity) in &before {
-        let id = schemas::CaseId::parse(case).unwrap();
-        let stored = store.events_of(id).await.unwrap();
-        assert!(
-            stored
-                .iter()
-                .any(|e| e.payload["ContactLogged"]["activity_id"] == activity.as_str()),
-            "contact {activity} of {case}, acknowledged before the backup, is in it"
+        assert_eq!(
+            stored.get(activity),
+            Some(&1),
+            "contact {activity} of {case}, acknowledged before the backup, is in it once"
         );
     }
     let report = projector::verify(&store, None).await.unwrap();
@@ -470,39 +511,8 @@ async fn the_api_rides_out_a_postgres_outage() {
         .await
         .expect("PostgreSQL");
     let cases = open_cases(&app, 4).await;
-    let answers: Arc<Mutex<Vec<(String, StatusCode, Value)>>> = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let clients: Vec<_> = cases
-        .iter()
-        .map(|case| {
-            let (client, base, t, case) = (
-                app.client.clone(),
-                app.address.clone(),
-                app.admin_token.clone(),
-                case.clone(),
-            );
-            let (answers, stopped) = (answers.clone(), stopped.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !*stopped.borrow() {
-                    i += 1;
-                    let r = client
-                        .post(format!("{base}/v1/cases/{case}/contacts"))
-                        .bearer_auth(&t)
-                        .json(&json!({"component": "monitoring", "contact_type": "phone",
-                            "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z",
-                            "minutes": 10 + i % 50}))
-                        .send()
-                        .await
-                        .expect("the server answers while the database is down");
-                    let status = r.status();
-                    let body: Value = r.json().await.expect("a JSON answer");
-                    answers.lock().unwrap().push((case.clone(), status, body));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
-        .collect();
+    let (clients, answers) = posting_clients(&app, &cases, Duration::from_millis(20), stopped);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     cluster.ctl("stop");
@@ -555,28 +565,17 @@ async fn the_api_rides_out_a_postgres_outage() {
         c.await.expect("client");
     }
     let answers = answers.lock().unwrap().clone();
-    let mut acknowledged = Vec::new();
-    for (case, status, body) in &answers {
+    for (_, status, body) in &answers {
         match *status {
-            StatusCode::CREATED => acknowledged.push((
-                case.clone(),
-                body["activity_id"].as_str().expect("activity").to_owned(),
-            )),
+            StatusCode::CREATED => {}
             StatusCode::SERVICE_UNAVAILABLE => {
                 assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
             }
             other => panic!("{other}: {body}"),
         }
     }
-    let mut stored = std::collections::HashMap::<String, usize>::new();
-    for case in &cases {
-        let id = schemas::CaseId::parse(case).unwrap();
-        for e in app.store.events_of(id).await.unwrap() {
-            if let Some(a) = e.payload["ContactLogged"]["activity_id"].as_str() {
-                *stored.entry(a.to_owned()).or_default() += 1;
-            }
-        }
-    }
+    let acknowledged = acknowledged(&answers);
+    let stored = stored_activities(&app.store, &cases).await;
     for (case, activity) in &acknowledged {
         assert_eq!(stored.get(activity), Some(&1), "{activity} of {case}");
     }

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// A backup or restore could not be made; nothing was changed.
     #[error("backup: {0}")]
     Backup(String),
+    /// The database's disk is full: nothing was written.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
     /// Another process is rebuilding this projection.
     #[error("a rebuild of projection {0} is already running")]
     RebuildRunning(String),
@@ -44,9 +47,22 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if unreachable(&e) {
             StoreError::Unavailable(e.to_string())
+        } else if full(&e) {
+            StoreError::Full(e.to_string())
         } else {
             StoreError::Database(e)
         }
+    }
+}
+
+/// Whether `e` is the database's disk being full (SQLite's SQLITE_FULL, PostgreSQL's disk_full).
+pub(crate) fn full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code == "13" || code == "53100"),
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
     }
 }
 
@@ -164,6 +180,12 @@ impl ApiError {
                 };
                 (status, e.code(), e.to_string())
             }
+            ApiError::Store(StoreError::Full(_)) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the store's disk is full; nothing was changed, try again once space is freed"
+                    .into(),
+            ),
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Connect(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

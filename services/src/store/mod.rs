@@ -786,6 +786,7 @@ fn aggregate_error(e: AggregateError<CaseError>) -> StoreError {
         // postgres-es reports a pool that timed out, or a server shutting down, as unknown.
         AggregateError::UnexpectedError(e) => match e.downcast_ref::<sqlx::Error>() {
             Some(db) if crate::error::unreachable(db) => StoreError::Unavailable(e.to_string()),
+            Some(db) if crate::error::full(db) => StoreError::Full(e.to_string()),
             _ => StoreError::Unexpected(e.to_string()),
         },
     }

@@ -588,3 +588,122 @@ async fn the_api_rides_out_a_postgres_outage() {
         answers.len() - acknowledged.len()
     );
 }
+
+/// A small filesystem of the test's own (tmpfs), unmounted when dropped. None where mounting is
+/// not allowed (not root): the test then says so and skips.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("linkage-small-disk-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping the full-disk test: cannot mount a tmpfs here (it needs root)");
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The embedded store's disk fills up under commands: they get `507 storage_full` with the
+/// contract's error and nothing half-written remains (every 201 stored, every chain intact);
+/// once space is freed the same server carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_is_a_clear_error_and_the_server_carries_on() {
+    let Some(disk) = SmallDisk::mount(24) else {
+        return;
+    };
+    let data_dir = disk.0.join("data");
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.data_dir = data_dir.clone())
+        .await
+        .expect("SQLite");
+    let cases = open_cases(&app, 2).await;
+    app.wait_projected().await;
+    // Fill the disk but for a little room.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 256 * 1024];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(512 * 1024)).unwrap();
+    }
+    let note = "n".repeat(2000);
+    let mut created = Vec::new();
+    let mut full = None;
+    for i in 0..2_000u64 {
+        let case = &cases[i as usize % 2];
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/contacts"),
+                &app.admin_token,
+                &json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                    "occurred_at": "2026-10-05T15:00:00Z", "minutes": 10 + i % 50, "note": note}),
+            )
+            .await;
+        match s {
+            StatusCode::CREATED => {
+                created.push((case.clone(), b["activity_id"].as_str().unwrap().to_owned()))
+            }
+            _ => {
+                full = Some((s, b));
+                break;
+            }
+        }
+    }
+    let (status, body) = full.expect("the disk filled up");
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "storage_full", "{body}");
+    let stored = app.store.events_after(LogPosition::START).await.unwrap();
+
+    // Nothing half-written: every 201 is stored once, and nothing else was.
+    let activities = stored_activities(&app.store, &cases).await;
+    assert_eq!(
+        activities.len(),
+        created.len(),
+        "only the acknowledged contacts"
+    );
+    for (case, activity) in &created {
+        assert_eq!(activities.get(activity), Some(&1), "{activity} of {case}");
+    }
+
+    // Space freed: the same server carries on, and its projections catch up intact.
+    std::fs::remove_file(&filler).unwrap();
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{}/contacts", cases[0]),
+            &app.admin_token,
+            &json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                "occurred_at": "2026-10-05T15:00:00Z", "minutes": 12}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        app.store.events_after(LogPosition::START).await.unwrap(),
+        stored + 1
+    );
+    app.wait_projected().await;
+    let report = projector::verify(&app.store, None).await.unwrap();
+    assert!(report.broken.is_empty(), "{:?}", report.broken);
+    eprintln!(
+        "full disk: {} contacts stored before the disk filled; then 507, then stored again",
+        created.len()
+    );
+}

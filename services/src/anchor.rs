@@ -266,28 +266,109 @@ impl Anchorer {
     }
 }
 
-/// Anchors every `every` until `stop` turns true; hands the anchorer back for the last anchor.
+/// Where anchors are published besides the file when a bus is configured: a JetStream stream of
+/// their own (`<stream>_ANCHORS`, subject `<prefix>.anchors`) that refuses deletes and purges, on
+/// a server the database administrator does not run. An anchor the bus does not acknowledge is
+/// kept and sent again after the next one (the file has it meanwhile).
+pub struct AnchorBus {
+    js: async_nats::jetstream::Context,
+    subject: String,
+    pending: Vec<String>,
+}
+
+impl AnchorBus {
+    /// The stream anchors go to, for a bus configured as `bus`.
+    pub fn stream_name(bus: &crate::bus::config::BusConfig) -> String {
+        format!("{}_ANCHORS", bus.stream)
+    }
+
+    pub async fn connect(
+        url: &str,
+        bus: &crate::bus::config::BusConfig,
+    ) -> Result<Self, crate::bus::BusError> {
+        use async_nats::jetstream::stream;
+        let client = crate::bus::relay::connect(url, "linkage-anchors").await?;
+        let js = async_nats::jetstream::new(client);
+        let subject = format!("{}.anchors", bus.subject_prefix);
+        let name = Self::stream_name(bus);
+        js.get_or_create_stream(stream::Config {
+            name: name.clone(),
+            description: Some("Linkage's signed audit anchors (append-only)".into()),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: bus.replicas,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| crate::bus::BusError::Stream {
+            stream: name,
+            detail: e.to_string(),
+        })?;
+        Ok(Self {
+            js,
+            subject,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Publishes `anchor` after any not yet acknowledged, in order.
+    pub async fn publish(&mut self, anchor: &Anchor) {
+        self.pending
+            .push(serde_json::to_string(anchor).expect("an anchor serializes"));
+        while let Some(line) = self.pending.first() {
+            let acked = match self
+                .js
+                .publish(self.subject.clone(), line.clone().into())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match acked {
+                Ok(()) => {
+                    self.pending.remove(0);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, waiting = self.pending.len(),
+                        "the bus did not take an audit anchor; it is sent again with the next");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Anchors every `every` until `stop` turns true, publishing each to `bus` too; hands both back
+/// for the last anchor.
 pub async fn run(
     mut anchorer: Anchorer,
+    mut bus: Option<AnchorBus>,
     store: std::sync::Arc<Store>,
     clock: crate::clock::Clock,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Anchorer {
+) -> (Anchorer, Option<AnchorBus>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return anchorer,
+            _ = stop.changed() => return (anchorer, bus),
         }
         match anchorer.anchor(&store, clock.now()).await {
-            Ok(Some(a)) => tracing::info!(
-                seq = a.body.seq,
-                cases = a.body.heads.len(),
-                "audit anchor signed"
-            ),
+            Ok(Some(a)) => {
+                tracing::info!(
+                    seq = a.body.seq,
+                    cases = a.body.heads.len(),
+                    "audit anchor signed"
+                );
+                if let Some(bus) = bus.as_mut() {
+                    bus.publish(&a).await;
+                }
+            }
             Ok(None) => {}
             // Nothing is lost: the next anchor covers everything since the last one written.
             Err(e) => tracing::warn!(error = %e, "could not write an audit anchor; retrying"),

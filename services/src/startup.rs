@@ -189,6 +189,18 @@ impl Application {
             _ => None,
         };
         let clock = self.state.clock.clone();
+        let anchor_bus = match (&self.anchorer, &self.state.config.nats_url) {
+            (Some(_), Some(url)) => {
+                match crate::anchor::AnchorBus::connect(url, &self.state.config.bus).await {
+                    Ok(bus) => Some(bus),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit anchors go to their file only: the bus is unreachable");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let anchors = self.anchorer.map(|anchorer| {
             let every = self
                 .state
@@ -198,6 +210,7 @@ impl Application {
                 .map_or(60, |a| a.interval_secs);
             tokio::spawn(crate::anchor::run(
                 anchorer,
+                anchor_bus,
                 store.clone(),
                 clock.clone(),
                 std::time::Duration::from_secs(every.max(1)),
@@ -221,9 +234,17 @@ impl Application {
         let _ = wakeups.await;
         // The last anchor covers what the projection applied before it stopped.
         if let Some(anchors) = anchors {
-            if let Ok(mut anchorer) = anchors.await {
-                if let Err(e) = anchorer.anchor(&store, clock.now()).await {
-                    tracing::error!(error = %e, "could not write the audit anchor at shutdown");
+            if let Ok((mut anchorer, mut bus)) = anchors.await {
+                match anchorer.anchor(&store, clock.now()).await {
+                    Ok(Some(anchor)) => {
+                        if let Some(bus) = bus.as_mut() {
+                            bus.publish(&anchor).await;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not write the audit anchor at shutdown")
+                    }
                 }
             }
         }

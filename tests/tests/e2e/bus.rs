@@ -768,3 +768,56 @@ async fn only_one_replica_relays() {
         .collect();
     assert_eq!(got, expected, "each event once, in order");
 }
+
+/// With a bus configured, each signed audit anchor also goes to a stream of its own that
+/// refuses deletes and purges: the server's shutdown anchor is there, byte for byte the file's
+/// line, and cannot be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_anchors_are_published_to_an_append_only_stream() {
+    let Some(bus) = Bus::shared() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("linkage-anchor-bus-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("anchor.key");
+    services::anchor::generate_key(&key_file).unwrap();
+    let out = dir.join("anchors.jsonl");
+    let anchor = services::anchor::AnchorConfig {
+        key_file,
+        out: out.clone(),
+        interval_secs: 3_600,
+    };
+    let (url, config) = (bus.url.clone(), bus.config.clone());
+    let Some(mut app) = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        c.nats_url = Some(url);
+        c.bus = config;
+        c.audit_anchor = Some(anchor);
+    })
+    .await
+    else {
+        return;
+    };
+    scenario(&app, "north.county").await;
+    app.wait_projected().await;
+    app.stop().await;
+    let line = std::fs::read_to_string(&out).expect("the shutdown anchor");
+    let line = line.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+
+    let client = async_nats::connect(&bus.url).await.expect("connect");
+    let js = jetstream::new(client);
+    let mut stream = js
+        .get_stream(services::anchor::AnchorBus::stream_name(&bus.config))
+        .await
+        .expect("the anchors' stream");
+    let info = stream.info().await.expect("info").clone();
+    assert!(info.config.deny_delete && info.config.deny_purge);
+    assert_eq!(info.state.messages, 1);
+    let published = stream.get_raw_message(1).await.expect("the anchor");
+    assert_eq!(std::str::from_utf8(&published.payload).unwrap(), line);
+    assert!(
+        stream.delete_message(1).await.is_err(),
+        "an anchor cannot be deleted from the stream"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

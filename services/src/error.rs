@@ -208,12 +208,25 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code, %message, "request refused");
         }
+        // Refused before its body was read whole: the connection cannot carry another request,
+        // so the client is told not to reuse it (else its next request meets a closed socket).
+        let unread_body = matches!(
+            self,
+            ApiError::TooLarge { .. } | ApiError::RequestTimeout { .. }
+        );
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if unread_body {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

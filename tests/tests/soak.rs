@@ -21,6 +21,20 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A family name of letters for intake `n`, new for each: the open cases of a long run outnumber
+/// the test's distinct birth dates, and the same child twice is a duplicate intake, refused.
+fn family_name(n: usize) -> String {
+    let mut name = String::from("Sample");
+    let mut k = n;
+    loop {
+        name.push((b'a' + (k % 26) as u8) as char);
+        k /= 26;
+        if k == 0 {
+            return name;
+        }
+    }
+}
+
 /// This process's resident memory in MiB and its open file descriptors (Linux).
 fn process() -> (f64, usize) {
     let rss = std::fs::read_to_string("/proc/self/status")
@@ -67,7 +81,7 @@ async fn a_steady_load_leaves_nothing_growing() {
                     "/v1/cases",
                     &t,
                     &json!({"program": "tcm", "assigned_to": format!("cm-{}", n % 8), "intake_date": "2026-09-01",
-                        "child": {"given_name": "Robin", "family_name": "Sample",
+                        "child": {"given_name": "Robin", "family_name": family_name(n),
                                   "birth_date": linkage_tests::unique_birth_date()}}),
                 )
                 .await;
@@ -113,7 +127,7 @@ async fn a_steady_load_leaves_nothing_growing() {
     while started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         if n > 0 && n % 50 == 0 {
-            cases[intakes % 64] = intake(intakes).await;
+            cases[intakes % 64] = intake(64 + intakes).await;
             intakes += 1;
         }
         let (client, url, t) = (

@@ -153,14 +153,18 @@ fn finish(doc: &mut Value) {
                 let error = json!({"$ref": "#/components/schemas/ErrorBody"});
                 if secured && responses.get("4XX").is_none() {
                     responses["4XX"] = json!({
-                        "description": "refused: the contract's error shape with a machine-readable code",
+                        "description": "refused, in the contract's error shape with a machine-readable code: \
+                                        400 bad input, 401 no or bad token, 403 not allowed, 404 unknown, \
+                                        408 request not complete in time, 409 conflict, 413 body too large, \
+                                        422 a value or rule refused",
                         "content": {"application/json": {"schema": error.clone()}}
                     });
                 }
                 if responses.get("4XX").is_some() && responses.get("5XX").is_none() {
                     responses["5XX"] = json!({
-                        "description": "the server could not answer now (503: the store is unavailable); \
-                                        a command may be retried with the same Idempotency-Key",
+                        "description": "the server could not answer now (503 store_unavailable: the store cannot \
+                                        be reached; 507 storage_full: its disk is full); nothing was stored, \
+                                        and a command may be retried with the same Idempotency-Key",
                         "content": {"application/json": {"schema": error}}
                     });
                 }

@@ -34,6 +34,14 @@ pub struct Config {
     /// holding a connection and a task for ever. Streamed answers (exports, the event stream)
     /// are not cut: the limit ends when the answer starts.
     pub request_timeout_secs: u64,
+    /// Seconds a client has to send a request's line and headers once the connection waits for
+    /// them (`LINKAGE_HEADER_READ_TIMEOUT_SECS`); the connection is then closed. It is also how
+    /// long an idle keep-alive connection is kept.
+    pub header_read_timeout_secs: u64,
+    /// The largest request line and headers accepted, in bytes (`LINKAGE_MAX_HEADER_BYTES`):
+    /// larger is `431 headers_too_large`. Past 2 MiB the HTTP layer cuts the connection with a
+    /// bare 431 before the application sees the request.
+    pub max_header_bytes: usize,
     /// How many times a command that lost an optimistic-concurrency race is retried.
     pub conflict_retries: u32,
     /// PostgreSQL: how many groups of commands' events may be written at once (group commit).
@@ -96,6 +104,8 @@ impl Default for Config {
             billing_rules_dir: None,
             max_body_bytes: 256 * 1024,
             request_timeout_secs: 60,
+            header_read_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
             conflict_retries: 8,
             group_commit_writers: 4,
             log_format: LogFormat::Pretty,
@@ -203,6 +213,8 @@ impl fmt::Debug for Config {
             .field("billing_rules_dir", &self.billing_rules_dir)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("conflict_retries", &self.conflict_retries)
             .field("group_commit_writers", &self.group_commit_writers)
             .field("log_format", &self.log_format)

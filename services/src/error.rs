@@ -99,6 +99,8 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("the request was not complete within {secs} s; send it again")]
     RequestTimeout { secs: u64 },
+    #[error("the request's line and headers are larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
@@ -167,6 +169,11 @@ impl ApiError {
                 "request_timeout",
                 self.to_string(),
             ),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                self.to_string(),
+            ),
             ApiError::Invalid { code, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
             }
@@ -212,7 +219,9 @@ impl IntoResponse for ApiError {
         // so the client is told not to reuse it (else its next request meets a closed socket).
         let unread_body = matches!(
             self,
-            ApiError::TooLarge { .. } | ApiError::RequestTimeout { .. }
+            ApiError::TooLarge { .. }
+                | ApiError::RequestTimeout { .. }
+                | ApiError::HeadersTooLarge { .. }
         );
         let body = ErrorBody {
             error: ErrorDetail {

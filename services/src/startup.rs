@@ -217,10 +217,12 @@ impl Application {
                 stop_rx.clone(),
             ))
         });
+        let header_read_timeout =
+            std::time::Duration::from_secs(self.state.config.header_read_timeout_secs.max(1));
         let router = crate::http::router(self.state);
         tracing::info!(%addr, "serving the Linkage API");
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
+        let served =
+            crate::http::serve::serve(self.listener, router, header_read_timeout, async move {
                 shutdown.await;
                 let _ = stop_tx.send(true);
             })

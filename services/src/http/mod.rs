@@ -9,6 +9,7 @@ pub mod measures;
 pub mod openapi;
 pub mod page;
 pub mod reads;
+pub mod serve;
 pub mod tokens;
 
 use axum::extract::DefaultBodyLimit;
@@ -24,6 +25,7 @@ use crate::startup::AppState;
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let secs = state.config.request_timeout_secs;
+    let max_head = state.config.max_header_bytes;
     Router::new()
         .route(
             "/v1/cases",
@@ -78,9 +80,9 @@ pub fn router(state: AppState) -> Router {
             ApiError::MethodNotAllowed
         })
         .layer(DefaultBodyLimit::max(limit))
-        // A body declared larger than the limit is refused before a byte of it is read; any
-        // request (its body included) must be complete within the time limit, the answer's own
-        // streaming not counted.
+        // Headers over their limit, or a body declared larger than its limit, are refused before
+        // a byte of the body is read; any request (its body included) must be complete within
+        // the time limit, the answer's own streaming not counted.
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {
                 let declared = request
@@ -88,6 +90,9 @@ pub fn router(state: AppState) -> Router {
                     .get(axum::http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
+                if head_bytes(&request) > max_head {
+                    return ApiError::HeadersTooLarge { limit: max_head }.into_response();
+                }
                 if declared.is_some_and(|n| n > limit as u64) {
                     return ApiError::TooLarge { limit }.into_response();
                 }
@@ -109,4 +114,19 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// About the size of a request's line and headers as the client sent them.
+fn head_bytes(request: &axum::extract::Request) -> usize {
+    let uri = request.uri();
+    let line = request.method().as_str().len()
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+        + 12;
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
 }

@@ -156,7 +156,7 @@ fn finish(doc: &mut Value) {
                         "description": "refused, in the contract's error shape with a machine-readable code: \
                                         400 bad input, 401 no or bad token, 403 not allowed, 404 unknown, \
                                         408 request not complete in time, 409 conflict, 413 body too large, \
-                                        422 a value or rule refused",
+                                        422 a value or rule refused, 431 headers too large",
                         "content": {"application/json": {"schema": error.clone()}}
                     });
                 }

@@ -321,11 +321,15 @@ fn contract_error(what: &str, status: StatusCode, body: &Value) {
 
 /// Hostile input gets the contract's error and stores nothing: deeply nested JSON, a 10 MiB
 /// string, invalid UTF-8, NUL characters, SQL and path tricks in ids and query strings, a body
-/// sent a byte at a time (other clients are served meanwhile). A header of 1 MiB is refused by
-/// the HTTP layer itself (431, before the application sees the request, so without the
-/// contract's body).
+/// sent a byte at a time and headers sent a byte at a time (both let go; other clients are
+/// served meanwhile), a header of 1 MiB.
 async fn hostile_input_is_refused(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, |c| c.request_timeout_secs = 2).await else {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.request_timeout_secs = 2;
+        c.header_read_timeout_secs = 2;
+    })
+    .await
+    else {
         return;
     };
     let t = app.admin_token.clone();
@@ -396,6 +400,52 @@ async fn hostile_input_is_refused(backend: Backend) {
         .await
         .expect("an answer");
     assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    let b: serde_json::Value = r.json().await.expect("the contract's error shape");
+    assert_eq!(b["error"]["code"], "headers_too_large", "{b}");
+
+    // Headers a byte at a time: the connection is closed when the header time is up (2 s here),
+    // and other clients are served meanwhile.
+    let started = std::time::Instant::now();
+    let dribble = tokio::spawn({
+        let address = app.address.trim_start_matches("http://").to_owned();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(address).await.unwrap();
+            let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ".repeat(4);
+            let mut sent = 0;
+            for byte in head {
+                if c.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                // Stop once the server has closed the connection.
+                let mut probe = [0u8; 1];
+                if let Ok(Ok(0)) =
+                    tokio::time::timeout(Duration::from_millis(250), c.read(&mut probe)).await
+                {
+                    break;
+                }
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = app.get(&format!("/v1/cases/{case}"), &t).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "served while a client dribbles its headers"
+    );
+    let sent = dribble.await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6) && sent < 24,
+        "the dribbling client was let go at the header time limit ({sent} bytes in {took:?})"
+    );
 
     // A body a byte at a time: answered 408 when the request time is up; others are served.
     let slow = tokio::spawn({

@@ -549,22 +549,89 @@ impl Drop for OwnCluster {
     }
 }
 
+/// A client opening cases (each intake a public event for the relay) until stopped: its answers.
+fn intake_client(
+    app: &TestApp,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, Answers) {
+    let answers: Answers = Arc::default();
+    let (client, base, t) = (
+        app.client.clone(),
+        app.address.clone(),
+        app.admin_token.clone(),
+    );
+    let task = tokio::spawn({
+        let answers = answers.clone();
+        async move {
+            while !*stopped.borrow() {
+                let r = client
+                    .post(format!("{base}/v1/cases"))
+                    .bearer_auth(&t)
+                    .json(&json!({"program": "tcm", "assigned_to": "cm-0",
+                        "intake_date": "2026-09-01",
+                        "child": {"given_name": "Robin", "family_name": "Sample",
+                                  "birth_date": linkage_tests::unique_birth_date()}}))
+                    .send()
+                    .await
+                    .expect("the server answers");
+                let status = r.status();
+                let body: Value = r.json().await.expect("a JSON answer");
+                answers
+                    .lock()
+                    .unwrap()
+                    .push(("intake".into(), status, body));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    (task, answers)
+}
+
+/// Every message in the bus's stream: (Nats-Msg-Id, that is the event id) to how many times.
+async fn relayed(bus: &linkage_tests::nats::Bus) -> std::collections::HashMap<String, usize> {
+    let js = async_nats::jetstream::new(async_nats::connect(&bus.url).await.expect("connect"));
+    let mut stream = js.get_stream(&bus.config.stream).await.expect("the stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut ids = std::collections::HashMap::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let id = m
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .expect("a Nats-Msg-Id")
+            .to_string();
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
 /// PostgreSQL stops while clients post commands, stays down for seconds, and starts again: while
 /// it is down the API answers 503 with the contract's error and `/readyz` says why; afterwards it
 /// accepts again without a restart; no answer is ever a 500; every command answered 201 is
-/// stored exactly once; the projections catch up.
+/// stored exactly once; the projections catch up, and so does the relay: every public event of
+/// the log, those of intakes acknowledged before, during and after the outage included, is in
+/// the bus's stream once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_api_rides_out_a_postgres_outage() {
     let Some(cluster) = OwnCluster::start() else {
         return;
     };
-    let url = cluster.url.clone();
-    let app = TestApp::spawn_with(Backend::Postgres, |c| c.database_url = Some(url))
-        .await
-        .expect("PostgreSQL");
+    let bus = linkage_tests::nats::Bus::shared().expect("a nats-server beside PostgreSQL");
+    let (url, nats, bus_config) = (cluster.url.clone(), bus.url.clone(), bus.config.clone());
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database_url = Some(url);
+        c.nats_url = Some(nats);
+        c.bus = bus_config;
+        c.bus.retry_ms = 200;
+        c.bus.ack_timeout_ms = 2000;
+    })
+    .await
+    .expect("PostgreSQL");
     let cases = open_cases(&app, 4).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (clients, answers) = posting_clients(&app, &cases, Duration::from_millis(20), stopped);
+    let (clients, answers) =
+        posting_clients(&app, &cases, Duration::from_millis(20), stopped.clone());
+    let (intakes, intake_answers) = intake_client(&app, stopped);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     cluster.ctl("stop");
@@ -616,8 +683,10 @@ async fn the_api_rides_out_a_postgres_outage() {
     for c in clients {
         c.await.expect("client");
     }
+    intakes.await.expect("intake client");
     let answers = answers.lock().unwrap().clone();
-    for (_, status, body) in &answers {
+    let intake_answers = intake_answers.lock().unwrap().clone();
+    for (_, status, body) in answers.iter().chain(&intake_answers) {
         match *status {
             StatusCode::CREATED => {}
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -633,11 +702,76 @@ async fn the_api_rides_out_a_postgres_outage() {
     }
     assert!(stored.values().all(|n| *n == 1), "nothing stored twice");
     app.wait_projected().await;
+
+    // The relay catches up: every public event of every case is in the stream, once.
+    let opened: Vec<String> = cases
+        .iter()
+        .cloned()
+        .chain(
+            intake_answers
+                .iter()
+                .filter(|(_, s, _)| *s == StatusCode::CREATED)
+                .map(|(_, _, b)| b["case_id"].as_str().expect("case id").to_owned()),
+        )
+        .collect();
+    let mut public = Vec::new();
+    for case in &opened {
+        let (s, b) = app
+            .get(
+                &format!("/v1/cases/{case}/events?limit=1000"),
+                &app.admin_token,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        public.extend(
+            b["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter(|e| {
+                    schemas::public::PublicEvent::TYPES
+                        .contains(&e["event_type"].as_str().unwrap_or_default())
+                })
+                .map(|e| e["event_id"].as_str().expect("id").to_owned()),
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, b) = app.get("/readyz", &app.admin_token).await;
+        if b["relay"]["lag"] == 0 && b["relay"]["phase"] == "publishing" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not catch up: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_stream = relayed(&bus).await;
+    for id in &public {
+        assert_eq!(
+            in_stream.get(id),
+            Some(&1),
+            "public event {id} relayed once"
+        );
+    }
+    assert_eq!(in_stream.len(), public.len(), "nothing else relayed");
+    let intakes_acknowledged = opened.len() - cases.len();
     eprintln!(
-        "outage: {} answers, {} acknowledged, {} answered 503",
+        "outage: {} answers, {} acknowledged, {} answered 503; {} intakes acknowledged of {}, \
+         {} public events relayed once each",
         answers.len(),
         acknowledged.len(),
-        answers.len() - acknowledged.len()
+        answers.len() - acknowledged.len(),
+        intakes_acknowledged,
+        intake_answers.len(),
+        public.len()
+    );
+    assert!(
+        intake_answers
+            .iter()
+            .any(|(_, s, _)| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "an intake met the outage"
     );
 }
 

@@ -6,7 +6,10 @@
 //!   name nothing), decoded and decided one after another on one case, never panics, and after
 //!   every step: the state equals a replay of every event accepted so far, its version counts
 //!   them, every event reads back from its JSON as itself, and nothing is accepted before the
-//!   case is opened.
+//!   case is opened. A third of the sequences start from nothing, a third after the referral
+//!   loop's valid start (a case, a referral accepted, an appointment made), a third after the
+//!   whole loop (the appointment kept, the referral completed); a test checks that the
+//!   generator keeps reaching the loop's end.
 //!
 //! CI runs proptest's default number of cases; a long run sets `PROPTEST_CASES` (for example
 //! `PROPTEST_CASES=1000000 cargo test --release -p aggregates --test properties`).
@@ -17,6 +20,8 @@ use aggregates::{Actor, Case, CaseAction, CaseCommand, CaseEvent, CaseServices};
 use chrono::{Duration, TimeZone, Utc};
 use cqrs_es::Aggregate;
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestCaseError;
 use schemas::instruments::Catalog;
 use schemas::wire::*;
 use schemas::*;
@@ -63,6 +68,7 @@ fn now() -> chrono::DateTime<Utc> {
 
 fn date() -> impl Strategy<Value = Value> {
     prop_oneof![
+        3 => Just(json!(now().date_naive().to_string())),
         6 => (-20i64..=0).prop_map(|d| json!((now().date_naive() + Duration::days(d)).to_string())),
         2 => (-400i64..30).prop_map(|d| json!((now().date_naive() + Duration::days(d)).to_string())),
         1 => prop_oneof![Just(json!("2026-02-30")), Just(json!("")), Just(json!("yesterday")), Just(json!(20260310))],
@@ -168,7 +174,8 @@ fn step() -> impl Strategy<Value = Step> {
     let schedule = instant().prop_map(|at| json!({"referral_id": "", "scheduled_for": at}));
     let outcome = (
         one_of(&["kept", "missed", "cancelled", "rescheduled"]),
-        date(),
+        // An outcome is recorded on or after the day the appointment was made (today, here).
+        prop_oneof![3 => Just(json!(now().date_naive().to_string())), 1 => date()],
         prop::option::of(one_of(&["no_show", "family_cancelled", "provider_cancelled"])),
         prop::option::of(instant()),
     )
@@ -294,6 +301,125 @@ fn decide(case: &mut Case, action: CaseAction, services: &CaseServices) -> Optio
     })
 }
 
+/// Decides `steps` one after another on a new case, checking the invariants after each: the
+/// events accepted.
+fn run(steps: &[Step]) -> Result<Vec<CaseEvent>, TestCaseError> {
+    let services = services();
+    let mut case = Case::default();
+    let mut accepted: Vec<CaseEvent> = Vec::new();
+    let mut made = Made::default();
+    for step in steps {
+        let Some(action) = action(step, &made) else {
+            continue;
+        };
+        let before = case.clone();
+        let referral = match &action {
+            CaseAction::SendReferral { referral_id, .. } => Some(*referral_id),
+            _ => None,
+        };
+        let appointment = match &action {
+            CaseAction::ScheduleAppointment { appointment_id, .. } => Some(*appointment_id),
+            _ => None,
+        };
+        match decide(&mut case, action, &services) {
+            Some(events) => {
+                prop_assert!(
+                    before.exists()
+                        || matches!(events.first(), Some(CaseEvent::CaseOpened { .. }) | None),
+                    "nothing before the case is opened: {events:?}"
+                );
+                made.referrals.extend(referral);
+                made.appointments.extend(appointment);
+                accepted.extend(events);
+            }
+            None => prop_assert_eq!(&case, &before, "a refused command changes nothing"),
+        }
+        let mut replayed = Case::default();
+        for event in &accepted {
+            let json = serde_json::to_value(event).unwrap();
+            let read: CaseEvent = serde_json::from_value(json).unwrap();
+            prop_assert_eq!(&read, event, "an event reads back as itself");
+            replayed.apply(read);
+        }
+        prop_assert_eq!(&replayed, &case, "the state is the replay of its events");
+        prop_assert_eq!(case.version as usize, accepted.len());
+    }
+    Ok(accepted)
+}
+
+/// The start of the referral loop, valid: a case opened, a referral sent and accepted, an
+/// appointment scheduled. Arbitrary steps after it then reach the loop's end (an appointment
+/// kept or missed, the referral completed) far more often than from nothing.
+fn loop_prefix() -> Vec<Step> {
+    let day = |d: i64| (now().date_naive() - Duration::days(d)).to_string();
+    let at = (now() - Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    vec![
+        Step {
+            kind: 0,
+            body: json!({"program": "tcm", "assigned_to": "cm-ada", "intake_date": day(30),
+                "child": {"given_name": "Robin", "family_name": "Sample", "birth_date": "2016-05-04"}}),
+            pick: 0,
+        },
+        Step {
+            kind: 3,
+            body: json!({"service_type": "outpatient_therapy", "provider": {"id": "prov-1"},
+                "reason": "therapy", "sent_on": day(25), "do_not_contact_subject": false}),
+            pick: 0,
+        },
+        Step {
+            kind: 4,
+            body: json!({"status": "accepted", "on": day(20),
+                "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
+            pick: 1,
+        },
+        Step {
+            kind: 5,
+            body: json!({"referral_id": "", "scheduled_for": at}),
+            pick: 1,
+        },
+    ]
+}
+
+/// The whole referral loop, valid: its start, the appointment kept, the referral completed.
+fn whole_loop() -> Vec<Step> {
+    let today = now().date_naive().to_string();
+    let mut steps = loop_prefix();
+    steps.extend([
+        Step {
+            kind: 6,
+            body: json!({"outcome": "kept", "on": today}),
+            pick: 1,
+        },
+        Step {
+            kind: 4,
+            body: json!({"status": "completed", "on": today, "outcome": "connected",
+                "reported_by": {"provider_id": "prov-1", "channel": "phone"}}),
+            pick: 1,
+        },
+    ]);
+    steps
+}
+
+/// A third of the sequences from nothing, a third after the loop's valid start, a third after
+/// the whole loop (so that what follows meets a referral and an appointment in their final
+/// states).
+fn sequence() -> impl Strategy<Value = Vec<Step>> {
+    let after = |start: fn() -> Vec<Step>| {
+        prop::collection::vec(step(), 0..20).prop_map(move |rest| {
+            let mut steps = start();
+            steps.extend(rest);
+            steps
+        })
+    };
+    prop_oneof![
+        prop::collection::vec(step(), 1..24),
+        after(loop_prefix),
+        after(whole_loop),
+    ]
+}
+
 proptest! {
     #[test]
     fn any_json_decodes_to_a_value_or_an_error(value in any_json()) {
@@ -301,43 +427,45 @@ proptest! {
     }
 
     #[test]
-    fn any_command_sequence_keeps_the_invariants(steps in prop::collection::vec(step(), 1..24)) {
-        let services = services();
-        let mut case = Case::default();
-        let mut accepted: Vec<CaseEvent> = Vec::new();
-        let mut made = Made::default();
-        for step in &steps {
-            let Some(action) = action(step, &made) else { continue };
-            let before = case.clone();
-            let referral = match &action {
-                CaseAction::SendReferral { referral_id, .. } => Some(*referral_id),
-                _ => None,
-            };
-            let appointment = match &action {
-                CaseAction::ScheduleAppointment { appointment_id, .. } => Some(*appointment_id),
-                _ => None,
-            };
-            match decide(&mut case, action, &services) {
-                Some(events) => {
-                    prop_assert!(
-                        before.exists() || matches!(events.first(), Some(CaseEvent::CaseOpened { .. }) | None),
-                        "nothing before the case is opened: {events:?}"
-                    );
-                    made.referrals.extend(referral);
-                    made.appointments.extend(appointment);
-                    accepted.extend(events);
-                }
-                None => prop_assert_eq!(&case, &before, "a refused command changes nothing"),
-            }
-            let mut replayed = Case::default();
-            for event in &accepted {
-                let json = serde_json::to_value(event).unwrap();
-                let read: CaseEvent = serde_json::from_value(json).unwrap();
-                prop_assert_eq!(&read, event, "an event reads back as itself");
-                replayed.apply(read);
-            }
-            prop_assert_eq!(&replayed, &case, "the state is the replay of its events");
-            prop_assert_eq!(case.version as usize, accepted.len());
-        }
+    fn any_command_sequence_keeps_the_invariants(steps in sequence()) {
+        run(&steps)?;
     }
+}
+
+/// The generator reaches the end of the referral loop: of 2,000 sequences, enough record an
+/// appointment kept or missed and complete a referral that the invariants are checked there too
+/// (a generator that stopped getting that far would pass the property vacuously).
+#[test]
+fn the_sequences_reach_the_end_of_the_referral_loop() {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let strategy = sequence();
+    let (mut outcomes, mut completed, n) = (0, 0, 2_000);
+    for _ in 0..n {
+        let steps = strategy.new_tree(&mut runner).unwrap().current();
+        let events = run(&steps).expect("the invariants hold");
+        outcomes += usize::from(events.iter().any(|e| {
+            matches!(
+                e,
+                CaseEvent::AppointmentKept { .. } | CaseEvent::AppointmentMissed { .. }
+            )
+        }));
+        completed += usize::from(
+            events
+                .iter()
+                .any(|e| matches!(e, CaseEvent::ReferralCompleted { .. })),
+        );
+    }
+    eprintln!("of {n} sequences: {outcomes} record an appointment's outcome, {completed} complete a referral");
+    assert!(
+        outcomes * 10 >= n,
+        "{outcomes} of {n} reach an appointment's outcome"
+    );
+    assert!(
+        completed * 20 >= n,
+        "{completed} of {n} complete a referral"
+    );
 }

@@ -39,8 +39,8 @@ pub struct Config {
     /// long an idle keep-alive connection is kept.
     pub header_read_timeout_secs: u64,
     /// The largest request line and headers accepted, in bytes (`LINKAGE_MAX_HEADER_BYTES`):
-    /// larger is `431 headers_too_large`. Past 2 MiB the HTTP layer cuts the connection with a
-    /// bare 431 before the application sees the request.
+    /// larger is `431 headers_too_large`. Past 2 MiB, or past 100 header fields, the HTTP layer
+    /// answers a bare 431 and closes the connection before the application sees the request.
     pub max_header_bytes: usize,
     /// How many times a command that lost an optimistic-concurrency race is retried.
     pub conflict_retries: u32,

@@ -219,7 +219,7 @@ async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
 }
 
 /// Every message in the stream, oldest first: (subject, Nats-Msg-Id, payload).
-async fn stream_messages(bus: &Bus) -> Vec<(String, String, Value)> {
+pub(crate) async fn stream_messages(bus: &Bus) -> Vec<(String, String, Value)> {
     let client = async_nats::connect(&bus.url).await.expect("connect");
     let js = jetstream::new(client);
     let mut stream = js

@@ -587,24 +587,6 @@ fn intake_client(
     (task, answers)
 }
 
-/// Every message in the bus's stream: (Nats-Msg-Id, that is the event id) to how many times.
-async fn relayed(bus: &linkage_tests::nats::Bus) -> std::collections::HashMap<String, usize> {
-    let js = async_nats::jetstream::new(async_nats::connect(&bus.url).await.expect("connect"));
-    let mut stream = js.get_stream(&bus.config.stream).await.expect("the stream");
-    let last = stream.info().await.expect("info").state.last_sequence;
-    let mut ids = std::collections::HashMap::new();
-    for seq in 1..=last {
-        let m = stream.get_raw_message(seq).await.expect("message");
-        let id = m
-            .headers
-            .get(async_nats::header::NATS_MESSAGE_ID)
-            .expect("a Nats-Msg-Id")
-            .to_string();
-        *ids.entry(id).or_default() += 1;
-    }
-    ids
-}
-
 /// PostgreSQL stops while clients post commands, stays down for seconds, and starts again: while
 /// it is down the API answers 503 with the contract's error and `/readyz` says why; afterwards it
 /// accepts again without a restart; no answer is ever a 500; every command answered 201 is
@@ -747,7 +729,10 @@ async fn the_api_rides_out_a_postgres_outage() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let in_stream = relayed(&bus).await;
+    let mut in_stream = std::collections::HashMap::<String, usize>::new();
+    for (_, id, _) in crate::bus::stream_messages(&bus).await {
+        *in_stream.entry(id).or_default() += 1;
+    }
     for id in &public {
         assert_eq!(
             in_stream.get(id),

@@ -268,13 +268,14 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
+        let client = client_for(&config);
         Self {
             backend,
             address,
             config,
             store,
             admin_token,
-            client: reqwest::Client::new(),
+            client,
             clock,
             shutdown: Some(tx),
             server: Some(server),
@@ -602,6 +603,17 @@ macro_rules! both_stores {
             }
         }
     };
+}
+
+/// An HTTP client that lets an idle connection go before the server closes it (the server
+/// closes a keep-alive connection idle for `header_read_timeout_secs`): a request sent on a
+/// connection the server is closing at that moment would fail.
+fn client_for(config: &Config) -> reqwest::Client {
+    let server_idle = std::time::Duration::from_secs(config.header_read_timeout_secs.max(1));
+    reqwest::Client::builder()
+        .pool_idle_timeout(server_idle / 2)
+        .build()
+        .expect("an HTTP client")
 }
 
 #[cfg(test)]

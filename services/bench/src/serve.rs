@@ -53,10 +53,8 @@ impl Served {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        // Idle connections are let go before the server closes them (30 s idle).
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
-            .pool_idle_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(crate::bench_err)?;
         Ok(Self {

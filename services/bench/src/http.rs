@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::serve::Served;
+
+/// The raw baseline: one contact event, as a bare row in the events table.
+const RAW_INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+    event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')";
 use crate::{row, run_clients, settle, BenchError, Row, Scratch};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -105,15 +109,12 @@ impl HttpBench {
                 let stream = format!("raw-{run_id2}-{clients}-{c}");
                 let payload = json!({"ContactLogged": stored});
                 async move {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                         event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')",
-                    )
-                    .bind(stream)
-                    .bind(n as i64 + 1)
-                    .bind(payload)
-                    .execute(&pool)
-                    .await?;
+                    sqlx::query(RAW_INSERT)
+                        .bind(stream)
+                        .bind(n as i64 + 1)
+                        .bind(payload)
+                        .execute(&pool)
+                        .await?;
                     Ok(())
                 }
             })
@@ -137,15 +138,12 @@ impl HttpBench {
                 let payload = json!({"ContactLogged": stored});
                 async move {
                     let mut connection = connection.lock().await;
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                         event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')",
-                    )
-                    .bind(stream)
-                    .bind(n as i64 + 1)
-                    .bind(payload)
-                    .execute(&mut *connection)
-                    .await?;
+                    sqlx::query(RAW_INSERT)
+                        .bind(stream)
+                        .bind(n as i64 + 1)
+                        .bind(payload)
+                        .execute(&mut *connection)
+                        .await?;
                     Ok(())
                 }
             })

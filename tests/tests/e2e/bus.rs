@@ -196,7 +196,7 @@ async fn scenario_with(app: &TestApp, agency: &str, closures: bool) -> String {
 }
 
 /// The case's stored events that are public, in order: (event id, event type).
-async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
+pub(crate) async fn public_events_of(app: &TestApp, case: &str) -> Vec<(String, String)> {
     let (s, b) = app
         .get(
             &format!("/v1/cases/{case}/events?limit=1000"),
@@ -245,7 +245,7 @@ pub(crate) async fn stream_messages(bus: &Bus) -> Vec<(String, String, Value)> {
 }
 
 /// Waits until the relay has published everything in the log.
-async fn wait_relayed(app: &TestApp) -> Value {
+pub(crate) async fn wait_relayed(app: &TestApp) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, b) = app.get("/readyz", &app.admin_token).await;

@@ -698,37 +698,14 @@ async fn the_api_rides_out_a_postgres_outage() {
         .collect();
     let mut public = Vec::new();
     for case in &opened {
-        let (s, b) = app
-            .get(
-                &format!("/v1/cases/{case}/events?limit=1000"),
-                &app.admin_token,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
         public.extend(
-            b["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .filter(|e| {
-                    schemas::public::PublicEvent::TYPES
-                        .contains(&e["event_type"].as_str().unwrap_or_default())
-                })
-                .map(|e| e["event_id"].as_str().expect("id").to_owned()),
+            crate::bus::public_events_of(&app, case)
+                .await
+                .into_iter()
+                .map(|(id, _)| id),
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, b) = app.get("/readyz", &app.admin_token).await;
-        if b["relay"]["lag"] == 0 && b["relay"]["phase"] == "publishing" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not catch up: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::bus::wait_relayed(&app).await;
     let mut in_stream = std::collections::HashMap::<String, usize>::new();
     for (_, id, _) in crate::bus::stream_messages(&bus).await {
         *in_stream.entry(id).or_default() += 1;

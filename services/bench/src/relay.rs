@@ -227,13 +227,24 @@ impl RelayBench {
         services::bus::relay::ensure_stream(&js, &base_config)
             .await
             .map_err(bench_err)?;
+        // The log shows a commit only once no older transaction in the cluster is still open
+        // (so that a follower never skips one): on a shared server, wait until the seeded
+        // events are readable.
         let mut reader = PublicReader::new(&base_config.subject_prefix, Work::Api);
-        let samples: Vec<_> = reader
-            .read(&store, LogPosition::START, 10_000)
-            .await?
-            .into_iter()
-            .filter_map(|o| o.message)
-            .collect();
+        let wanted = total.clamp(0, 10_000) as usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let samples: Vec<_> = loop {
+            let read = reader.read(&store, LogPosition::START, 10_000).await?;
+            if read.len() >= wanted || Instant::now() > deadline {
+                break read.into_iter().filter_map(|o| o.message).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if samples.is_empty() {
+            return Err(bench_err(
+                "the seeded events did not become readable within 60 s",
+            ));
+        }
         let public_total = cases as u64 * 9;
         let t0 = Instant::now();
         let mut sent = 0u64;

@@ -24,9 +24,16 @@ export LINKAGE_OIDC_PROVIDER
 # The API fuzzing suite runs schemathesis (PyPI) against a real server on each store.
 LINKAGE_SCHEMATHESIS=$(ops/schemathesis-install.sh)
 export LINKAGE_SCHEMATHESIS
+# The FHIR tests validate every served resource against the official R4 JSON Schema (npm).
+LINKAGE_FHIR_VALIDATOR=$(ops/fhir-schema-install.sh)
+export LINKAGE_FHIR_VALIDATOR
+# ... and drive the referral loop through a real FHIR client (PyPI's fhirpy).
+LINKAGE_FHIRPY=$(ops/fhirpy-install.sh)
+export LINKAGE_FHIRPY
 # A missing database, broker or tool is a failure here, never a silent skip.
 export LINKAGE_REQUIRE_PG=1 LINKAGE_REQUIRE_NATS=1 LINKAGE_REQUIRE_OIDC=1
-export LINKAGE_REQUIRE_SCHEMATHESIS=1
+export LINKAGE_REQUIRE_SCHEMATHESIS=1 LINKAGE_REQUIRE_FHIR_VALIDATOR=1
+export LINKAGE_REQUIRE_FHIRPY=1
 
 # Time is an input: every test server's clock is pinned (LINKAGE_TEST_CLOCK). The whole workspace
 # runs just after 00:00 UTC, then the end-to-end suites and the binary's tests run again just

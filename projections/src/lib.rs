@@ -5,6 +5,7 @@ pub mod audit;
 pub mod billing;
 pub mod case_view;
 pub mod caseload;
+pub mod fhir;
 pub mod history;
 pub mod log;
 pub mod measures;

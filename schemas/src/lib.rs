@@ -5,6 +5,7 @@
 
 pub mod domain;
 pub mod enums;
+pub mod fhir;
 pub mod instruments;
 pub mod metadata;
 pub mod public;

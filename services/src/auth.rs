@@ -229,6 +229,9 @@ pub enum Access {
     Search,
     /// Creating, listing and revoking tokens.
     ManageTokens,
+    /// Referrals as FHIR resources (`/fhir/r4`): a `service` token sees only the referrals sent
+    /// to the provider it is bound to.
+    Referrals,
 }
 
 /// How far a role's permission for one `Access` reaches.
@@ -252,23 +255,26 @@ pub const fn reach(role: Role, access: Access) -> Reach {
         (Role::Admin, _) => Reach::All,
         (Role::Supervisor, Audit | BillingLog | BillingBatch | ManageTokens) => Reach::None,
         (Role::Supervisor, _) => Reach::Agency,
-        (Role::CaseManager, Read | Command | RecipientReport | OpenCase | Caseload) => Reach::Own,
+        (Role::CaseManager, Read | Command | RecipientReport | OpenCase | Caseload | Referrals) => {
+            Reach::Own
+        }
         (Role::CaseManager, EventStream | Search) => Reach::Agency,
         (Role::CaseManager, _) => Reach::None,
-        (Role::Auditor, Read | Audit | History | Measures | BillingLog | EventStream | Search) => {
-            Reach::Agency
-        }
+        (
+            Role::Auditor,
+            Read | Audit | History | Measures | BillingLog | EventStream | Search | Referrals,
+        ) => Reach::Agency,
         (Role::Auditor, _) => Reach::None,
         (Role::Billing, BillingLog | BillingBatch) => Reach::Agency,
         (Role::Billing, _) => Reach::None,
-        (Role::Service, RecipientReport | EventStream) => Reach::Agency,
+        (Role::Service, RecipientReport | EventStream | Referrals) => Reach::Agency,
         (Role::Service, _) => Reach::None,
     }
 }
 
 impl Access {
     /// Every access, in declaration order.
-    pub const ALL: [Access; 15] = [
+    pub const ALL: [Access; 16] = [
         Access::Read,
         Access::Command,
         Access::Assign,
@@ -284,6 +290,7 @@ impl Access {
         Access::EventStream,
         Access::Search,
         Access::ManageTokens,
+        Access::Referrals,
     ];
 
     /// What it is, for a refusal: "the billing role may not <this>".
@@ -304,6 +311,7 @@ impl Access {
             Access::EventStream => "receive referral events",
             Access::Search => "search cases",
             Access::ManageTokens => "manage tokens",
+            Access::Referrals => "read referrals over FHIR",
         }
     }
 
@@ -412,12 +420,12 @@ mod tests {
                 })
                 .collect()
         };
-        //                                       RCAPAHOCTMBBEST
-        assert_eq!(row(Role::Admin), /*       */ "***************");
-        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--aa-");
-        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----aa-");
-        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-aa-");
-        assert_eq!(row(Role::Billing), /*     */ "----------aa---");
-        assert_eq!(row(Role::Service), /*     */ "---a--------a--");
+        //                                       RCAPAHOCTMBBESTF
+        assert_eq!(row(Role::Admin), /*       */ "****************");
+        assert_eq!(row(Role::Supervisor), /*  */ "aaaa-aaaaa--aa-a");
+        assert_eq!(row(Role::CaseManager), /* */ "oo-o--oo----aa-o");
+        assert_eq!(row(Role::Auditor), /*     */ "a---aa---aa-aa-a");
+        assert_eq!(row(Role::Billing), /*     */ "----------aa----");
+        assert_eq!(row(Role::Service), /*     */ "---a--------a--a");
     }
 }

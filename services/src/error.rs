@@ -105,6 +105,12 @@ pub enum ApiError {
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// An update's `If-Match` names a version the resource has moved on from.
+    #[error("{message}")]
+    PreconditionFailed { message: String },
+    /// An update that must name the version it was made on did not (`If-Match`).
+    #[error("send If-Match with the version this update was made on")]
+    PreconditionRequired,
     #[error(transparent)]
     Refused(#[from] CaseError),
     #[error(transparent)]
@@ -137,7 +143,7 @@ impl ApiError {
         }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -178,6 +184,16 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
             }
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            ApiError::PreconditionFailed { message } => (
+                StatusCode::PRECONDITION_FAILED,
+                "version_conflict",
+                message.clone(),
+            ),
+            ApiError::PreconditionRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "if_match_required",
+                self.to_string(),
+            ),
             ApiError::Refused(e) => {
                 let status = match e.kind() {
                     RefusalKind::NotFound => StatusCode::NOT_FOUND,

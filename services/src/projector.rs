@@ -126,9 +126,17 @@ projection!(
     ["billing_case_months", "billing_contacts", "billing_cases"]
 );
 
+projection!(
+    /// Referrals as FHIR resources, and the rows `/fhir/r4` searches (`projections::fhir`).
+    Fhir,
+    "fhir",
+    project_fhir,
+    ["fhir_tasks", "fhir_cases"]
+);
+
 /// Every projection this server runs: the engine, `linkage projections status|rebuild` and
 /// /readyz all read this list.
-pub static PROJECTIONS: &[&dyn Projection] = &[&AuditTrail, &Caseloads, &Billing];
+pub static PROJECTIONS: &[&dyn Projection] = &[&AuditTrail, &Caseloads, &Billing, &Fhir];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

@@ -5,6 +5,7 @@ pub mod caseloads;
 pub mod commands;
 pub mod events;
 pub mod extract;
+pub mod fhir;
 pub mod measures;
 pub mod openapi;
 pub mod page;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(reads::healthz))
         .route("/readyz", get(reads::readyz))
+        .nest(fhir::BASE, fhir::routes())
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route; see /v1/openapi.json")
         })

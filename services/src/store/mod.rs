@@ -98,6 +98,7 @@ mod wake;
 #[macro_use]
 pub mod projections;
 mod billing;
+pub mod fhir;
 pub mod reads;
 mod search;
 

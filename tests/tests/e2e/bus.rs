@@ -26,7 +26,7 @@ fn at(offset_days: i64) -> String {
         .to_string()
 }
 
-async fn spawn(backend: Backend, bus: Option<&Bus>) -> Option<TestApp> {
+pub(crate) async fn spawn(backend: Backend, bus: Option<&Bus>) -> Option<TestApp> {
     let bus = bus.map(|b| (b.url.clone(), b.config.clone()));
     TestApp::spawn_with(backend, move |c| {
         if let Some((url, config)) = bus {

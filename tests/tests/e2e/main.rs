@@ -10,6 +10,7 @@ mod bus;
 mod caseloads;
 mod closure;
 mod contract;
+mod fhir;
 mod fuzz;
 mod group_commit;
 mod history;

@@ -38,6 +38,44 @@ pub mod system {
     pub const TASK_CODE: &str = "http://hl7.org/fhir/CodeSystem/task-code";
 }
 
+/// The one subscription topic served (the R4 Subscriptions backport's `criteria`): a Task owned
+/// by the subscriber's provider was created or changed.
+pub const TASK_TOPIC: &str = "urn:linkage:topic:task-owner-changed";
+
+/// The backport's payload content extension (`id-only` is the one served).
+pub const BACKPORT_PAYLOAD_CONTENT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content";
+
+/// A subscription (R4 Subscription, as the Subscriptions backport uses it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    pub criteria: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub channel: SubscriptionChannel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionChannel {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The payload's extensions (`backport-payload-content`).
+    #[serde(rename = "_payload", default, skip_serializing_if = "Option::is_none")]
+    pub payload_element: Option<serde_json::Value>,
+    /// Sent with each notification; accepted, never shown back.
+    #[serde(default, skip_serializing)]
+    pub header: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
@@ -285,6 +323,7 @@ pub enum Resource {
     Organization(Organization),
     Bundle(Bundle),
     OperationOutcome(OperationOutcome),
+    Subscription(Subscription),
     /// Served as built (`/metadata`), never read back.
     CapabilityStatement(serde_json::Map<String, serde_json::Value>),
 }

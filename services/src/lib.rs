@@ -9,6 +9,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod fhir_notify;
 pub mod http;
 pub mod oidc;
 pub mod projector;

@@ -189,6 +189,13 @@ impl Application {
             _ => None,
         };
         let clock = self.state.clock.clone();
+        // Subscribed providers hear of their changed Tasks (one replica at a time: a lease).
+        let notifier = tokio::spawn(crate::fhir_notify::run(
+            store.clone(),
+            clock.clone(),
+            std::time::Duration::from_millis(self.state.config.projection_poll_ms),
+            stop_rx.clone(),
+        ));
         let anchor_bus = match (&self.anchorer, &self.state.config.nats_url) {
             (Some(_), Some(url)) => {
                 match crate::anchor::AnchorBus::connect(url, &self.state.config.bus).await {
@@ -233,6 +240,7 @@ impl Application {
         if let Some(relay) = relay {
             let _ = relay.await;
         }
+        let _ = notifier.await;
         let _ = wakeups.await;
         // The last anchor covers what the projection applied before it stopped.
         if let Some(anchors) = anchors {

@@ -31,6 +31,9 @@ impl Drop for RelayLease {
 /// Arbitrary but fixed: the advisory-lock key of the relay ("LNKRELAY").
 const RELAY_LOCK_KEY: i64 = 0x4c4e_4b52_454c_4159;
 
+/// The advisory-lock key of the FHIR notifier ("LNKFHIRN").
+const NOTIFIER_LOCK_KEY: i64 = 0x4c4e_4b46_4849_524e;
+
 impl Store {
     /// Moves the relay's checkpoint `name` to `at`, counting `events` more. The relay's rows live
     /// in JetStream, so this is not part of any batch transaction. On PostgreSQL it commits
@@ -125,6 +128,15 @@ impl Store {
     /// Tries to become the one relay. `None`: another process holds the lease. SQLite has one
     /// writer process by construction, so its lease is always granted.
     pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        self.try_lease(RELAY_LOCK_KEY).await
+    }
+
+    /// Tries to become the one FHIR notifier (`fhir_notify`), as `try_relay_lease` does.
+    pub async fn try_notifier_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        self.try_lease(NOTIFIER_LOCK_KEY).await
+    }
+
+    async fn try_lease(&self, key: i64) -> Result<Option<RelayLease>, StoreError> {
         match &self.backend {
             Backend::Postgres { background, .. } => {
                 let mut conn = background.relay.acquire().await?.detach();
@@ -133,7 +145,7 @@ impl Store {
                     .execute(&mut conn)
                     .await?;
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(RELAY_LOCK_KEY)
+                    .bind(key)
                     .fetch_one(&mut conn)
                     .await?;
                 if got {

@@ -101,6 +101,7 @@ mod billing;
 pub mod fhir;
 pub mod reads;
 mod search;
+pub mod subscriptions;
 
 pub use billing::{BatchOf, BatchRecord, BatchRow};
 pub use bus::RelayLease;

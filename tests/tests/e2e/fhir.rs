@@ -843,3 +843,324 @@ async fn loop_through_a_fhir_client(backend: linkage_tests::Backend) {
 }
 
 linkage_tests::both_backends!(a_fhir_client_drives_the_loop, loop_through_a_fhir_client);
+
+/// What the receiver took: each body, with its Authorization header.
+type Received = std::sync::Arc<Mutex<Vec<(Value, Option<String>)>>>;
+
+/// An HTTP endpoint of the test's own that takes notifications: every body POSTed to it, and
+/// the number of requests it still refuses (500) before it takes them.
+struct Receiver {
+    url: String,
+    received: Received,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(refuse_first: usize) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let received: Received = Arc::default();
+        let refuse = Arc::new(AtomicUsize::new(refuse_first));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let (received, refuse) = (received.clone(), refuse.clone());
+                move |headers: axum::http::HeaderMap, body: String| {
+                    let (received, refuse) = (received.clone(), refuse.clone());
+                    async move {
+                        if refuse
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                        {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        received
+                            .lock()
+                            .unwrap()
+                            .push((serde_json::from_str(&body).expect("JSON"), auth));
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            received,
+            refuse,
+            _server: server,
+        }
+    }
+
+    /// The Tasks named by the notifications received so far, in order (with repeats).
+    fn focuses(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(bundle, _)| {
+                bundle["entry"][0]["resource"]["parameter"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|p| p["name"] == "notification-event")
+            .filter_map(|p| {
+                p["part"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["name"] == "focus")?["valueReference"]["reference"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    async fn wait_for(&self, task: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.focuses().iter().any(|f| f == &format!("Task/{task}")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no notification of {task}: {:?}",
+                self.focuses()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+both_stores!(
+    a_subscribed_provider_hears_of_its_tasks,
+    |app: TestApp| async move {
+        let admin = app.admin_token.clone();
+        // The endpoint refuses the first two deliveries: they are retried.
+        let hook = Receiver::start(2).await;
+        let service = app.service_token("svc-sub", "default", "prov-sub").await;
+        let (s, b) = app.post("/v1/cases", &admin, &intake()).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let case = b["case_id"].as_str().unwrap().to_owned();
+        let send = |provider: &'static str| {
+            let (app, admin, case) = (&app, admin.clone(), case.clone());
+            async move {
+                let (s, b) = app
+                    .post(
+                        &format!("/v1/cases/{case}/referrals"),
+                        &admin,
+                        &json!({"service_type": "mentoring", "provider": {"id": provider},
+                            "reason": "peer support", "sent_on": day(3)}),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::CREATED, "{b}");
+                b["referral_id"].as_str().unwrap().to_owned()
+            }
+        };
+        // A referral from before the subscription is not announced.
+        let before = send("prov-sub").await;
+        app.wait_projected().await;
+
+        let subscription = json!({"resourceType": "Subscription", "status": "requested",
+            "reason": "referrals to us", "criteria": "urn:linkage:topic:task-owner-changed",
+            "channel": {"type": "rest-hook", "endpoint": hook.url, "payload": "application/fhir+json",
+                "_payload": {"extension": [{"url":
+                    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                    "valueCode": "id-only"}]},
+                "header": ["Authorization: Bearer hook-secret"]}});
+        let post = |body: Value, token: String| {
+            let app = &app;
+            async move {
+                let resp = app
+                    .client
+                    .post(format!("{}/fhir/r4/Subscription", app.address))
+                    .bearer_auth(token)
+                    .header("Content-Type", "application/fhir+json")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                let body: Value = resp.json().await.unwrap();
+                SEEN.lock().unwrap().push(body.clone());
+                (status, body)
+            }
+        };
+        // Refused: another topic, another channel, a staff token.
+        let mut other_topic = subscription.clone();
+        other_topic["criteria"] = json!("Task?status=requested");
+        assert_eq!(
+            post(other_topic, service.clone()).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let mut email = subscription.clone();
+        email["channel"]["type"] = json!("email");
+        assert_eq!(
+            post(email, service.clone()).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            post(subscription.clone(), admin.clone()).await.0,
+            StatusCode::FORBIDDEN
+        );
+        let (s, created) = post(subscription.clone(), service.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        assert_eq!(created["status"], "active");
+        assert!(
+            created["channel"].get("header").is_none(),
+            "header values are never shown back"
+        );
+        let id = created["id"].as_str().unwrap().to_owned();
+
+        // A new referral to the provider, and a change to it, are announced; another
+        // provider's referral is not.
+        let theirs = send("prov-sub").await;
+        let _elsewhere = send("prov-elsewhere").await;
+        hook.wait_for(&theirs).await;
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/referrals/{theirs}/status"),
+                &admin,
+                &json!({"status": "accepted", "on": day(1),
+                    "reported_by": {"provider_id": "prov-sub", "channel": "phone"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while hook
+            .focuses()
+            .iter()
+            .filter(|f| **f == format!("Task/{theirs}"))
+            .count()
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "{:?}", hook.focuses());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            hook.refuse.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the refusals were retried"
+        );
+        let focuses = hook.focuses();
+        assert!(
+            focuses.iter().all(|f| *f == format!("Task/{theirs}")),
+            "only the subscriber's new Task: {focuses:?} (not {before})"
+        );
+        let received = hook.received.lock().unwrap().clone();
+        for (bundle, auth) in &received {
+            assert_eq!(bundle["type"], "history");
+            assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
+            let status = &bundle["entry"][0]["resource"];
+            assert_eq!(status["resourceType"], "Parameters");
+            SEEN.lock().unwrap().push(bundle.clone());
+        }
+        let numbers: Vec<String> = received
+            .iter()
+            .flat_map(|(b, _)| {
+                b["entry"][0]["resource"]["parameter"]
+                    .as_array()
+                    .cloned()
+                    .unwrap()
+            })
+            .filter(|p| p["name"] == "notification-event")
+            .map(|p| p["part"][0]["valueString"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            numbers,
+            ["1", "2"],
+            "events numbered from the subscription's start"
+        );
+
+        // The subscription reads back; deleted, it hears nothing more.
+        let (s, read, _) = fhir_get(&app, &format!("/Subscription/{id}"), &service).await;
+        assert_eq!(s, StatusCode::OK, "{read}");
+        assert_eq!(read["criteria"], "urn:linkage:topic:task-owner-changed");
+        let other = app
+            .service_token("svc-sub2", "default", "prov-elsewhere")
+            .await;
+        let (s, _, _) = fhir_get(&app, &format!("/Subscription/{id}"), &other).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let resp = app
+            .client
+            .delete(format!("{}/fhir/r4/Subscription/{id}", app.address))
+            .bearer_auth(&service)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let (_, read, _) = fhir_get(&app, &format!("/Subscription/{id}"), &service).await;
+        assert_eq!(read["status"], "off");
+        assert_all_valid();
+    }
+);
+
+/// Two replicas on one database: one notifies at a time, every new Task is announced, and no
+/// event number is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_notify_once() {
+    let Some(app) = TestApp::spawn(linkage_tests::Backend::Postgres).await else {
+        return;
+    };
+    let second = app.second_instance().await;
+    let hook = Receiver::start(0).await;
+    let admin = app.admin_token.clone();
+    let service = app.service_token("svc-two", "default", "prov-two").await;
+    let resp = app
+        .client
+        .post(format!("{}/fhir/r4/Subscription", second.address))
+        .bearer_auth(&service)
+        .json(
+            &json!({"resourceType": "Subscription", "status": "requested", "reason": "ours",
+            "criteria": "urn:linkage:topic:task-owner-changed",
+            "channel": {"type": "rest-hook", "endpoint": hook.url}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (s, b) = app.post("/v1/cases", &admin, &intake()).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let case = b["case_id"].as_str().unwrap().to_owned();
+    let mut referrals = Vec::new();
+    for (i, replica) in [&app, &second, &app, &second, &app, &second]
+        .into_iter()
+        .enumerate()
+    {
+        let (s, b) = replica
+            .post(
+                &format!("/v1/cases/{case}/referrals"),
+                &admin,
+                &json!({"service_type": "tutoring", "provider": {"id": "prov-two"},
+                    "reason": format!("round {i}"), "sent_on": day(2)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        referrals.push(b["referral_id"].as_str().unwrap().to_owned());
+    }
+    for r in &referrals {
+        hook.wait_for(r).await;
+    }
+    let numbers: Vec<String> = hook
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(b, _)| {
+            b["entry"][0]["resource"]["parameter"]
+                .as_array()
+                .cloned()
+                .unwrap()
+        })
+        .filter(|p| p["name"] == "notification-event")
+        .map(|p| p["part"][0]["valueString"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=referrals.len()).map(|n| n.to_string()).collect();
+    assert_eq!(numbers, expected, "each change once, numbered in order");
+}

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::fhir::TaskFilter;
 
+mod subscription;
 mod update;
 
 /// The base path of the FHIR endpoint.
@@ -45,6 +46,11 @@ pub fn routes() -> Router<AppState> {
         .route("/ServiceRequest", get(search_service_requests))
         .route("/ServiceRequest/{id}", get(read_service_request))
         .route("/Patient/{id}", get(read_patient))
+        .route("/Subscription", axum::routing::post(subscription::create))
+        .route(
+            "/Subscription/{id}",
+            get(subscription::read).delete(subscription::delete),
+        )
         .route("/Organization", get(search_organizations))
         .route("/Organization/{id}", get(read_organization))
         .fallback(|| async {
@@ -281,6 +287,13 @@ pub fn capability_statement(base: &str) -> Resource {
                     ]
                 },
                 {"type": "Patient", "interaction": [{"code": "read"}]},
+                {
+                    "type": "Subscription",
+                    "interaction": [{"code": "create"}, {"code": "read"}, {"code": "delete"}],
+                    "documentation": "the R4 Subscriptions backport: criteria urn:linkage:topic:task-owner-changed \
+                        (a Task owned by the subscriber's provider was created or changed), channel rest-hook, \
+                        payload id-only; a provider's own system (a service token) subscribes"
+                },
                 {
                     "type": "Organization",
                     "interaction": [{"code": "read"}, {"code": "search-type"}],

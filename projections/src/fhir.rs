@@ -142,6 +142,20 @@ pub fn fold(state: &mut FhirCase, events: &[&LogEvent]) -> Result<Vec<ReferralId
     Ok(changed)
 }
 
+/// Every version of a referral's Task, oldest first: the case's events folded one at a time,
+/// the Task taken after each that changed it (its businessStatus history, appointments
+/// included).
+pub fn task_history(events: &[&LogEvent], id: ReferralId) -> Result<Vec<Task>, ApplyError> {
+    let mut state = FhirCase::default();
+    let mut versions = Vec::new();
+    for e in events {
+        if fold(&mut state, std::slice::from_ref(e))?.contains(&id) {
+            versions.extend(task(&state, id));
+        }
+    }
+    Ok(versions)
+}
+
 /// A BSeR business status (`system::BSER_BUSINESS_STATUS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BusinessStatus {

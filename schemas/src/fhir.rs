@@ -283,7 +283,28 @@ pub struct BundleSearch {
 pub struct BundleEntry {
     pub full_url: String,
     pub resource: Resource,
-    pub search: BundleSearch,
+    /// In a `searchset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<BundleSearch>,
+    /// In a `history`: the interaction that made this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<BundleRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<BundleResponse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRequest {
+    pub method: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleResponse {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

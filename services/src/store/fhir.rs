@@ -146,7 +146,11 @@ impl Store {
         let Some(last) = batch.last() else {
             return Ok(true);
         };
-        let by_case = group_by_case(batch);
+        // A contact changes no referral resource: a case whose events in the batch are all
+        // contacts is neither read nor written (its stored state stays at an older sequence, and
+        // the fold passes over the contacts it never saw). Contacts are most of the log.
+        let mut by_case = group_by_case(batch);
+        by_case.retain(|(_, events)| events.iter().any(|e| e.event.event_type != "ContactLogged"));
         let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
         let (load_sql, cases_sql, tasks_sql) = match &self.backend {
             Backend::Postgres { .. } => (PG_LOAD, PG_UPSERT_CASES, PG_UPSERT_TASKS),

@@ -589,6 +589,30 @@ both_stores!(
         let last = events["events"].as_array().unwrap().last().unwrap();
         assert_eq!(last["actor"]["id"], "svc-put", "{last}");
         assert_eq!(last["payload"]["reported"]["by"], "provider", "{last}");
+        // The Task's history: every version, newest first, its business statuses the loop's.
+        let (s, history, _) = fhir_get(&app, &format!("{path}/_history"), &service).await;
+        assert_eq!(s, StatusCode::OK, "{history}");
+        assert_eq!(history["type"], "history");
+        let codes: Vec<&str> = history["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| business_status(&e["resource"]))
+            .collect();
+        assert_eq!(
+            codes,
+            ["7.0", "5.1.4", "5.1.1", "5.1.2", "5.1.1", "3.0", "2.0"]
+        );
+        let (s, second, etag2) = fhir_get(&app, &format!("{path}/_history/2"), &service).await;
+        assert_eq!(s, StatusCode::OK, "{second}");
+        assert_eq!(
+            (second["status"].as_str(), etag2.as_deref()),
+            (Some("accepted"), Some("W/\"2\""))
+        );
+        let (s, _, _) = fhir_get(&app, &format!("{path}/_history/99"), &service).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = fhir_get(&app, &format!("{path}/_history"), &other).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
         // And the projection, once caught up, serves what the update answered.
         app.wait_projected().await;
         let (_, read, read_etag) = fhir_get(&app, &path, &service).await;
@@ -925,6 +949,23 @@ impl Receiver {
             .collect()
     }
 
+    /// The event numbers of the notifications received so far, in order.
+    fn numbers(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(b, _)| {
+                b["entry"][0]["resource"]["parameter"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|p| p["name"] == "notification-event")
+            .filter_map(|p| p["part"][0]["valueString"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     async fn wait_for(&self, task: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !self.focuses().iter().any(|f| f == &format!("Task/{task}")) {
@@ -1061,17 +1102,7 @@ both_stores!(
             assert_eq!(status["resourceType"], "Parameters");
             SEEN.lock().unwrap().push(bundle.clone());
         }
-        let numbers: Vec<String> = received
-            .iter()
-            .flat_map(|(b, _)| {
-                b["entry"][0]["resource"]["parameter"]
-                    .as_array()
-                    .cloned()
-                    .unwrap()
-            })
-            .filter(|p| p["name"] == "notification-event")
-            .map(|p| p["part"][0]["valueString"].as_str().unwrap().to_owned())
-            .collect();
+        let numbers = hook.numbers();
         assert_eq!(
             numbers,
             ["1", "2"],
@@ -1147,20 +1178,7 @@ async fn two_replicas_notify_once() {
     for r in &referrals {
         hook.wait_for(r).await;
     }
-    let numbers: Vec<String> = hook
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(b, _)| {
-            b["entry"][0]["resource"]["parameter"]
-                .as_array()
-                .cloned()
-                .unwrap()
-        })
-        .filter(|p| p["name"] == "notification-event")
-        .map(|p| p["part"][0]["valueString"].as_str().unwrap().to_owned())
-        .collect();
+    let numbers = hook.numbers();
     let expected: Vec<String> = (1..=referrals.len()).map(|n| n.to_string()).collect();
     assert_eq!(numbers, expected, "each change once, numbered in order");
 }

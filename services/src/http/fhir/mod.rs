@@ -43,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/metadata", get(metadata))
         .route("/Task", get(search_tasks))
         .route("/Task/{id}", get(read_task).put(update::update_task))
+        .route("/Task/{id}/_history", get(task_history))
+        .route("/Task/{id}/_history/{version}", get(read_task_version))
         .route("/ServiceRequest", get(search_service_requests))
         .route("/ServiceRequest/{id}", get(read_service_request))
         .route("/Patient/{id}", get(read_patient))
@@ -262,7 +264,8 @@ pub fn capability_statement(base: &str) -> Resource {
             "resource": [
                 {
                     "type": "Task",
-                    "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "update",
+                    "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "history-instance"},
+                        {"code": "search-type"}, {"code": "update",
                         "documentation": "the referral's provider only (a service token), with If-Match; \
                         one step of the loop changed in status, businessStatus, statusReason or output"}],
                     "updateCreate": false,
@@ -354,6 +357,127 @@ async fn read_task(
     let (id, fhir_case) = readable_referral(&state, &caller, &id, "GET /fhir/r4/Task/{id}").await?;
     let task = render::task(&fhir_case, id)
         .ok_or_else(|| ApiError::not_found("not_found", "no resource with this id"))?;
+    Ok(ok(Resource::Task(task)))
+}
+
+/// A case's stored events as the folds read them.
+async fn case_log(
+    state: &AppState,
+    case_id: CaseId,
+) -> Result<Vec<projections::log::LogEvent>, ApiError> {
+    Ok(state
+        .store
+        .events_of(case_id)
+        .await?
+        .into_iter()
+        .map(|event| projections::log::LogEvent {
+            at: projections::log::LogPosition {
+                txid: 0,
+                position: event.position,
+            },
+            case_id,
+            event,
+        })
+        .collect())
+}
+
+/// A stored event the FHIR fold cannot apply: the store's fault, not the caller's.
+fn unfoldable(e: projections::log::ApplyError) -> ApiError {
+    ApiError::Store(crate::error::StoreError::Corrupt(format!(
+        "a stored event does not fold: {e}"
+    )))
+}
+
+/// Every version of a referral's Task, from its case's stored events, oldest first.
+async fn task_versions(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    route: &str,
+) -> Result<Vec<schemas::fhir::Task>, ApiError> {
+    let (id, fhir_case) = readable_referral(state, caller, id, route).await?;
+    let case_id = fhir_case
+        .case
+        .opened
+        .as_ref()
+        .map(|o| o.case_id)
+        .ok_or_else(|| ApiError::not_found("not_found", "no resource with this id"))?;
+    let events = case_log(state, case_id).await?;
+    let refs: Vec<&projections::log::LogEvent> = events.iter().collect();
+    render::task_history(&refs, id).map_err(unfoldable)
+}
+
+/// `GET /Task/{id}/_history`: every version, newest first (a `history` Bundle): the referral's
+/// business statuses and appointments as they were.
+#[instrument(skip_all, fields(id = %id))]
+async fn task_history(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let caller = caller?;
+    let versions = task_versions(&state, &caller, &id, "GET /fhir/r4/Task/{id}/_history").await?;
+    let base = base_url(&headers);
+    let entries: Vec<BundleEntry> = versions
+        .into_iter()
+        .rev()
+        .map(|task| {
+            let first = task.meta.as_ref().is_some_and(|m| m.version_id == "1");
+            let last_modified = task.meta.as_ref().map(|m| m.last_updated);
+            BundleEntry {
+                full_url: format!("{base}/Task/{id}"),
+                request: Some(schemas::fhir::BundleRequest {
+                    method: if first { "POST" } else { "PUT" }.into(),
+                    url: if first {
+                        "Task".into()
+                    } else {
+                        format!("Task/{id}")
+                    },
+                }),
+                response: Some(schemas::fhir::BundleResponse {
+                    status: if first { "201" } else { "200" }.into(),
+                    last_modified,
+                }),
+                resource: Resource::Task(task),
+                search: None,
+            }
+        })
+        .collect();
+    let bundle = Bundle {
+        kind: "history".into(),
+        total: Some(entries.len() as u64),
+        link: vec![BundleLink {
+            relation: "self".into(),
+            url: format!("{base}/Task/{id}/_history"),
+        }],
+        entry: entries,
+    };
+    Ok(fhir_response(
+        StatusCode::OK,
+        &Resource::Bundle(bundle),
+        None,
+    ))
+}
+
+/// `GET /Task/{id}/_history/{version}`: one version as it was (vread).
+#[instrument(skip_all, fields(id = %id, version = %version))]
+async fn read_task_version(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<Response, FhirError> {
+    let caller = caller?;
+    let task = task_versions(
+        &state,
+        &caller,
+        &id,
+        "GET /fhir/r4/Task/{id}/_history/{version}",
+    )
+    .await?
+    .into_iter()
+    .find(|t| t.meta.as_ref().is_some_and(|m| m.version_id == version))
+    .ok_or_else(|| ApiError::not_found("not_found", "no such version of this Task"))?;
     Ok(ok(Resource::Task(task)))
 }
 
@@ -683,7 +807,9 @@ fn entry(base: &str, resource: Resource, mode: &str) -> Option<BundleEntry> {
     Some(BundleEntry {
         full_url: format!("{base}/{kind}/{id}"),
         resource,
-        search: BundleSearch { mode: mode.into() },
+        search: Some(BundleSearch { mode: mode.into() }),
+        request: None,
+        response: None,
     })
 }
 

@@ -174,27 +174,10 @@ fn if_match(headers: &HeaderMap) -> Result<u64, ApiError> {
 /// The case's FHIR state folded from its stored events: what the projection holds once it has
 /// caught up, read now.
 async fn fold_case(state: &AppState, case_id: CaseId) -> Result<FhirCase, ApiError> {
-    let events: Vec<LogEvent> = state
-        .store
-        .events_of(case_id)
-        .await?
-        .into_iter()
-        .map(|event| LogEvent {
-            at: projections::log::LogPosition {
-                txid: 0,
-                position: event.position,
-            },
-            case_id,
-            event,
-        })
-        .collect();
+    let events = super::case_log(state, case_id).await?;
     let refs: Vec<&LogEvent> = events.iter().collect();
     let mut folded = FhirCase::default();
-    render::fold(&mut folded, &refs).map_err(|e| {
-        ApiError::Store(crate::error::StoreError::Corrupt(format!(
-            "a stored event does not fold: {e}"
-        )))
-    })?;
+    render::fold(&mut folded, &refs).map_err(super::unfoldable)?;
     Ok(folded)
 }
 

@@ -40,7 +40,12 @@ pub async fn run(
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
+    // No redirects: a notification goes to the endpoint the subscriber named, nowhere else.
+    let client = match reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "the FHIR notifier cannot start an HTTP client");

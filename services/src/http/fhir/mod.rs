@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use projections::fhir::{self as render, FhirCase};
 use schemas::fhir::{
     Bundle, BundleEntry, BundleLink, BundleSearch, CodeableConcept, OperationOutcome,
-    OperationOutcomeIssue, Resource, FHIR_JSON, FHIR_VERSION,
+    OperationOutcomeIssue, Resource, FHIR_VERSION,
 };
 use schemas::{CaseId, ProviderId, ReferralId, Role};
 use tracing::instrument;
@@ -1012,6 +1012,3 @@ async fn search_organizations(
         None,
     ))
 }
-
-/// The media type FHIR clients are answered in (for tests and docs).
-pub const MEDIA_TYPE: &str = FHIR_JSON;

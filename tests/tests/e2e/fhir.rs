@@ -912,6 +912,16 @@ impl Receiver {
                 }
             }),
         );
+        // `/moved` sends every notification on to `/hook`, which a notifier must not follow.
+        let app = app.route(
+            "/moved",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/hook")],
+                )
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -1182,3 +1192,56 @@ async fn two_replicas_notify_once() {
     let expected: Vec<String> = (1..=referrals.len()).map(|n| n.to_string()).collect();
     assert_eq!(numbers, expected, "each change once, numbered in order");
 }
+
+both_stores!(
+    a_notification_is_not_redirected,
+    |app: TestApp| async move {
+        let hook = Receiver::start(0).await;
+        let service = app
+            .service_token("svc-moved", "default", "prov-moved")
+            .await;
+        let moved = hook.url.replace("/hook", "/moved");
+        let resp = app
+            .client
+            .post(format!("{}/fhir/r4/Subscription", app.address))
+            .bearer_auth(&service)
+            .json(
+                &json!({"resourceType": "Subscription", "status": "requested", "reason": "ours",
+                "criteria": "urn:linkage:topic:task-owner-changed",
+                "channel": {"type": "rest-hook", "endpoint": moved}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let id = resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (s, b) = app.post("/v1/cases", &app.admin_token, &intake()).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let case = b["case_id"].as_str().unwrap().to_owned();
+        let (s, b) = app
+            .post(
+                &format!("/v1/cases/{case}/referrals"),
+                &app.admin_token,
+                &json!({"service_type": "tutoring", "provider": {"id": "prov-moved"},
+                    "reason": "reading", "sent_on": day(2)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        // The delivery fails on the redirect and shows on the Subscription; nothing arrives.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, sub, _) = fhir_get(&app, &format!("/Subscription/{id}"), &service).await;
+            if sub["status"] == "error" {
+                assert!(sub["error"].as_str().unwrap().contains("307"), "{sub}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{sub}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(hook.received.lock().unwrap().is_empty());
+        assert_all_valid();
+    }
+);

@@ -296,6 +296,62 @@ pub fn mapping(case: &Case, r: &Referral) -> &'static StatusMapping {
         .expect("every referral status has a row")
 }
 
+/// A referral voided in error: its Task's and its ServiceRequest's status.
+pub const ENTERED_IN_ERROR: &str = "entered-in-error";
+
+/// The Task.status of a referral of `case` (what the search rows hold).
+pub fn task_status(case: &Case, r: &Referral) -> &'static str {
+    match r.voided {
+        true => ENTERED_IN_ERROR,
+        false => mapping(case, r).task_status,
+    }
+}
+
+/// Each of `statuses` once, in order.
+fn distinct(statuses: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for s in statuses {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Every Task.status served.
+pub fn task_statuses() -> Vec<&'static str> {
+    distinct(
+        MAPPING
+            .iter()
+            .map(|m| m.task_status)
+            .chain([ENTERED_IN_ERROR]),
+    )
+}
+
+/// Every ServiceRequest.status served.
+pub fn service_request_statuses() -> Vec<&'static str> {
+    distinct(
+        MAPPING
+            .iter()
+            .map(|m| m.service_request_status)
+            .chain([ENTERED_IN_ERROR]),
+    )
+}
+
+/// The Task statuses a ServiceRequest status goes with (a ServiceRequest search runs on the
+/// Tasks' rows).
+pub fn task_statuses_behind(service_request_status: &str) -> Vec<&'static str> {
+    if service_request_status == ENTERED_IN_ERROR {
+        return vec![ENTERED_IN_ERROR];
+    }
+    distinct(
+        MAPPING
+            .iter()
+            .filter(|m| m.service_request_status == service_request_status)
+            .map(|m| m.task_status),
+    )
+}
+
 /// The live appointment of a referral that was made or changed last.
 pub fn latest_appointment(case: &Case, id: ReferralId) -> Option<&Appointment> {
     let made = |a: &Appointment| {
@@ -375,20 +431,16 @@ pub fn task(state: &FhirCase, id: ReferralId) -> Option<Task> {
     let (r, touch, agency) = referral_of(state, id)?;
     let case = &state.case;
     let id_text = id.to_string();
-    let (status, business_status) = if r.voided {
-        ("entered-in-error".to_owned(), None)
-    } else {
+    let status = task_status(case, r);
+    let business_status = (!r.voided).then(|| {
         let m = mapping(case, r);
-        (
-            m.task_status.to_owned(),
-            Some(CodeableConcept::of(
-                system::BSER_BUSINESS_STATUS,
-                m.business_status.code,
-                Some(m.business_status.display),
-            )),
+        CodeableConcept::of(
+            system::BSER_BUSINESS_STATUS,
+            m.business_status.code,
+            Some(m.business_status.display),
         )
-    };
-    let status_reason = matches!(status.as_str(), "rejected" | "cancelled" | "in-progress")
+    });
+    let status_reason = matches!(status, "rejected" | "cancelled" | "in-progress")
         .then(|| r.history.iter().rev().find(|c| !c.voided))
         .flatten()
         .filter(|c| {
@@ -430,7 +482,7 @@ pub fn task(state: &FhirCase, id: ReferralId) -> Option<Task> {
         id: Some(id_text.clone()),
         meta: Some(touch.meta()),
         identifier: vec![Identifier::of(system::REFERRAL, &id_text)],
-        status,
+        status: status.to_owned(),
         status_reason,
         business_status,
         intent: "order".into(),
@@ -462,10 +514,9 @@ pub fn task(state: &FhirCase, id: ReferralId) -> Option<Task> {
 pub fn service_request(state: &FhirCase, id: ReferralId) -> Option<ServiceRequest> {
     let (r, touch, agency) = referral_of(state, id)?;
     let id_text = id.to_string();
-    let status = if r.voided {
-        "entered-in-error"
-    } else {
-        mapping(&state.case, r).service_request_status
+    let status = match r.voided {
+        true => ENTERED_IN_ERROR,
+        false => mapping(&state.case, r).service_request_status,
     };
     Some(ServiceRequest {
         id: Some(id_text.clone()),
@@ -553,6 +604,36 @@ mod tests {
                 assert_ne!(a.business_status.code, b.business_status.code);
             }
         }
+    }
+
+    #[test]
+    fn the_status_lists_come_from_the_mapping() {
+        assert_eq!(
+            task_statuses(),
+            [
+                "requested",
+                "accepted",
+                "rejected",
+                "in-progress",
+                "cancelled",
+                "completed",
+                "entered-in-error"
+            ]
+        );
+        assert_eq!(
+            service_request_statuses(),
+            ["active", "revoked", "completed", "entered-in-error"]
+        );
+        assert_eq!(
+            task_statuses_behind("active"),
+            ["requested", "accepted", "in-progress"]
+        );
+        assert_eq!(task_statuses_behind("revoked"), ["rejected", "cancelled"]);
+        assert_eq!(task_statuses_behind("completed"), ["completed"]);
+        assert_eq!(
+            task_statuses_behind("entered-in-error"),
+            ["entered-in-error"]
+        );
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! backport, topic `schemas::fhir::TASK_TOPIC` ("a Task owned by me was created or changed"),
 //! channel `rest-hook`, payload `id-only`.
 //!
-//! One replica notifies at a time (a lease, like the relay's). Each round, for each live
-//! subscription, it reads the Tasks of the subscription's provider whose version is above the
-//! one last delivered to it (`Store::pending_changes`, from the FHIR projection), POSTs one
+//! One replica notifies at a time (a lease, like the relay's). Each round (every `EVERY`), for
+//! each live subscription, it reads the Tasks of the subscription's provider whose version is
+//! above the one last delivered to it (`Store::pending_changes`, from the FHIR projection), POSTs one
 //! notification Bundle naming them (`focus` Task/<id>, numbered from the subscription's event
 //! count), and records the versions only after a 2xx answer. A failed delivery is retried with
 //! a growing pause (up to a minute), the subscription showing `error` meanwhile; a crash between
@@ -33,13 +33,16 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause between retries of a failing endpoint.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Delivers until `stop` turns true. `poll` is how often it looks when the log has not moved.
-pub async fn run(
-    store: Arc<Store>,
-    clock: crate::clock::Clock,
-    poll: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// How often the replica holding the lease looks for changed Tasks: a bound on how late a
+/// notification leaves after the FHIR projection applied the change. A fixed pace, not a
+/// wake-up per commit: a busy server commits thousands of times a second, and each round
+/// queries the store.
+const EVERY: Duration = Duration::from_millis(250);
+/// How often a replica without the lease tries to take it (each try opens a connection).
+const STANDBY: Duration = Duration::from_secs(1);
+
+/// Delivers until `stop` turns true.
+pub async fn run(store: Arc<Store>, clock: crate::clock::Clock, mut stop: watch::Receiver<bool>) {
     // No redirects: a notification goes to the endpoint the subscriber named, nowhere else.
     let client = match reqwest::Client::builder()
         .timeout(DELIVERY_TIMEOUT)
@@ -52,11 +55,9 @@ pub async fn run(
             return;
         }
     };
-    let mut moved = store.log_moved();
     let mut lease = None;
     // Per subscription: when it may be tried again, and how many failures in a row.
     let mut backoff: HashMap<String, (Instant, u32)> = HashMap::new();
-    let poll = poll.min(Duration::from_secs(1));
     while !*stop.borrow() {
         if lease.is_none() {
             match store.try_notifier_lease().await {
@@ -64,19 +65,25 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "the FHIR notifier could not take its lease"),
             }
         }
-        if let Some(held) = lease.as_mut() {
-            if held.alive().await {
+        let alive = match lease.as_mut() {
+            Some(held) => held.alive().await,
+            None => false,
+        };
+        let pause = match alive {
+            true => {
                 if let Err(e) = round(&store, &clock, &client, &mut backoff).await {
                     tracing::warn!(error = %e, "a FHIR notification round failed; retrying");
                 }
-            } else {
-                lease = None;
+                EVERY
             }
-        }
+            false => {
+                lease = None;
+                STANDBY
+            }
+        };
         tokio::select! {
             _ = stop.changed() => {}
-            _ = moved.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -193,7 +193,6 @@ impl Application {
         let notifier = tokio::spawn(crate::fhir_notify::run(
             store.clone(),
             clock.clone(),
-            std::time::Duration::from_millis(self.state.config.projection_poll_ms),
             stop_rx.clone(),
         ));
         let anchor_bus = match (&self.anchorer, &self.state.config.nats_url) {

@@ -113,8 +113,11 @@ const PG_SEARCH_WHERE: &str = "\
    AND ($5::text IS NULL OR t.referral_id = $5)
    AND ($6::text IS NULL OR t.last_updated > $6) AND ($7::text IS NULL OR t.last_updated < $7)";
 
-/// A filter's values as its statements bind them.
+/// A filter's values as its statements bind them: `$1` to `$7` of the search's WHERE clause,
+/// bound in that order by `bind_filter!`.
 struct Binds<'a> {
+    agency: Option<&'a str>,
+    worker: Option<&'a str>,
     statuses: Option<Json<&'a Vec<String>>>,
     provider: Option<&'a str>,
     referral: Option<String>,
@@ -125,6 +128,8 @@ struct Binds<'a> {
 impl<'a> Binds<'a> {
     fn of(filter: &'a TaskFilter) -> Self {
         Self {
+            agency: filter.agency.as_deref(),
+            worker: filter.worker_id.as_deref(),
             statuses: (!filter.statuses.is_empty()).then_some(Json(&filter.statuses)),
             provider: filter.provider_id.as_ref().map(|p| p.as_str()),
             referral: filter.referral_id.map(|r| r.to_string()),
@@ -132,6 +137,20 @@ impl<'a> Binds<'a> {
             before_time: filter.updated_before.map(column_time),
         }
     }
+}
+
+/// Binds a filter's values (`Binds`) onto a query as `$1` to `$7`.
+macro_rules! bind_filter {
+    ($query:expr, $b:expr) => {
+        $query
+            .bind($b.agency)
+            .bind($b.worker)
+            .bind($b.provider)
+            .bind($b.statuses)
+            .bind($b.referral.as_deref())
+            .bind($b.after_time.as_deref())
+            .bind($b.before_time.as_deref())
+    };
 }
 
 impl Store {
@@ -178,10 +197,7 @@ impl Store {
                 cases.push(CaseRow { case_id: id, agency: agency.as_str(), state });
                 let worker = state.case.assigned_to.as_ref().map(|w| w.as_str().to_owned());
                 for r in &state.case.referrals {
-                    let (Some(touch), Some(task)) = (
-                        state.referrals.get(&r.referral_id),
-                        ::projections::fhir::task(state, r.referral_id),
-                    ) else {
+                    let Some(touch) = state.referrals.get(&r.referral_id) else {
                         continue;
                     };
                     tasks.push(TaskRow {
@@ -191,7 +207,7 @@ impl Store {
                         worker_id: worker.clone(),
                         provider_id: r.provider.id.as_str().to_owned(),
                         provider_name: r.provider.name.as_ref().map(|n| n.as_str().to_owned()),
-                        status: task.status,
+                        status: ::projections::fhir::task_status(&state.case, r).to_owned(),
                         version: touch.version,
                         last_updated: column_time(touch.last_updated),
                     });
@@ -232,16 +248,7 @@ impl Store {
         );
         let binds = Binds::of(filter);
         on_pool!(self, pool => {
-            Ok(sqlx::query_as(&sql)
-                .bind(filter.agency.as_deref())
-                .bind(filter.worker_id.as_deref())
-                .bind(binds.provider)
-                .bind(binds.statuses)
-                .bind(binds.referral.as_deref())
-                .bind(binds.after_time.as_deref())
-                .bind(binds.before_time.as_deref())
-                .fetch_all(pool)
-                .await?)
+            Ok(bind_filter!(sqlx::query_as(&sql), binds).fetch_all(pool).await?)
         })
     }
 
@@ -274,37 +281,16 @@ impl Store {
              {where_} AND ($8{cast} IS NULL OR t.referral_id > $8) ORDER BY t.referral_id LIMIT $9"
         );
         let count_sql = format!("SELECT count(*) FROM fhir_tasks t {where_}");
-        let Binds {
-            statuses,
-            provider,
-            referral,
-            after_time,
-            before_time,
-        } = Binds::of(filter);
+        let binds = Binds::of(filter);
         let after = filter.after.map(|r| r.to_string());
         on_pool!(self, pool => {
-            let rows: Vec<(String, Json<FhirCase>)> = sqlx::query_as(&page_sql)
-                .bind(filter.agency.as_deref())
-                .bind(filter.worker_id.as_deref())
-                .bind(provider)
-                .bind(statuses)
-                .bind(referral.as_deref())
-                .bind(after_time.as_deref())
-                .bind(before_time.as_deref())
+            let rows: Vec<(String, Json<FhirCase>)> = bind_filter!(sqlx::query_as(&page_sql), binds)
                 .bind(after.as_deref())
                 .bind(i64::from(count) + 1)
                 .fetch_all(pool)
                 .await?;
-            let total: i64 = sqlx::query_scalar(&count_sql)
-                .bind(filter.agency.as_deref())
-                .bind(filter.worker_id.as_deref())
-                .bind(provider)
-                .bind(statuses)
-                .bind(referral.as_deref())
-                .bind(after_time.as_deref())
-                .bind(before_time.as_deref())
-                .fetch_one(pool)
-                .await?;
+            let total: i64 =
+                bind_filter!(sqlx::query_scalar(&count_sql), binds).fetch_one(pool).await?;
             let more = rows.len() > count as usize;
             let rows = rows
                 .into_iter()

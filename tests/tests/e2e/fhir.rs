@@ -69,6 +69,15 @@ async fn fhir_get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value,
     if !token.is_empty() {
         req = req.bearer_auth(token);
     }
+    fhir_answer(req, path).await
+}
+
+/// Sends a request to the FHIR endpoint and takes its answer: status, body (kept to be
+/// validated), ETag. Every answer, refusals included, is `application/fhir+json`.
+async fn fhir_answer(
+    req: reqwest::RequestBuilder,
+    path: &str,
+) -> (StatusCode, Value, Option<String>) {
     let resp = req.send().await.expect("request sent");
     let status = resp.status();
     let content_type = resp
@@ -418,16 +427,7 @@ async fn fhir_put(
     if let Some(v) = if_match {
         req = req.header("If-Match", v);
     }
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body: Value = resp.json().await.expect("a JSON body");
-    SEEN.lock().unwrap().push(body.clone());
-    (status, body, etag)
+    fhir_answer(req, path).await
 }
 
 fn with_business(task: &Value, status: &str, code: &str) -> Value {
@@ -868,6 +868,30 @@ async fn loop_through_a_fhir_client(backend: linkage_tests::Backend) {
 
 linkage_tests::both_backends!(a_fhir_client_drives_the_loop, loop_through_a_fhir_client);
 
+/// POSTs a Subscription to `address` (an app, or a second replica): status and body.
+async fn post_subscription(
+    app: &TestApp,
+    address: &str,
+    token: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let req = app
+        .client
+        .post(format!("{address}/fhir/r4/Subscription"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/fhir+json")
+        .json(body);
+    let (status, body, _) = fhir_answer(req, "/Subscription").await;
+    (status, body)
+}
+
+/// The least a subscription to the one topic says.
+fn subscription_to(endpoint: &str) -> Value {
+    json!({"resourceType": "Subscription", "status": "requested", "reason": "ours",
+        "criteria": "urn:linkage:topic:task-owner-changed",
+        "channel": {"type": "rest-hook", "endpoint": endpoint}})
+}
+
 /// What the receiver took: each body, with its Authorization header.
 type Received = std::sync::Arc<Mutex<Vec<(Value, Option<String>)>>>;
 
@@ -1027,21 +1051,7 @@ both_stores!(
                 "header": ["Authorization: Bearer hook-secret"]}});
         let post = |body: Value, token: String| {
             let app = &app;
-            async move {
-                let resp = app
-                    .client
-                    .post(format!("{}/fhir/r4/Subscription", app.address))
-                    .bearer_auth(token)
-                    .header("Content-Type", "application/fhir+json")
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = resp.status();
-                let body: Value = resp.json().await.unwrap();
-                SEEN.lock().unwrap().push(body.clone());
-                (status, body)
-            }
+            async move { post_subscription(app, &app.address, &token, &body).await }
         };
         // Refused: another topic, another channel, a staff token.
         let mut other_topic = subscription.clone();
@@ -1153,19 +1163,9 @@ async fn two_replicas_notify_once() {
     let hook = Receiver::start(0).await;
     let admin = app.admin_token.clone();
     let service = app.service_token("svc-two", "default", "prov-two").await;
-    let resp = app
-        .client
-        .post(format!("{}/fhir/r4/Subscription", second.address))
-        .bearer_auth(&service)
-        .json(
-            &json!({"resourceType": "Subscription", "status": "requested", "reason": "ours",
-            "criteria": "urn:linkage:topic:task-owner-changed",
-            "channel": {"type": "rest-hook", "endpoint": hook.url}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (s, b) =
+        post_subscription(&app, &second.address, &service, &subscription_to(&hook.url)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = app.post("/v1/cases", &admin, &intake()).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let case = b["case_id"].as_str().unwrap().to_owned();
@@ -1201,23 +1201,10 @@ both_stores!(
             .service_token("svc-moved", "default", "prov-moved")
             .await;
         let moved = hook.url.replace("/hook", "/moved");
-        let resp = app
-            .client
-            .post(format!("{}/fhir/r4/Subscription", app.address))
-            .bearer_auth(&service)
-            .json(
-                &json!({"resourceType": "Subscription", "status": "requested", "reason": "ours",
-                "criteria": "urn:linkage:topic:task-owner-changed",
-                "channel": {"type": "rest-hook", "endpoint": moved}}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let id = resp.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (s, created) =
+            post_subscription(&app, &app.address, &service, &subscription_to(&moved)).await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
         let (s, b) = app.post("/v1/cases", &app.admin_token, &intake()).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let case = b["case_id"].as_str().unwrap().to_owned();

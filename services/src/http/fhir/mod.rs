@@ -698,26 +698,6 @@ impl Query {
     }
 }
 
-const TASK_STATUSES: &[&str] = &[
-    "requested",
-    "accepted",
-    "rejected",
-    "cancelled",
-    "in-progress",
-    "completed",
-    "entered-in-error",
-];
-
-/// The Task statuses behind each ServiceRequest status (`projections::fhir::MAPPING`).
-fn task_statuses_of_request(status: &str) -> &'static [&'static str] {
-    match status {
-        "active" => &["requested", "accepted", "in-progress"],
-        "revoked" => &["rejected", "cancelled"],
-        "completed" => &["completed"],
-        _ => &["entered-in-error"],
-    }
-}
-
 /// Narrows `filter` to the provider the parameter `name` (`owner`, `performer`: `Organization/<id>`
 /// or the bare id) names; false when it names none of the providers whose referrals the caller
 /// sees (the search then matches nothing).
@@ -860,7 +840,7 @@ async fn search_tasks(
     let mut filter = visible(&caller)?;
     let count = query.count()?;
     filter.after = query.page_after()?;
-    filter.statuses = query.tokens("status", TASK_STATUSES)?;
+    filter.statuses = query.tokens("status", &render::task_statuses())?;
     (filter.updated_after, filter.updated_before) = query.last_updated()?;
     let includes: Vec<&str> = query.all("_include");
     for i in &includes {
@@ -944,13 +924,12 @@ async fn search_service_requests(
     let mut filter = visible(&caller)?;
     let count = query.count()?;
     filter.after = query.page_after()?;
-    for s in query.tokens(
-        "status",
-        &["active", "revoked", "completed", "entered-in-error"],
-    )? {
-        filter
-            .statuses
-            .extend(task_statuses_of_request(&s).iter().map(|t| (*t).to_owned()));
+    for s in query.tokens("status", &render::service_request_statuses())? {
+        filter.statuses.extend(
+            render::task_statuses_behind(&s)
+                .into_iter()
+                .map(str::to_owned),
+        );
     }
     if !narrow_to_provider(&state, &query, "performer", &mut filter).await? {
         return empty_search(&headers, "ServiceRequest", &query);

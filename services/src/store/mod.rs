@@ -20,7 +20,7 @@ use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, ProviderId, Rol
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row, SqlitePool};
 
@@ -101,6 +101,8 @@ mod billing;
 pub mod fhir;
 pub mod reads;
 mod search;
+pub mod sqlite_pool;
+use sqlite_pool::sqlite_pool_options;
 pub mod subscriptions;
 
 pub use billing::{BatchOf, BatchRecord, BatchRow};
@@ -411,7 +413,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let pool = sqlite_pool_options()
             .max_connections(8)
             .connect_with(options)
             .await

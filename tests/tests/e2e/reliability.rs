@@ -751,11 +751,24 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("skipping the full-disk test: cannot mount a tmpfs here (it needs root)");
+            eprintln!("skipping a full-disk test: cannot mount a tmpfs here (it needs root)");
             let _ = std::fs::remove_dir(&dir);
             return None;
         }
         Some(Self(dir))
+    }
+
+    /// Fills the disk with a file but for about `room` bytes, and gives the file's path: removing
+    /// it frees the space again.
+    fn fill_leaving(&self, room: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(room)).unwrap();
+        filler
     }
 }
 
@@ -783,29 +796,21 @@ async fn a_full_disk_is_a_clear_error_and_the_server_carries_on() {
         .expect("SQLite");
     let cases = open_cases(&app, 2).await;
     app.wait_projected().await;
-    // Fill the disk but for a little room.
-    let filler = disk.0.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 256 * 1024];
-        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
-        let len = f.metadata().unwrap().len();
-        f.set_len(len.saturating_sub(512 * 1024)).unwrap();
-    }
+    let filler = disk.fill_leaving(512 * 1024);
     let note = "n".repeat(2000);
+    let contact = |case: &str, minutes: u64, note: &str| {
+        let app = &app;
+        let path = format!("/v1/cases/{case}/contacts");
+        let body = json!({"component": "monitoring", "contact_type": "phone",
+            "with": ["guardian"], "occurred_at": "2026-10-05T15:00:00Z",
+            "minutes": minutes, "note": note});
+        async move { app.post(&path, &app.admin_token, &body).await }
+    };
     let mut created = Vec::new();
     let mut full = None;
     for i in 0..2_000u64 {
         let case = &cases[i as usize % 2];
-        let (s, b) = app
-            .post(
-                &format!("/v1/cases/{case}/contacts"),
-                &app.admin_token,
-                &json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
-                    "occurred_at": "2026-10-05T15:00:00Z", "minutes": 10 + i % 50, "note": note}),
-            )
-            .await;
+        let (s, b) = contact(case, 10 + i % 50, &note).await;
         match s {
             StatusCode::CREATED => {
                 created.push((case.clone(), b["activity_id"].as_str().unwrap().to_owned()))
@@ -832,21 +837,33 @@ async fn a_full_disk_is_a_clear_error_and_the_server_carries_on() {
         assert_eq!(activities.get(activity), Some(&1), "{activity} of {case}");
     }
 
-    // Space freed: the same server carries on, and its projections catch up intact.
+    // Space freed: the same server carries on, and its projections catch up intact. More writes
+    // than the pool has connections, with reads between them, so that every connection that met
+    // the full disk is used again; each acknowledged write is seen through a connection of
+    // another pool (a connection left inside a failed transaction once swallowed them).
     std::fs::remove_file(&filler).unwrap();
-    let (s, b) = app
-        .post(
-            &format!("/v1/cases/{}/contacts", cases[0]),
-            &app.admin_token,
-            &json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
-                "occurred_at": "2026-10-05T15:00:00Z", "minutes": 12}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(
-        app.store.events_after(LogPosition::START).await.unwrap(),
-        stored + 1
-    );
+    let outside = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        data_dir.join("linkage.db").display()
+    ))
+    .await
+    .unwrap();
+    for i in 1..=12i64 {
+        let case = &cases[i as usize % 2];
+        let (s, b) = contact(case, 12, "after").await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, b) = app
+            .get(&format!("/v1/cases/{case}/events"), &app.admin_token)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let durable: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE aggregate_type = 'Case'")
+                .fetch_one(&outside)
+                .await
+                .unwrap();
+        assert_eq!(durable, stored + i, "write {i} after the disk was freed");
+    }
+    outside.close().await;
     app.wait_projected().await;
     let report = projector::verify(&app.store, None).await.unwrap();
     assert!(report.broken.is_empty(), "{:?}", report.broken);
@@ -854,4 +871,100 @@ async fn a_full_disk_is_a_clear_error_and_the_server_carries_on() {
         "full disk: {} contacts stored before the disk filled; then 507, then stored again",
         created.len()
     );
+}
+
+async fn count_rows(pool: &sqlx::SqlitePool) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT count(*) FROM t")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A commit that fails on a full disk leaves no connection that swallows later commits: a
+/// write acknowledged after space is freed is seen by another connection. Without the guard in
+/// `services::store::sqlite_pool` it is not: sqlx still counted the failed transaction as open,
+/// so the dropped read transaction below left a real one open, and the "commit" after it was a
+/// savepoint's release inside it.
+#[tokio::test]
+async fn a_failed_commit_leaves_no_connection_inside_a_transaction() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::Connection;
+    let Some(disk) = SmallDisk::mount(4) else {
+        return;
+    };
+    let file = disk.0.join("pool.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    // One connection, so the one that failed is the one handed out next.
+    let pool = services::store::sqlite_pool::sqlite_pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let filler = disk.fill_leaving(256 * 1024);
+    let blob = vec![7u8; 3000];
+    let mut failed = None;
+    for _ in 0..10_000 {
+        let mut tx = pool.begin().await.unwrap();
+        let inserted = async {
+            for _ in 0..2 {
+                sqlx::query("INSERT INTO t (x) VALUES (?)")
+                    .bind(&blob)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        let result = match inserted {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            failed = Some(e);
+            break;
+        }
+    }
+    let failed = failed.expect("the disk filled up");
+    let failed = StoreError::from(failed);
+    assert!(matches!(failed, StoreError::Full(_)), "{failed}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let before = count_rows(&pool).await;
+    {
+        // A read transaction, dropped without a commit.
+        let mut read = pool.begin().await.unwrap();
+        sqlx::query("SELECT count(*) FROM t")
+            .fetch_one(&mut *read)
+            .await
+            .unwrap();
+    }
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO t (x) VALUES (?)")
+        .bind(&blob)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let other = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&file))
+        .await
+        .unwrap();
+    assert_eq!(
+        count_rows(&other).await,
+        before + 1,
+        "the acknowledged write is durable"
+    );
+    other.close().await;
+    assert!(!pool.acquire().await.unwrap().is_in_transaction());
+    pool.close().await;
 }

@@ -781,3 +781,77 @@ mod tests {
         );
     }
 }
+
+/// CPU time spent between two points: this process's (user and system) and the whole machine's,
+/// from `/proc` (zero where there is none).
+pub(crate) struct CpuSpent {
+    process_ticks: u64,
+    machine: (u64, u64),
+}
+
+/// Clock ticks per second of `/proc`'s CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl CpuSpent {
+    pub(crate) fn start() -> Self {
+        Self {
+            process_ticks: process_ticks(),
+            machine: machine_ticks(),
+        }
+    }
+
+    pub(crate) fn stop(self) -> CpuSpan {
+        let (busy, total) = machine_ticks();
+        CpuSpan {
+            process_secs: process_ticks().saturating_sub(self.process_ticks) as f64
+                / TICKS_PER_SECOND,
+            machine_busy: busy.saturating_sub(self.machine.0) as f64,
+            machine_total: total.saturating_sub(self.machine.1) as f64,
+        }
+    }
+}
+
+pub(crate) struct CpuSpan {
+    process_secs: f64,
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+impl CpuSpan {
+    /// This process's CPU time per item, in microseconds.
+    pub(crate) fn process_micros_per(&self, items: u64) -> f64 {
+        self.process_secs * 1e6 / items.max(1) as f64
+    }
+
+    /// How busy the machine's CPUs were, all of them together, in percent.
+    pub(crate) fn machine_busy_percent(&self) -> f64 {
+        100.0 * self.machine_busy / self.machine_total.max(1.0)
+    }
+}
+
+/// utime + stime of this process, in ticks.
+fn process_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are the 14th and 15th fields of stat; 12th and 13th after the name.
+    field(11) + field(12)
+}
+
+/// (busy, total) ticks of all CPUs from `/proc/stat`'s first line; idle and iowait are not busy.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return (0, 0);
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}

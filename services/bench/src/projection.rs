@@ -13,7 +13,7 @@ use schemas::*;
 use sqlx::Row;
 
 use super::{
-    bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
+    CpuSpent, bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
     fresh_cases, memory_mib, seed_cases, settle, settle_database, write_starvations, BenchError,
     Scratch,
 };
@@ -35,7 +35,7 @@ pub struct ProjectionBench {
     /// Commands per second while lag is measured, beside the fraction of capacity below
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Seconds of lag measurement, per rate
+    /// Seconds of lag measurement, per rate (0: rebuilds only)
     #[arg(long, default_value_t = 10)]
     pub lag_seconds: u64,
     /// Seconds of the command-capacity measurement before the lag measurements
@@ -45,6 +45,9 @@ pub struct ProjectionBench {
     /// measured (beside `rate`)
     #[arg(long, default_value_t = 0.5)]
     pub fraction: f64,
+    /// Rebuild only these projections (comma-separated names); all by default
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 impl ProjectionBench {
@@ -94,6 +97,7 @@ impl ProjectionBench {
         settle(&pool).await;
 
         // Baseline: a plain scan of the same table, in position order, 10,000 rows a query.
+        let scan_cpu = CpuSpent::start();
         let t0 = Instant::now();
         let (mut at, mut scanned, mut bytes) = (0i64, 0u64, 0usize);
         loop {
@@ -113,24 +117,37 @@ impl ProjectionBench {
             scanned += rows.len() as u64;
         }
         let scan_secs = t0.elapsed().as_secs_f64();
+        let scan_cpu = scan_cpu.stop();
         let scan_rate = scanned as f64 / scan_secs;
         std::hint::black_box(bytes);
 
         writeln!(out)?;
         writeln!(
             out,
-            "{:<34} {:>10} {:>9} {:>12} {:>9}   resident MiB at 25/50/75/100%",
-            "rebuild", "events", "seconds", "events/s", "vs scan"
+            "{:<34} {:>10} {:>9} {:>12} {:>9} {:>12} {:>9}   resident MiB at 25/50/75/100%",
+            "rebuild", "events", "seconds", "events/s", "vs scan", "CPU µs/event", "machine"
         )?;
         writeln!(
             out,
-            "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}%",
-            "plain scan of events (baseline)", scanned, scan_secs, scan_rate, 100.0
+            "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}% {:>12.2} {:>8.0}%",
+            "plain scan of events (baseline)",
+            scanned,
+            scan_secs,
+            scan_rate,
+            100.0,
+            scan_cpu.process_micros_per(scanned),
+            scan_cpu.machine_busy_percent()
         )?;
         let mut all_secs = 0.0;
         let mut mode = "";
+        let mut rebuilt_names = 0;
         for name in projector::names() {
+            if !self.only.is_empty() && !self.only.iter().any(|o| o == name) {
+                continue;
+            }
+            rebuilt_names += 1;
             let mut marks = Vec::new();
+            let cpu = CpuSpent::start();
             let t0 = Instant::now();
             let rebuilt = projector::rebuild(&store, name, false, |done| {
                 let quarter = (marks.len() as u64 + 1) * scanned / 4;
@@ -141,6 +158,7 @@ impl ProjectionBench {
             .await
             .map_err(|e| BenchError::Refused(e.to_string()))?;
             let secs = t0.elapsed().as_secs_f64();
+            let cpu = cpu.stop();
             let n = rebuilt.events;
             mode = rebuilt.mode.explain();
             all_secs += secs;
@@ -148,12 +166,14 @@ impl ProjectionBench {
             let marks: Vec<String> = marks.iter().map(|m| format!("{m:.0}")).collect();
             writeln!(
                 out,
-                "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}%   {}",
+                "{:<34} {:>10} {:>9.2} {:>12.0} {:>8.0}% {:>12.2} {:>8.0}%   {}",
                 format!("projection {name}"),
                 n,
                 secs,
                 rate,
                 100.0 * rate / scan_rate,
+                cpu.process_micros_per(n),
+                cpu.machine_busy_percent(),
                 marks.join(" / ")
             )?;
         }
@@ -163,13 +183,23 @@ impl ProjectionBench {
             "all projections",
             scanned,
             all_secs,
-            scanned as f64 * PROJECTIONS.len() as f64 / all_secs
+            scanned as f64 * rebuilt_names as f64 / all_secs
         )?;
         writeln!(out, "each rebuild {mode}")?;
         writeln!(
             out,
             "target: each rebuild >= 50% of the plain scan, memory flat as events grow"
         )?;
+        writeln!(
+            out,
+            "CPU µs/event: this process's CPU time per event; machine: how busy all CPUs were \
+             (the database's share when it runs here)"
+        )?;
+        if self.lag_seconds == 0 {
+            pool.close().await;
+            store.close().await;
+            return Ok(());
+        }
 
         self.lag(&store, &services, &pool, out).await?;
         pool.close().await;

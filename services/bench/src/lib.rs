@@ -763,25 +763,6 @@ pub(crate) fn swap_database(url: &str, db: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_scratch_database_replaces_the_path() {
-        assert_eq!(
-            super::swap_database("postgres://u@h:1/postgres", "b"),
-            "postgres://u@h:1/b"
-        );
-        assert_eq!(
-            super::swap_database("postgres://u@h:1", "b"),
-            "postgres://u@h:1/b"
-        );
-        assert_eq!(
-            super::swap_database("postgres://u@h/x?sslmode=disable", "b"),
-            "postgres://u@h/b?sslmode=disable"
-        );
-    }
-}
-
 /// CPU time spent between two points: this process's (user and system) and the whole machine's,
 /// from `/proc` (zero where there is none).
 pub(crate) struct CpuSpent {
@@ -835,7 +816,12 @@ fn process_ticks() -> u64 {
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are the 14th and 15th fields of stat; 12th and 13th after the name.
     field(11) + field(12)
 }
@@ -854,4 +840,23 @@ fn machine_ticks() -> (u64, u64) {
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
     (total.saturating_sub(idle), total)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scratch_database_replaces_the_path() {
+        assert_eq!(
+            super::swap_database("postgres://u@h:1/postgres", "b"),
+            "postgres://u@h:1/b"
+        );
+        assert_eq!(
+            super::swap_database("postgres://u@h:1", "b"),
+            "postgres://u@h:1/b"
+        );
+        assert_eq!(
+            super::swap_database("postgres://u@h/x?sslmode=disable", "b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
+    }
 }

@@ -13,9 +13,9 @@ use schemas::*;
 use sqlx::Row;
 
 use super::{
-    CpuSpent, bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
+    bench_state, case_services, command_capacity, commands_at_rate, contact, contact_stream,
     fresh_cases, memory_mib, seed_cases, settle, settle_database, write_starvations, BenchError,
-    Scratch,
+    CpuSpent, Scratch,
 };
 use services::projector;
 use services::projector::PROJECTIONS;

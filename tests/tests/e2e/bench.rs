@@ -66,6 +66,7 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         lag_seconds: 1,
         capacity_seconds: 1,
         fraction: 0.5,
+        only: Vec::new(),
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
@@ -82,6 +83,18 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
             .unwrap_or_else(|| panic!("no `{row}` row in:\n{report}"));
         assert!(line.contains("3000"), "every event counted: {line}");
     }
+    // Each rebuild's CPU per event (of this process) and how busy the machine was.
+    let audit: Vec<&str> = report
+        .lines()
+        .find(|l| l.starts_with("projection audit_trail"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let cpu: f64 = audit[6].parse().expect("CPU µs per event");
+    let busy: f64 = audit[7]
+        .trim_end_matches('%')
+        .parse()
+        .expect("machine busy");
+    assert!(cpu > 0.0 && (0.0..=100.0).contains(&busy), "{report}");
     let capacity = capacity(&report);
     assert!(
         report.contains("projection lag from inside the engine"),

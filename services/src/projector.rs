@@ -38,7 +38,9 @@ use crate::store::{Claim, Store, Work};
 /// and caught up in 0.5 s instead of 7-10 s. SQLite keeps 500: its one writer waits for a batch's
 /// transaction, and commands must not wait long.
 fn batch_size(store: &Store) -> u32 {
-    if store.has_one_writer() {
+    if let Some(events) = store.log_batch() {
+        events
+    } else if store.has_one_writer() {
         500
     } else {
         5_000
@@ -68,6 +70,24 @@ pub trait Projection: Sync {
         claim: Claim<'a>,
         batch: &'a [LogEvent],
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Folds `batch`, read after `from`, into the rows it writes, without writing them: only on
+    /// a store whose rows one catch-up alone writes (`Store::folds_ahead`), so that batch n+1 is
+    /// folded while batch n is written. None: this projection folds as it writes (`apply`).
+    fn fold<'a>(
+        &'a self,
+        store: &'a Store,
+        from: LogPosition,
+        batch: Arc<Vec<LogEvent>>,
+    ) -> BoxFuture<'a, Result<Option<Folded>, StoreError>>;
+    /// Writes what `fold` made of `batch` and moves the checkpoint past it, atomically, if the
+    /// checkpoint still stands at `claim.from` (as `apply`; without a fold it is `apply`).
+    fn write<'a>(
+        &'a self,
+        store: &'a Store,
+        claim: Claim<'a>,
+        batch: &'a [LogEvent],
+        folded: Option<Folded>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Drops the rows and the checkpoint, in one transaction.
     fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
     /// The tables it writes (a reset empties them in this order; a blue/green rebuild copies
@@ -75,10 +95,33 @@ pub trait Projection: Sync {
     fn tables(&self) -> &'static [&'static str];
 }
 
-/// A projection: its name, the store method that applies a batch, and the tables a reset empties
-/// (in order).
+/// A batch a projection folded ahead of writing it (`Projection::fold`); each projection's
+/// `write` knows its own type.
+pub type Folded = Box<dyn std::any::Any + Send>;
+
+/// A projection: its name, the store method that applies a batch, optionally the two that fold
+/// one ahead and write it, and the tables a reset empties (in order).
 macro_rules! projection {
     ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+]) => {
+        projection!($(#[$doc])* $type, $name, $apply, [$($table),+], folds: |_store, _from, _batch| async {
+            Ok(None)
+        }, writes: |store: &'a Store, claim, batch, _folded| store.$apply($name, claim, batch));
+    };
+    ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+],
+     $fold:ident, $write:ident, $fold_type:ty) => {
+        projection!($(#[$doc])* $type, $name, $apply, [$($table),+],
+            folds: |store: &'a Store, from, batch| async move {
+                Ok(Some(Box::new(store.$fold(from, batch).await?) as Folded))
+            },
+            writes: |store: &'a Store, claim, batch, folded: Option<Folded>| async move {
+                match folded.map(|f| f.downcast::<$fold_type>()) {
+                    Some(Ok(folded)) => store.$write($name, claim, batch, *folded).await,
+                    _ => store.$apply($name, claim, batch).await,
+                }
+            });
+    };
+    ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+],
+     folds: $folds:expr, writes: $writes:expr) => {
         $(#[$doc])*
         pub struct $type;
 
@@ -93,6 +136,23 @@ macro_rules! projection {
                 batch: &'a [LogEvent],
             ) -> BoxFuture<'a, Result<bool, StoreError>> {
                 Box::pin(store.$apply($name, claim, batch))
+            }
+            fn fold<'a>(
+                &'a self,
+                store: &'a Store,
+                from: LogPosition,
+                batch: Arc<Vec<LogEvent>>,
+            ) -> BoxFuture<'a, Result<Option<Folded>, StoreError>> {
+                Box::pin(($folds)(store, from, batch))
+            }
+            fn write<'a>(
+                &'a self,
+                store: &'a Store,
+                claim: Claim<'a>,
+                batch: &'a [LogEvent],
+                folded: Option<Folded>,
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(($writes)(store, claim, batch, folded))
             }
             fn reset<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
                 Box::pin(store.reset_projection($name, self.tables()))
@@ -109,7 +169,10 @@ projection!(
     AuditTrail,
     "audit_trail",
     project_audit,
-    ["audit_entries"]
+    ["audit_entries"],
+    fold_audit,
+    write_audit,
+    crate::store::AuditFold
 );
 projection!(
     /// Each case's folded state and contact rows for caseload views (`projections::caseload`).
@@ -307,12 +370,24 @@ async fn apply(
     from: LogPosition,
     batch: &[LogEvent],
 ) -> Result<Stepped, ProjectionError> {
-    let name = projection.name();
     let claim = Claim {
         from,
         by: store.replica(),
     };
-    match projection.apply(store, claim, batch).await {
+    let applied = projection.apply(store, claim, batch).await;
+    settle(store, projection, batch, applied).await
+}
+
+/// What a batch's application came to: applied, lost to another applier, or (an event the fold
+/// cannot apply) the projection stopped there, visibly; an event is never skipped.
+async fn settle(
+    store: &Store,
+    projection: &dyn Projection,
+    batch: &[LogEvent],
+    applied: Result<bool, StoreError>,
+) -> Result<Stepped, ProjectionError> {
+    let name = projection.name();
+    match applied {
         Ok(true) => {
             store.applied_lag().record(name, batch, Utc::now());
             Ok(Stepped::Applied(batch.len()))
@@ -321,7 +396,6 @@ async fn apply(
             tracing::debug!(projection = name, "another applier took the batch first");
             Ok(Stepped::Lost)
         }
-        // An event it cannot apply stops the projection there, visibly; it is never skipped.
         Err(StoreError::CannotApply(e)) => {
             let error = e.to_string();
             store.mark_projection_failed(name, &error).await?;
@@ -337,31 +411,66 @@ async fn apply(
 /// Applies batches until the projection has caught up with the log; `progress` gets the running
 /// total after each batch. Batches another applier took are read again from its checkpoint.
 ///
-/// The next batch is read while the current one is applied, so that reading and writing
-/// overlap (a rebuild reads the whole log).
+/// Batches go through stages that overlap: while batch n is written, batch n+1 is folded and
+/// batch n+2 read and decoded (a rebuild reads the whole log). Only a store whose rows this
+/// catch-up alone writes (a blue/green rebuild's copy, `Store::folds_ahead`) folds ahead; on any
+/// other a batch is folded as it is written, inside its claim (`Projection::apply`).
 pub async fn catch_up(
     store: &Store,
     projection: &dyn Projection,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
-    let read = |after| store.read_log(Work::Projections, after, batch_size(store));
+    let read = |after: Option<LogPosition>| async move {
+        match after {
+            Some(after) => store
+                .read_log(Work::Projections, after, batch_size(store))
+                .await
+                .map(Arc::new),
+            None => Ok(Arc::new(Vec::new())),
+        }
+    };
+    let ahead = store.folds_ahead();
+    let fold = |from: LogPosition, batch: Arc<Vec<LogEvent>>| async move {
+        match ahead && !batch.is_empty() {
+            true => projection.fold(store, from, batch).await,
+            false => Ok(None),
+        }
+    };
+    let end = |batch: &[LogEvent]| batch.last().map(|e| e.at);
     let mut total = 0u64;
     let mut from = standing(store, projection).await?;
-    let mut batch = read(from).await?;
-    while let Some(last) = batch.last() {
-        let next_from = last.at;
-        let (applied, next) = tokio::join!(apply(store, projection, from, &batch), read(next_from));
-        match applied? {
+    // Batch n, what its fold made of it, and batch n+1.
+    let mut batch = read(Some(from)).await?;
+    let (mut folded, next) = tokio::join!(fold(from, batch.clone()), read(end(&batch)));
+    let mut next = next?;
+    while let Some(next_from) = end(&batch) {
+        let claim = Claim {
+            from,
+            by: store.replica(),
+        };
+        let written = async {
+            match folded {
+                Ok(folded) => projection.write(store, claim, &batch, folded).await,
+                Err(e) => Err(e),
+            }
+        };
+        let (written, next_folded, after_next) =
+            tokio::join!(written, fold(next_from, next.clone()), read(end(&next)));
+        match settle(store, projection, &batch, written).await? {
             Stepped::Applied(n) => {
                 total += n as u64;
                 progress(total);
                 from = next_from;
-                batch = next?;
+                batch = next;
+                folded = next_folded;
+                next = after_next?;
             }
             // Another applier took the batch: go on from wherever it left the checkpoint.
             Stepped::Lost => {
                 from = standing(store, projection).await?;
-                batch = read(from).await?;
+                batch = read(Some(from)).await?;
+                let (f, n) = tokio::join!(fold(from, batch.clone()), read(end(&batch)));
+                (folded, next) = (f, n?);
             }
         }
     }

@@ -102,7 +102,12 @@ impl Store {
         let store =
             Store::postgres_with(None, options, 1, Some(&format!("{schema},{live_schema}")))
                 .await?
-                .with_replica(format!("{}-rebuild", self.replica()));
+                .with_replica(format!("{}-rebuild", self.replica()))
+                .exclusive();
+        let store = match self.log_batch() {
+            Some(events) => store.with_log_batch(events),
+            None => store,
+        };
         Ok(Some(Green {
             name,
             tables,

@@ -102,14 +102,9 @@ where
 {
     let apart = rows.len() >= DECODE_APART;
     let all = move || rows.iter().map(decode).collect::<Result<Vec<_>, _>>();
-    if !apart {
-        return all();
-    }
-    match tokio::task::spawn_blocking(all).await {
-        Ok(decoded) => decoded,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only a runtime shutting down cancels it.
-        Err(e) => Err(StoreError::Unexpected(format!("decoding the log: {e}"))),
+    match apart {
+        true => super::off_thread(all).await?,
+        false => all(),
     }
 }
 

@@ -37,6 +37,22 @@ macro_rules! on_pool {
     };
 }
 
+/// Runs CPU work (decoding a long batch of the log, folding one) on the blocking pool, so that
+/// the runtime's thread goes on driving the database work of the batch before it (see
+/// `projector::catch_up`).
+pub(crate) async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it.
+        Err(e) => Err(StoreError::Unexpected(format!(
+            "work off the runtime's thread: {e}"
+        ))),
+    }
+}
+
 /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
 /// at once (waiting up to the busy timeout for another writer), so the transaction never holds a
 /// read snapshot it then cannot upgrade, which SQLite refuses at once as "database is locked"
@@ -111,7 +127,7 @@ pub use cache::CaseCache;
 pub use green::{Green, Swapped};
 pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
-pub use projections::{Claim, ProjectorLeases};
+pub use projections::{AuditFold, Claim, ProjectorLeases};
 
 /// How many case states the command path keeps in memory by default.
 pub const DEFAULT_CACHED_CASES: usize = 10_000;
@@ -209,6 +225,11 @@ pub struct Store {
     pg_url: Option<String>,
     /// What this process's projection appliers remember of the rows they last wrote.
     remembered: Remembrance,
+    /// Whether this store's projection rows have one writer, this process's catch-up (a
+    /// blue/green rebuild's copy): it may then fold a batch ahead of writing the one before.
+    exclusive: bool,
+    /// The most events a projection batch reads, if not the engine's default.
+    log_batch: Option<u32>,
 }
 
 /// Per projection, the rows its last batch wrote (`remembered::Remembered`).
@@ -399,6 +420,8 @@ impl Store {
             step_retries: Default::default(),
             pg_url: url.map(str::to_owned),
             remembered: Default::default(),
+            exclusive: false,
+            log_batch: None,
             replica: default_replica_id(),
         })
     }
@@ -437,6 +460,8 @@ impl Store {
             step_retries: Default::default(),
             pg_url: None,
             remembered: Default::default(),
+            exclusive: false,
+            log_batch: None,
             replica: default_replica_id(),
         })
     }
@@ -461,6 +486,30 @@ impl Store {
     pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
         self.replica = replica.into();
         self
+    }
+
+    /// Caps a projection batch at `events` instead of the engine's default (5,000 on PostgreSQL,
+    /// 500 on SQLite); a rebuild's copy inherits it.
+    pub fn with_log_batch(mut self, events: u32) -> Self {
+        self.log_batch = Some(events.max(1));
+        self
+    }
+
+    /// The cap `with_log_batch` set, if any.
+    pub fn log_batch(&self) -> Option<u32> {
+        self.log_batch
+    }
+
+    /// Marks the store's projection rows as written by one catch-up alone (see `exclusive`).
+    pub(crate) fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
+    }
+
+    /// Whether a catch-up may fold a batch ahead of writing the one before
+    /// (`projector::catch_up`).
+    pub fn folds_ahead(&self) -> bool {
+        self.exclusive
     }
 
     /// This process's name among replicas.

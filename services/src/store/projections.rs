@@ -142,6 +142,12 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = exclud
   medicaid_id = excluded.medicaid_id, given_key = excluded.given_key,
   family_key = excluded.family_key, birth_date = excluded.birth_date, program = excluded.program";
 
+/// A batch's audit rows, folded ahead of their write (`Store::fold_audit`).
+#[derive(Debug, Default)]
+pub struct AuditFold {
+    entries: Vec<::projections::audit::AuditRow>,
+}
+
 /// A case's caseload row: its state and the columns that select and search it.
 #[derive(serde::Serialize)]
 struct CaseloadRow<'a> {
@@ -435,6 +441,69 @@ impl Store {
             InsertAudit::insert_audit(&mut *tx, insert_sql, &entries).await?;
             tx.commit().await?;
             self.remembered.audit.remember(last.at, heads);
+            Ok(true)
+        })
+    }
+
+    /// Folds a batch into its audit rows without writing them, for a store whose rows this
+    /// process's catch-up alone writes (`Store::folds_ahead`): chain heads it does not remember
+    /// are read before any claim, and the heads after the batch are remembered at once, so the
+    /// next batch can be folded while this one is written (`write_audit`).
+    pub async fn fold_audit(
+        &self,
+        from: LogPosition,
+        batch: std::sync::Arc<Vec<LogEvent>>,
+    ) -> Result<AuditFold, StoreError> {
+        let Some(last) = batch.last().map(|e| e.at) else {
+            return Ok(AuditFold::default());
+        };
+        let mut cases: Vec<String> = batch.iter().map(|e| e.case_id.to_string()).collect();
+        cases.sort_unstable();
+        cases.dedup();
+        let heads_sql = match &self.backend {
+            Backend::Postgres { .. } => PG_AUDIT_HEADS,
+            Backend::Sqlite { .. } => SQLITE_AUDIT_HEADS,
+        };
+        let (mut heads, missing) = self.remembered.audit.recall(from, &cases);
+        if !missing.is_empty() {
+            let rows: Vec<(String, Option<String>)> = on_pool_for!(self, Work::Projections, pool => {
+                sqlx::query_as(heads_sql).bind(Json(&missing)).fetch_all(pool).await?
+            });
+            heads.extend(
+                rows.into_iter()
+                    .filter_map(|(case, hash)| Some((case, hash?))),
+            );
+        }
+        let (entries, heads) = super::off_thread(move || {
+            let entries = ::projections::audit::entries(&batch, &mut heads);
+            (entries, heads)
+        })
+        .await?;
+        self.remembered.audit.remember(last, heads);
+        Ok(AuditFold { entries })
+    }
+
+    /// Writes a batch `fold_audit` folded and moves the checkpoint past it, atomically, if the
+    /// checkpoint still stands at `claim.from`.
+    pub async fn write_audit(
+        &self,
+        name: &str,
+        claim: Claim<'_>,
+        batch: &[LogEvent],
+        fold: AuditFold,
+    ) -> Result<bool, StoreError> {
+        let Some(last) = batch.last() else {
+            return Ok(true);
+        };
+        let insert_sql = match &self.backend {
+            Backend::Postgres { .. } => PG_INSERT_AUDIT,
+            Backend::Sqlite { .. } => SQLITE_INSERT_AUDIT,
+        };
+        on_pool_for!(self, Work::Projections, pool => {
+            let mut tx = pool.begin_write().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
+            InsertAudit::insert_audit(&mut *tx, insert_sql, &fold.entries).await?;
+            tx.commit().await?;
             Ok(true)
         })
     }

@@ -543,12 +543,23 @@ async fn replicas_round(count: usize) {
 
     // Each projection equals a rebuild from zero (run beside the live replicas).
     let before = projected(app).await;
+    // Rebuilt in batches of 7 events, so that each rebuild goes through many batches with one
+    // folded ahead while the one before is written (`projector::catch_up`).
+    let small_batches = services::store::Store::postgres(
+        app.config.database_url.as_deref().expect("PostgreSQL"),
+        1,
+    )
+    .await
+    .unwrap()
+    .with_log_batch(7);
     for name in projector::names() {
-        let rebuilt = projector::rebuild(&app.store, name, false, |_| {})
+        let rebuilt = projector::rebuild(&small_batches, name, false, |_| {})
             .await
             .expect("rebuild");
         assert_eq!(rebuilt.mode, projector::RebuildMode::BlueGreen);
+        assert!(rebuilt.events > 7 * 10, "many batches: {}", rebuilt.events);
     }
+    small_batches.close().await;
     caught_up(app, stored).await;
     assert_eq!(
         projected(app).await,
@@ -640,12 +651,23 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
         let (replicas, cases, t) = (replicas.to_vec(), cases.clone(), t.clone());
         async move { wave(&replicas, &cases, &t, 1).await }
     });
+    // Rebuilt in batches of 7 events, so that each rebuild goes through many batches with one
+    // folded ahead while the one before is written (`projector::catch_up`).
+    let small_batches = services::store::Store::postgres(
+        app.config.database_url.as_deref().expect("PostgreSQL"),
+        1,
+    )
+    .await
+    .unwrap()
+    .with_log_batch(7);
     for name in projector::names() {
-        let rebuilt = projector::rebuild(&app.store, name, false, |_| {})
+        let rebuilt = projector::rebuild(&small_batches, name, false, |_| {})
             .await
             .expect("rebuild");
         assert_eq!(rebuilt.mode, projector::RebuildMode::BlueGreen);
+        assert!(rebuilt.events > 7 * 10, "many batches: {}", rebuilt.events);
     }
+    small_batches.close().await;
     // One rebuild of a projection at a time.
     let projection = projector::known("caseloads").unwrap();
     let running = app

@@ -179,14 +179,20 @@ projection!(
     Caseloads,
     "caseloads",
     project_caseloads,
-    ["caseload_contacts", "caseload_cases"]
+    ["caseload_contacts", "caseload_cases"],
+    fold_caseloads,
+    write_caseloads,
+    crate::store::CaseloadsFold
 );
 projection!(
     /// Each case's billing header, contacts and months (`projections::billing`).
     Billing,
     "billing",
     project_billing,
-    ["billing_case_months", "billing_contacts", "billing_cases"]
+    ["billing_case_months", "billing_contacts", "billing_cases"],
+    fold_billing,
+    write_billing,
+    crate::store::BillingFold
 );
 
 projection!(

@@ -125,6 +125,97 @@ const SQLITE: Statements = Statements {
     months: SQLITE_INSERT_MONTHS,
 };
 
+fn statements(backend: &Backend) -> &'static Statements {
+    match backend {
+        Backend::Postgres { .. } => &PG,
+        Backend::Sqlite { .. } => &SQLITE,
+    }
+}
+
+/// A batch folded into billing rows: the touched cases' headers after it (those with an agency,
+/// with it), the contacts it logged and voided, and the months they fall in (by index into
+/// `headers`).
+#[derive(Debug, Default)]
+pub struct BillingFold {
+    headers: Vec<(String, BillingCase)>,
+    agencies: Vec<String>,
+    contacts: Vec<(usize, projections::billing::ContactRow)>,
+    voids: Vec<(usize, projections::log::VoidRow)>,
+    months: Vec<(usize, Month)>,
+}
+
+impl BillingFold {
+    /// Folds `batch` onto the stored headers of its cases (absent: none yet). Pure.
+    fn of(
+        batch: &[LogEvent],
+        mut states: std::collections::HashMap<String, BillingCase>,
+    ) -> Result<Self, StoreError> {
+        let mut folded = Self::default();
+        for (case_id, events) in group_by_case(batch) {
+            let id = case_id.to_string();
+            let mut case = states.remove(&id).unwrap_or_default();
+            let rows = projections::billing::fold(&mut case, &events)?;
+            let Some(agency) = case.agency.clone() else {
+                continue;
+            };
+            let at = folded.headers.len();
+            folded
+                .months
+                .extend(rows.months().into_iter().map(|m| (at, m)));
+            folded
+                .contacts
+                .extend(rows.contacts.into_iter().map(|row| (at, row)));
+            folded
+                .voids
+                .extend(rows.voided.into_iter().map(|row| (at, row)));
+            folded.agencies.push(agency.to_string());
+            folded.headers.push((id, case));
+        }
+        Ok(folded)
+    }
+}
+
+/// Writes a `BillingFold` in transaction `$tx` with statements `$sql`: five statements at most
+/// whatever the batch's size.
+macro_rules! write_billing {
+    ($tx:ident, $sql:expr, $folded:expr) => {{
+        let f = &$folded;
+        let rows: Vec<_> = f
+            .headers
+            .iter()
+            .zip(&f.agencies)
+            .map(|((id, case), agency)| serde_json::json!({"case_id": id, "agency": agency, "state": case}))
+            .collect();
+        sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
+        if !f.contacts.is_empty() {
+            let contacts: Vec<_> = f
+                .contacts
+                .iter()
+                .map(|&(at, ref row)| CaseRow { case_id: f.headers[at].0.as_str(), row })
+                .collect();
+            sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
+            let months: Vec<_> = f
+                .months
+                .iter()
+                .map(|&(at, month)| MonthRow {
+                    month: month.to_string(),
+                    case_id: f.headers[at].0.as_str(),
+                    agency: f.agencies[at].clone(),
+                })
+                .collect();
+            sqlx::query($sql.months).bind(Json(&months)).execute(&mut *$tx).await?;
+        }
+        if !f.voids.is_empty() {
+            let voids: Vec<_> = f
+                .voids
+                .iter()
+                .map(|&(at, ref row)| CaseRow { case_id: f.headers[at].0.as_str(), row })
+                .collect();
+            sqlx::query($sql.voids).bind(Json(&voids)).execute(&mut *$tx).await?;
+        }
+    }};
+}
+
 impl Store {
     /// Folds a batch into each touched case's billing state and moves the checkpoint past it,
     /// atomically. False: another replica applied the batch first; nothing written.
@@ -137,12 +228,11 @@ impl Store {
         let Some(last) = batch.last() else {
             return Ok(true);
         };
-        let by_case = group_by_case(batch);
-        let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
-        let sql = match &self.backend {
-            Backend::Postgres { .. } => &PG,
-            Backend::Sqlite { .. } => &SQLITE,
-        };
+        let ids: Vec<String> = group_by_case(batch)
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let sql = statements(&self.backend);
         let (mut states, missing) = self.remembered.billing.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin_write().await?;
@@ -157,35 +247,59 @@ impl Store {
                     .await?;
                 states.extend(stored.into_iter().map(|(id, Json(c))| (id, c)));
             }
-            let mut rows = Vec::with_capacity(by_case.len());
-            let mut contacts = Vec::new();
-            let mut voids = Vec::new();
-            let mut months = Vec::new();
-            let mut headers = Vec::with_capacity(by_case.len());
-            for ((_, events), id) in by_case.iter().zip(&ids) {
-                let mut case = states.remove(id).unwrap_or_default();
-                let folded = projections::billing::fold(&mut case, events)?;
-                let Some(agency) = case.agency.clone() else {
-                    continue;
-                };
-                for month in folded.months() {
-                    months.push(MonthRow { month: month.to_string(), case_id: id, agency: agency.to_string() });
-                }
-                contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
-                voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
-                rows.push(serde_json::json!({"case_id": id, "agency": agency, "state": case}));
-                headers.push((id.clone(), case));
-            }
-            sqlx::query(sql.upsert).bind(Json(&rows)).execute(&mut *tx).await?;
-            if !contacts.is_empty() {
-                sqlx::query(sql.contacts).bind(Json(&contacts)).execute(&mut *tx).await?;
-                sqlx::query(sql.months).bind(Json(&months)).execute(&mut *tx).await?;
-            }
-            if !voids.is_empty() {
-                sqlx::query(sql.voids).bind(Json(&voids)).execute(&mut *tx).await?;
-            }
+            let folded = BillingFold::of(batch, states)?;
+            write_billing!(tx, sql, folded);
             tx.commit().await?;
-            self.remembered.billing.remember(last.at, headers);
+            self.remembered.billing.remember(last.at, folded.headers);
+            Ok(true)
+        })
+    }
+
+    /// As `fold_audit`, for the billing rows.
+    pub async fn fold_billing(
+        &self,
+        from: LogPosition,
+        batch: std::sync::Arc<Vec<LogEvent>>,
+    ) -> Result<BillingFold, StoreError> {
+        let Some(last) = batch.last().map(|e| e.at) else {
+            return Ok(BillingFold::default());
+        };
+        let ids: Vec<String> = group_by_case(&batch)
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let sql = statements(&self.backend);
+        let (mut states, missing) = self.remembered.billing.recall(from, &ids);
+        if !missing.is_empty() {
+            let stored: Vec<(String, Json<BillingCase>)> = on_pool_for!(self, Work::Projections, pool => {
+                sqlx::query_as(sql.load).bind(Json(&missing)).fetch_all(pool).await?
+            });
+            states.extend(stored.into_iter().map(|(id, Json(c))| (id, c)));
+        }
+        let folded = super::off_thread(move || BillingFold::of(&batch, states)).await??;
+        self.remembered
+            .billing
+            .remember(last, folded.headers.clone());
+        Ok(folded)
+    }
+
+    /// As `write_audit`, for what `fold_billing` folded.
+    pub async fn write_billing(
+        &self,
+        name: &str,
+        claim: Claim<'_>,
+        batch: &[LogEvent],
+        folded: BillingFold,
+    ) -> Result<bool, StoreError> {
+        let Some(last) = batch.last() else {
+            return Ok(true);
+        };
+        let sql = statements(&self.backend);
+        on_pool_for!(self, Work::Projections, pool => {
+            let mut tx = pool.begin_write().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
+            write_billing!(tx, sql, folded);
+            tx.commit().await?;
             Ok(true)
         })
     }

@@ -121,13 +121,13 @@ pub mod sqlite_pool;
 use sqlite_pool::sqlite_pool_options;
 pub mod subscriptions;
 
-pub use billing::{BatchOf, BatchRecord, BatchRow};
+pub use billing::{BatchOf, BatchRecord, BatchRow, BillingFold};
 pub use bus::RelayLease;
 pub use cache::CaseCache;
 pub use green::{Green, Swapped};
 pub use log::{LogEvent, LogPosition};
 use pg_repository::PgRepository;
-pub use projections::{AuditFold, Claim, ProjectorLeases};
+pub use projections::{AuditFold, CaseloadsFold, Claim, ProjectorLeases};
 
 /// How many case states the command path keeps in memory by default.
 pub const DEFAULT_CACHED_CASES: usize = 10_000;

@@ -2,6 +2,8 @@
 //! are the projections crate's; this module holds only their SQL. A batch of events and the
 //! checkpoint after it are written in one transaction: a crash leaves both or neither.
 
+use std::collections::HashMap;
+
 use aggregates::Case;
 use chrono::{DateTime, Utc};
 use schemas::CaseId;
@@ -146,6 +148,119 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, worker_id = exclud
 #[derive(Debug, Default)]
 pub struct AuditFold {
     entries: Vec<::projections::audit::AuditRow>,
+}
+
+/// The case ids a batch touches, in the order `group_by_case` gives them.
+fn case_ids(batch: &[LogEvent]) -> Vec<String> {
+    group_by_case(batch)
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+/// The caseload projection's statements on one backend.
+struct CaseloadStatements {
+    load: &'static str,
+    upsert: &'static str,
+    contacts: &'static str,
+    voids: &'static str,
+}
+
+fn caseload_statements(backend: &Backend) -> CaseloadStatements {
+    match backend {
+        Backend::Postgres { .. } => CaseloadStatements {
+            load: PG_LOAD_CASELOADS,
+            upsert: PG_UPSERT_CASELOADS,
+            contacts: PG_INSERT_CASELOAD_CONTACTS,
+            voids: PG_VOID_CASELOAD_CONTACTS,
+        },
+        Backend::Sqlite { .. } => CaseloadStatements {
+            load: SQLITE_LOAD_CASELOADS,
+            upsert: SQLITE_UPSERT_CASELOADS,
+            contacts: SQLITE_INSERT_CASELOAD_CONTACTS,
+            voids: SQLITE_VOID_CASELOAD_CONTACTS,
+        },
+    }
+}
+
+/// A batch folded into caseload rows: the opened cases it touched with their states after it,
+/// and the contacts it logged and voided (by index into `cases`).
+#[derive(Debug, Default)]
+pub struct CaseloadsFold {
+    cases: Vec<(String, Case)>,
+    contacts: Vec<(usize, ::projections::caseload::ContactRow)>,
+    voids: Vec<(usize, ::projections::log::VoidRow)>,
+}
+
+impl CaseloadsFold {
+    /// Folds `batch` onto the `stored` states of its cases (absent: none yet). Pure.
+    fn of(batch: &[LogEvent], mut stored: HashMap<String, Case>) -> Result<Self, StoreError> {
+        let mut folded = Self::default();
+        for (case_id, events) in group_by_case(batch) {
+            let id = case_id.to_string();
+            let mut case = stored.remove(&id).unwrap_or_default();
+            let rows = ::projections::caseload::fold(&mut case, &events)?;
+            if case.opened.is_none() {
+                continue;
+            }
+            let at = folded.cases.len();
+            folded
+                .contacts
+                .extend(rows.contacts.into_iter().map(|row| (at, row)));
+            folded
+                .voids
+                .extend(rows.voided.into_iter().map(|row| (at, row)));
+            folded.cases.push((id, case));
+        }
+        Ok(folded)
+    }
+}
+
+/// Writes a `CaseloadsFold` in transaction `$tx` with statements `$sql`: the states, the
+/// contacts and the voids in one statement each.
+macro_rules! write_caseloads {
+    ($tx:ident, $sql:expr, $folded:expr) => {{
+        let folded = &$folded;
+        let rows: Vec<CaseloadRow> = folded
+            .cases
+            .iter()
+            .filter_map(|(id, case)| CaseloadRow::of(id, case))
+            .collect();
+        if !rows.is_empty() {
+            sqlx::query($sql.upsert)
+                .bind(Json(&rows))
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let contacts: Vec<_> = folded
+            .contacts
+            .iter()
+            .map(|&(at, ref row)| CaseRow {
+                case_id: folded.cases[at].0.as_str(),
+                row,
+            })
+            .collect();
+        if !contacts.is_empty() {
+            sqlx::query($sql.contacts)
+                .bind(Json(&contacts))
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let voids: Vec<_> = folded
+            .voids
+            .iter()
+            .map(|&(at, ref row)| CaseRow {
+                case_id: folded.cases[at].0.as_str(),
+                row,
+            })
+            .collect();
+        if !voids.is_empty() {
+            sqlx::query($sql.voids)
+                .bind(Json(&voids))
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
 }
 
 /// A case's caseload row: its state and the columns that select and search it.
@@ -520,22 +635,8 @@ impl Store {
         let Some(last) = batch.last() else {
             return Ok(true);
         };
-        let by_case = group_by_case(batch);
-        let ids: Vec<String> = by_case.iter().map(|(id, _)| id.to_string()).collect();
-        let (load_sql, upsert_sql, contacts_sql, voids_sql) = match &self.backend {
-            Backend::Postgres { .. } => (
-                PG_LOAD_CASELOADS,
-                PG_UPSERT_CASELOADS,
-                PG_INSERT_CASELOAD_CONTACTS,
-                PG_VOID_CASELOAD_CONTACTS,
-            ),
-            Backend::Sqlite { .. } => (
-                SQLITE_LOAD_CASELOADS,
-                SQLITE_UPSERT_CASELOADS,
-                SQLITE_INSERT_CASELOAD_CONTACTS,
-                SQLITE_VOID_CASELOAD_CONTACTS,
-            ),
-        };
+        let ids = case_ids(batch);
+        let sql = caseload_statements(&self.backend);
         let (mut stored, missing) = self.remembered.caseloads.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
             let mut tx = pool.begin_write().await?;
@@ -545,37 +646,59 @@ impl Store {
             // statement each.
             if !missing.is_empty() {
                 let rows: Vec<(String, Json<Case>)> =
-                    sqlx::query_as(load_sql).bind(Json(&missing)).fetch_all(&mut *tx).await?;
+                    sqlx::query_as(sql.load).bind(Json(&missing)).fetch_all(&mut *tx).await?;
                 stored.extend(rows.into_iter().map(|(id, Json(c))| (id, c)));
             }
-            let mut cases = Vec::with_capacity(by_case.len());
-            let mut contacts = Vec::new();
-            let mut voids = Vec::new();
-            for ((_, events), id) in by_case.iter().zip(&ids) {
-                let mut case = stored.remove(id).unwrap_or_default();
-                let folded = ::projections::caseload::fold(&mut case, events)?;
-                if case.opened.is_none() {
-                    continue;
-                }
-                contacts.extend(folded.contacts.into_iter().map(|row| CaseRow { case_id: id, row }));
-                voids.extend(folded.voided.into_iter().map(|row| CaseRow { case_id: id, row }));
-                cases.push((id, case));
-            }
-            let rows: Vec<CaseloadRow> =
-                cases.iter().filter_map(|(id, case)| CaseloadRow::of(id, case)).collect();
-            if !rows.is_empty() {
-                sqlx::query(upsert_sql).bind(Json(&rows)).execute(&mut *tx).await?;
-            }
-            if !contacts.is_empty() {
-                sqlx::query(contacts_sql).bind(Json(&contacts)).execute(&mut *tx).await?;
-            }
-            if !voids.is_empty() {
-                sqlx::query(voids_sql).bind(Json(&voids)).execute(&mut *tx).await?;
-            }
+            let folded = CaseloadsFold::of(batch, stored)?;
+            write_caseloads!(tx, sql, folded);
             tx.commit().await?;
-            self.remembered
-                .caseloads
-                .remember(last.at, cases.into_iter().map(|(id, case)| (id.clone(), case)));
+            self.remembered.caseloads.remember(last.at, folded.cases);
+            Ok(true)
+        })
+    }
+
+    /// As `fold_audit`, for the caseload rows.
+    pub async fn fold_caseloads(
+        &self,
+        from: LogPosition,
+        batch: std::sync::Arc<Vec<LogEvent>>,
+    ) -> Result<CaseloadsFold, StoreError> {
+        let Some(last) = batch.last().map(|e| e.at) else {
+            return Ok(CaseloadsFold::default());
+        };
+        let ids = case_ids(&batch);
+        let sql = caseload_statements(&self.backend);
+        let (mut stored, missing) = self.remembered.caseloads.recall(from, &ids);
+        if !missing.is_empty() {
+            let rows: Vec<(String, Json<Case>)> = on_pool_for!(self, Work::Projections, pool => {
+                sqlx::query_as(sql.load).bind(Json(&missing)).fetch_all(pool).await?
+            });
+            stored.extend(rows.into_iter().map(|(id, Json(c))| (id, c)));
+        }
+        let folded = super::off_thread(move || CaseloadsFold::of(&batch, stored)).await??;
+        self.remembered
+            .caseloads
+            .remember(last, folded.cases.clone());
+        Ok(folded)
+    }
+
+    /// As `write_audit`, for what `fold_caseloads` folded.
+    pub async fn write_caseloads(
+        &self,
+        name: &str,
+        claim: Claim<'_>,
+        batch: &[LogEvent],
+        folded: CaseloadsFold,
+    ) -> Result<bool, StoreError> {
+        let Some(last) = batch.last() else {
+            return Ok(true);
+        };
+        let sql = caseload_statements(&self.backend);
+        on_pool_for!(self, Work::Projections, pool => {
+            let mut tx = pool.begin_write().await?;
+            claim_batch!(tx, name, claim, last, batch.len());
+            write_caseloads!(tx, sql, folded);
+            tx.commit().await?;
             Ok(true)
         })
     }

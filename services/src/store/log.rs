@@ -57,54 +57,29 @@ impl Store {
         after: LogPosition,
         limit: u32,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        match &self.backend {
+        let rows = match &self.backend {
             Backend::Postgres {
                 pool, background, ..
-            } => {
-                let rows = sqlx::query(&format!("{PG_READ}{limit}"))
-                    .persistent(false)
-                    .bind(after.txid.to_string())
-                    .bind(after.position)
-                    .fetch_all(background.pick(work, pool))
-                    .await?;
-                decode_all(rows).await
-            }
+            } => sqlx::query(&format!("{PG_READ}{limit}"))
+                .persistent(false)
+                .bind(after.txid.to_string())
+                .bind(after.position)
+                .fetch_all(background.pick(work, pool))
+                .await?
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>(),
             Backend::Sqlite {
                 pool, background, ..
-            } => {
-                let rows = sqlx::query(&format!("{SQLITE_READ}{limit}"))
-                    .bind(after.position)
-                    .fetch_all(background.pick(work, pool))
-                    .await?;
-                decode_all(rows).await
-            }
-        }
-    }
-}
-
-/// Batches at least this long are decoded on a thread of their own (see `decode_all`).
-const DECODE_APART: usize = 256;
-
-/// Decodes a batch of rows. A long one (catch-up, a rebuild) is decoded on the blocking pool, so
-/// that parsing its JSON overlaps the projection folding and writing the batch before it on the
-/// runtime's thread (`projector::catch_up` reads the next batch while it applies one), instead of
-/// taking turns with it; measured in the projections benchmark. A short one (the live tail) is
-/// decoded in place, sparing the hand-over.
-async fn decode_all<R>(rows: Vec<R>) -> Result<Vec<LogEvent>, StoreError>
-where
-    R: Row + Send + 'static,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let apart = rows.len() >= DECODE_APART;
-    let all = move || rows.iter().map(decode).collect::<Result<Vec<_>, _>>();
-    match apart {
-        true => super::off_thread(all).await?,
-        false => all(),
+            } => sqlx::query(&format!("{SQLITE_READ}{limit}"))
+                .bind(after.position)
+                .fetch_all(background.pick(work, pool))
+                .await?
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, _>>(),
+        }?;
+        Ok(rows)
     }
 }
 

@@ -79,6 +79,8 @@ pub trait Projection: Sync {
         from: LogPosition,
         batch: Arc<Vec<LogEvent>>,
     ) -> BoxFuture<'a, Result<Option<Folded>, StoreError>>;
+    /// Whether `fold` folds ahead (else it gives None and `write` applies).
+    fn folds_ahead(&self) -> bool;
     /// Writes what `fold` made of `batch` and moves the checkpoint past it, atomically, if the
     /// checkpoint still stands at `claim.from` (as `apply`; without a fold it is `apply`).
     fn write<'a>(
@@ -103,13 +105,13 @@ pub type Folded = Box<dyn std::any::Any + Send>;
 /// one ahead and write it, and the tables a reset empties (in order).
 macro_rules! projection {
     ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+]) => {
-        projection!($(#[$doc])* $type, $name, $apply, [$($table),+], folds: |_store, _from, _batch| async {
-            Ok(None)
-        }, writes: |store: &'a Store, claim, batch, _folded| store.$apply($name, claim, batch));
+        projection!($(#[$doc])* $type, $name, $apply, [$($table),+], ahead: false,
+            folds: |_store, _from, _batch| async { Ok(None) },
+            writes: |store: &'a Store, claim, batch, _folded| store.$apply($name, claim, batch));
     };
     ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+],
      $fold:ident, $write:ident, $fold_type:ty) => {
-        projection!($(#[$doc])* $type, $name, $apply, [$($table),+],
+        projection!($(#[$doc])* $type, $name, $apply, [$($table),+], ahead: true,
             folds: |store: &'a Store, from, batch| async move {
                 Ok(Some(Box::new(store.$fold(from, batch).await?) as Folded))
             },
@@ -121,7 +123,7 @@ macro_rules! projection {
             });
     };
     ($(#[$doc:meta])* $type:ident, $name:literal, $apply:ident, [$($table:literal),+],
-     folds: $folds:expr, writes: $writes:expr) => {
+     ahead: $ahead:literal, folds: $folds:expr, writes: $writes:expr) => {
         $(#[$doc])*
         pub struct $type;
 
@@ -144,6 +146,9 @@ macro_rules! projection {
                 batch: Arc<Vec<LogEvent>>,
             ) -> BoxFuture<'a, Result<Option<Folded>, StoreError>> {
                 Box::pin(($folds)(store, from, batch))
+            }
+            fn folds_ahead(&self) -> bool {
+                $ahead
             }
             fn write<'a>(
                 &'a self,
@@ -417,10 +422,10 @@ async fn settle(
 /// Applies batches until the projection has caught up with the log; `progress` gets the running
 /// total after each batch. Batches another applier took are read again from its checkpoint.
 ///
-/// Batches go through stages that overlap: while batch n is written, batch n+1 is folded and
-/// batch n+2 read and decoded (a rebuild reads the whole log). Only a store whose rows this
-/// catch-up alone writes (a blue/green rebuild's copy, `Store::folds_ahead`) folds ahead; on any
-/// other a batch is folded as it is written, inside its claim (`Projection::apply`).
+/// Batches go through stages that overlap. On a store whose rows this catch-up alone writes (a
+/// blue/green rebuild's copy, `Store::folds_ahead`): while batch n is written, batch n+1 is
+/// folded (on the blocking pool) and batch n+2 read. On any other, a batch is folded as it is
+/// written, inside its claim (`Projection::apply`), while the next is read.
 pub async fn catch_up(
     store: &Store,
     projection: &dyn Projection,
@@ -435,11 +440,13 @@ pub async fn catch_up(
             None => Ok(Arc::new(Vec::new())),
         }
     };
-    let ahead = store.folds_ahead();
+    if !(store.folds_ahead() && projection.folds_ahead()) {
+        return catch_up_folding_in_claim(store, projection, progress).await;
+    }
     let fold = |from: LogPosition, batch: Arc<Vec<LogEvent>>| async move {
-        match ahead && !batch.is_empty() {
-            true => projection.fold(store, from, batch).await,
-            false => Ok(None),
+        match batch.is_empty() {
+            false => projection.fold(store, from, batch).await,
+            true => Ok(None),
         }
     };
     let end = |batch: &[LogEvent]| batch.last().map(|e| e.at);
@@ -477,6 +484,37 @@ pub async fn catch_up(
                 batch = read(Some(from)).await?;
                 let (f, n) = tokio::join!(fold(from, batch.clone()), read(end(&batch)));
                 (folded, next) = (f, n?);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// `catch_up` on a store other appliers may write: each batch folded inside its claim
+/// (`Projection::apply`), the next read meanwhile.
+async fn catch_up_folding_in_claim(
+    store: &Store,
+    projection: &dyn Projection,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, ProjectionError> {
+    let read = |after| store.read_log(Work::Projections, after, batch_size(store));
+    let mut total = 0u64;
+    let mut from = standing(store, projection).await?;
+    let mut batch = read(from).await?;
+    while let Some(last) = batch.last() {
+        let next_from = last.at;
+        let (applied, next) = tokio::join!(apply(store, projection, from, &batch), read(next_from));
+        match applied? {
+            Stepped::Applied(n) => {
+                total += n as u64;
+                progress(total);
+                from = next_from;
+                batch = next?;
+            }
+            // Another applier took the batch: go on from wherever it left the checkpoint.
+            Stepped::Lost => {
+                from = standing(store, projection).await?;
+                batch = read(from).await?;
             }
         }
     }

@@ -261,6 +261,7 @@ impl Store {
         from: LogPosition,
         batch: std::sync::Arc<Vec<LogEvent>>,
     ) -> Result<BillingFold, StoreError> {
+        self.may_fold_ahead()?;
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(BillingFold::default());
         };

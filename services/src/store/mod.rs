@@ -513,6 +513,17 @@ impl Store {
         self.exclusive
     }
 
+    /// Refuses folding ahead on a store other appliers may write: a fold ahead reads states
+    /// before any claim, which only a sole writer may trust.
+    pub(crate) fn may_fold_ahead(&self) -> Result<(), StoreError> {
+        match self.exclusive {
+            true => Ok(()),
+            false => Err(StoreError::Unexpected(
+                "a batch folded ahead on a store other appliers write".into(),
+            )),
+        }
+    }
+
     /// This process's name among replicas.
     pub fn replica(&self) -> &str {
         &self.replica

@@ -569,6 +569,7 @@ impl Store {
         from: LogPosition,
         batch: std::sync::Arc<Vec<LogEvent>>,
     ) -> Result<AuditFold, StoreError> {
+        self.may_fold_ahead()?;
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(AuditFold::default());
         };
@@ -663,6 +664,7 @@ impl Store {
         from: LogPosition,
         batch: std::sync::Arc<Vec<LogEvent>>,
     ) -> Result<CaseloadsFold, StoreError> {
+        self.may_fold_ahead()?;
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(CaseloadsFold::default());
         };

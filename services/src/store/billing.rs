@@ -13,7 +13,7 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::{CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
+use super::projections::{case_ids, CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
 use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
@@ -228,10 +228,7 @@ impl Store {
         let Some(last) = batch.last() else {
             return Ok(true);
         };
-        let ids: Vec<String> = group_by_case(batch)
-            .iter()
-            .map(|(id, _)| id.to_string())
-            .collect();
+        let ids = case_ids(batch);
         let sql = statements(&self.backend);
         let (mut states, missing) = self.remembered.billing.recall(claim.from, &ids);
         on_pool_for!(self, Work::Projections, pool => {
@@ -265,18 +262,10 @@ impl Store {
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(BillingFold::default());
         };
-        let ids: Vec<String> = group_by_case(&batch)
-            .iter()
-            .map(|(id, _)| id.to_string())
-            .collect();
         let sql = statements(&self.backend);
-        let (mut states, missing) = self.remembered.billing.recall(from, &ids);
-        if !missing.is_empty() {
-            let stored: Vec<(String, Json<BillingCase>)> = on_pool_for!(self, Work::Projections, pool => {
-                sqlx::query_as(sql.load).bind(Json(&missing)).fetch_all(pool).await?
-            });
-            states.extend(stored.into_iter().map(|(id, Json(c))| (id, c)));
-        }
+        let states = self
+            .states_ahead(&self.remembered.billing, from, &batch, sql.load)
+            .await?;
         let folded = super::off_thread(move || BillingFold::of(&batch, states)).await??;
         self.remembered
             .billing
@@ -292,17 +281,8 @@ impl Store {
         batch: &[LogEvent],
         folded: BillingFold,
     ) -> Result<bool, StoreError> {
-        let Some(last) = batch.last() else {
-            return Ok(true);
-        };
         let sql = statements(&self.backend);
-        on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin_write().await?;
-            claim_batch!(tx, name, claim, last, batch.len());
-            write_billing!(tx, sql, folded);
-            tx.commit().await?;
-            Ok(true)
-        })
+        write_in_claim!(self, name, claim, batch, tx => write_billing!(tx, sql, folded))
     }
 
     /// The billing states of the listed cases (those the billing projection has reached).

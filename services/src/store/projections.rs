@@ -84,6 +84,25 @@ macro_rules! claim_batch {
     }};
 }
 
+/// The write half of a batch folded ahead (`Store::write_audit` and the like): in one
+/// transaction on the projections' pool, claims `$batch` from `$claim` (false, nothing written,
+/// if another applier moved the checkpoint first), runs `$body` with the transaction as `$tx`,
+/// and commits.
+macro_rules! write_in_claim {
+    ($self:ident, $name:expr, $claim:expr, $batch:expr, $tx:ident => $body:expr) => {{
+        let Some(last) = $batch.last() else {
+            return Ok(true);
+        };
+        on_pool_for!($self, Work::Projections, pool => {
+            let mut $tx = pool.begin_write().await?;
+            claim_batch!($tx, $name, $claim, last, $batch.len());
+            $body;
+            $tx.commit().await?;
+            Ok(true)
+        })
+    }};
+}
+
 /// The claim of a batch after an existing checkpoint.
 pub(super) const CLAIM_NEXT: &str = "\
 UPDATE projection_checkpoints SET txid = $4, position = $5, events = events + $6, error = NULL,
@@ -151,7 +170,7 @@ pub struct AuditFold {
 }
 
 /// The case ids a batch touches, in the order `group_by_case` gives them.
-fn case_ids(batch: &[LogEvent]) -> Vec<String> {
+pub(super) fn case_ids(batch: &[LogEvent]) -> Vec<String> {
     group_by_case(batch)
         .iter()
         .map(|(id, _)| id.to_string())
@@ -608,19 +627,12 @@ impl Store {
         batch: &[LogEvent],
         fold: AuditFold,
     ) -> Result<bool, StoreError> {
-        let Some(last) = batch.last() else {
-            return Ok(true);
-        };
         let insert_sql = match &self.backend {
             Backend::Postgres { .. } => PG_INSERT_AUDIT,
             Backend::Sqlite { .. } => SQLITE_INSERT_AUDIT,
         };
-        on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin_write().await?;
-            claim_batch!(tx, name, claim, last, batch.len());
-            InsertAudit::insert_audit(&mut *tx, insert_sql, &fold.entries).await?;
-            tx.commit().await?;
-            Ok(true)
+        write_in_claim!(self, name, claim, batch, tx => {
+            InsertAudit::insert_audit(&mut *tx, insert_sql, &fold.entries).await?
         })
     }
 
@@ -668,20 +680,38 @@ impl Store {
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(CaseloadsFold::default());
         };
-        let ids = case_ids(&batch);
         let sql = caseload_statements(&self.backend);
-        let (mut stored, missing) = self.remembered.caseloads.recall(from, &ids);
-        if !missing.is_empty() {
-            let rows: Vec<(String, Json<Case>)> = on_pool_for!(self, Work::Projections, pool => {
-                sqlx::query_as(sql.load).bind(Json(&missing)).fetch_all(pool).await?
-            });
-            stored.extend(rows.into_iter().map(|(id, Json(c))| (id, c)));
-        }
+        let stored = self
+            .states_ahead(&self.remembered.caseloads, from, &batch, sql.load)
+            .await?;
         let folded = super::off_thread(move || CaseloadsFold::of(&batch, stored)).await??;
         self.remembered
             .caseloads
             .remember(last, folded.cases.clone());
         Ok(folded)
+    }
+
+    /// For a batch folded ahead from `from`: the stored states of the cases it touches, those
+    /// `remembered` holds at `from` and the others read with `load_sql` (a JSON array of case
+    /// ids in, `(case_id, state)` rows out), before any claim (`Store::may_fold_ahead`).
+    pub(super) async fn states_ahead<T>(
+        &self,
+        remembered: &super::remembered::Remembered<T>,
+        from: LogPosition,
+        batch: &[LogEvent],
+        load_sql: &str,
+    ) -> Result<HashMap<String, T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + Unpin + 'static,
+    {
+        let (mut states, missing) = remembered.recall(from, &case_ids(batch));
+        if !missing.is_empty() {
+            let rows: Vec<(String, Json<T>)> = on_pool_for!(self, Work::Projections, pool => {
+                sqlx::query_as(load_sql).bind(Json(&missing)).fetch_all(pool).await?
+            });
+            states.extend(rows.into_iter().map(|(id, Json(state))| (id, state)));
+        }
+        Ok(states)
     }
 
     /// As `write_audit`, for what `fold_caseloads` folded.
@@ -692,17 +722,8 @@ impl Store {
         batch: &[LogEvent],
         folded: CaseloadsFold,
     ) -> Result<bool, StoreError> {
-        let Some(last) = batch.last() else {
-            return Ok(true);
-        };
         let sql = caseload_statements(&self.backend);
-        on_pool_for!(self, Work::Projections, pool => {
-            let mut tx = pool.begin_write().await?;
-            claim_batch!(tx, name, claim, last, batch.len());
-            write_caseloads!(tx, sql, folded);
-            tx.commit().await?;
-            Ok(true)
-        })
+        write_in_claim!(self, name, claim, batch, tx => write_caseloads!(tx, sql, folded))
     }
 
     /// Open cases as caseload views read them (state and contact dates): one worker's, or (with

@@ -14,7 +14,7 @@ use crate::serve::Served;
 /// The raw baseline: one contact event, as a bare row in the events table.
 const RAW_INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
     event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')";
-use crate::{row, run_clients, settle, BenchError, Row, Scratch};
+use crate::{row, run_clients_costed, settle, BenchError, CpuSpan, Row, Scratch};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpBench {
@@ -98,13 +98,21 @@ impl HttpBench {
             "minutes": 20, "note": "called the guardian about the next appointment",
             "location": "office"});
         let mut rows: Vec<Row> = Vec::new();
+        // Beside each row: the machine's and this process's CPU per operation, in µs.
+        let mut costs: Vec<(f64, f64)> = Vec::new();
+        let seconds = self.seconds;
+        let mut costed = |label: &str, clients: usize, (rate, hist, cpu): (f64, _, CpuSpan)| {
+            let ops = (rate * seconds as f64).round() as u64;
+            costs.push((cpu.machine_micros_per(ops), cpu.process_micros_per(ops)));
+            rows.push(row(label, clients, (rate, hist)));
+        };
         let mut lag: Vec<String> = Vec::new();
         let run_id = Uuid::new_v4().simple().to_string();
         for &clients in &self.clients {
             settle(&raw_pool).await;
             let (pool, run_id2) = (raw_pool.clone(), run_id.clone());
             let stored = contact.clone();
-            let raw = run_clients(clients, self.seconds, move |c, n| {
+            let raw = run_clients_costed(clients, self.seconds, move |c, n| {
                 let pool = pool.clone();
                 let stream = format!("raw-{run_id2}-{clients}-{c}");
                 let payload = json!({"ContactLogged": stored});
@@ -119,7 +127,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            rows.push(row("raw single-row INSERT (baseline)", clients, raw));
+            costed("raw single-row INSERT (baseline)", clients, raw);
             // The same INSERT with one connection held by each client, as pgbench runs it: sqlx
             // checks a pooled connection with a round trip (a "ping") each time it goes back to
             // the pool, so the pooled baseline pays two round trips an INSERT. Printed beside
@@ -132,7 +140,7 @@ impl HttpBench {
                 )));
             }
             let (run_id2, stored) = (run_id.clone(), contact.clone());
-            let on_held = run_clients(clients, self.seconds, move |c, n| {
+            let on_held = run_clients_costed(clients, self.seconds, move |c, n| {
                 let connection = held[c].clone();
                 let stream = format!("held-{run_id2}-{clients}-{c}");
                 let payload = json!({"ContactLogged": stored});
@@ -148,7 +156,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            rows.push(row("held-connection INSERT (as pgbench)", clients, on_held));
+            costed("held-connection INSERT (as pgbench)", clients, on_held);
             settle(&raw_pool).await;
             let (client, base, token, cases, body, per) = (
                 client.clone(),
@@ -158,7 +166,7 @@ impl HttpBench {
                 contact.to_string(),
                 self.cases_per_client,
             );
-            let measured = run_clients(clients, self.seconds, move |c, n| {
+            let measured = run_clients_costed(clients, self.seconds, move |c, n| {
                 let request = client
                     .post(format!(
                         "{base}/v1/cases/{}/contacts",
@@ -184,7 +192,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            rows.push(row("POST /v1/cases/{id}/contacts", clients, measured));
+            costed("POST /v1/cases/{id}/contacts", clients, measured);
             if !self.without_projections {
                 // Where the projections stood when the clients stopped, and how long they took
                 // to catch up (before the next row starts).
@@ -213,23 +221,32 @@ impl HttpBench {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<36} {:>7} {:>10} {:>8} {:>8} {:>12}",
-            "workload", "clients", "ops/s", "p50 ms", "p99 ms", "vs baseline"
+            "{:<36} {:>7} {:>10} {:>8} {:>8} {:>12} {:>14} {:>14}",
+            "workload",
+            "clients",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "vs baseline",
+            "machine µs/op",
+            "process µs/op"
         )?;
-        for r in &rows {
+        for (r, (machine, process)) in rows.iter().zip(&costs) {
             let base = rows
                 .iter()
                 .find(|b| b.clients == r.clients && b.label.starts_with("raw"))
                 .map_or(f64::NAN, |b| b.ops_per_sec);
             writeln!(
                 out,
-                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>11.0}%",
+                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>11.0}% {:>14.0} {:>14.0}",
                 r.label,
                 r.clients,
                 r.ops_per_sec,
                 r.p50_ms,
                 r.p99_ms,
-                100.0 * r.ops_per_sec / base
+                100.0 * r.ops_per_sec / base,
+                machine,
+                process
             )?;
         }
         for &clients in &self.clients {
@@ -246,6 +263,21 @@ impl HttpBench {
                 .iter()
                 .find(|r| r.clients == clients && r.label.starts_with("held"))
                 .map(|r| r.ops_per_sec);
+            // Machine CPU per operation: on a saturated machine the rates stand in the inverse
+            // ratio, and CPU per operation varies less from run to run than the rates do.
+            let cost = |prefix: &str| {
+                rows.iter()
+                    .zip(&costs)
+                    .find(|(r, _)| r.clients == clients && r.label.starts_with(prefix))
+                    .map(|(_, (machine, _))| *machine)
+            };
+            if let (Some(h), Some(b)) = (cost("POST"), cost("raw")) {
+                writeln!(
+                    out,
+                    "{clients:>2} connections: an HTTP contact costs the machine {h:.0} µs of CPU, {:.2}x a raw INSERT's {b:.0} µs",
+                    h / b
+                )?;
+            }
             if let (Some(h), Some(b)) = (http, rate(true)) {
                 writeln!(out, "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (target at 16 >= 60%)", 100.0 * h / b)?;
             }

@@ -427,9 +427,31 @@ where
     F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), BenchError>> + Send,
 {
+    let (rate, hist, _) = run_clients_costed(clients, seconds, op).await?;
+    Ok((rate, hist))
+}
+
+/// `run_clients`, and the CPU the process and the whole machine spent during the measured
+/// seconds (the warm-up left out): on a machine whose speed varies from day to day, CPU per
+/// operation moves less than operations per second.
+pub(crate) async fn run_clients_costed<F, Fut>(
+    clients: usize,
+    seconds: u64,
+    op: F,
+) -> Result<(f64, Histogram<u64>, CpuSpan), BenchError>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), BenchError>> + Send,
+{
     let warmup = Duration::from_millis(500);
     let measure = Duration::from_secs(seconds);
     let start = Instant::now();
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until((start + warmup).into()).await;
+        let spent = CpuSpent::start();
+        tokio::time::sleep_until((start + warmup + measure).into()).await;
+        spent.stop()
+    });
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
             let op = op.clone();
@@ -461,7 +483,8 @@ where
             .add(h)
             .map_err(|e| BenchError::Histogram(e.to_string()))?;
     }
-    Ok((total.len() as f64 / measure.as_secs_f64(), total))
+    let cpu = cpu.await.map_err(|e| BenchError::Refused(e.to_string()))?;
+    Ok((total.len() as f64 / measure.as_secs_f64(), total, cpu))
 }
 
 pub(crate) fn row(label: &str, clients: usize, (rate, hist): (f64, Histogram<u64>)) -> Row {
@@ -802,6 +825,12 @@ impl CpuSpan {
     /// This process's CPU time per item, in microseconds.
     pub(crate) fn process_micros_per(&self, items: u64) -> f64 {
         self.process_secs * 1e6 / items.max(1) as f64
+    }
+
+    /// The whole machine's CPU time per item (this process, the database, anything else
+    /// running), in microseconds.
+    pub(crate) fn machine_micros_per(&self, items: u64) -> f64 {
+        self.machine_busy / TICKS_PER_SECOND * 1e6 / items.max(1) as f64
     }
 
     /// How busy the machine's CPUs were, all of them together, in percent.

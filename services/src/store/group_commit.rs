@@ -24,9 +24,13 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
+
+use super::pg_pool::IDLE_CHECK;
 
 /// The most commands one statement stores.
 const MAX_GROUP: usize = 64;
@@ -82,6 +86,55 @@ struct Shared {
     pool: PgPool,
     writers: usize,
     queue: Mutex<Queue>,
+    /// Connections the writers keep between writes (see `Held`).
+    held: Held,
+}
+
+/// Connections kept by the writers between writes, at most one per writer, instead of going back
+/// to the pool after each: sqlx tests every connection with a round trip each time it returns
+/// to the pool (it cannot be turned off), which doubled the round trips of every command. A
+/// connection is kept only after a statement that completed or that the database refused (the
+/// connection is sound); one idle for `IDLE_CHECK` is tested before it is used again, as the
+/// pool tests its own (`pg_pool`).
+#[derive(Default)]
+struct Held(Mutex<Vec<(PgConnection, Instant)>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// A kept connection, or one taken from the pool for keeping.
+    async fn connection(&self) -> Result<PgConnection, sqlx::Error> {
+        loop {
+            let kept = self.held.lock().pop();
+            let Some((mut connection, since)) = kept else {
+                return Ok(self.pool.acquire().await?.detach());
+            };
+            if since.elapsed() < IDLE_CHECK || connection.ping().await.is_ok() {
+                return Ok(connection);
+            }
+            tracing::info!("replacing a kept writer connection that failed its test");
+        }
+    }
+
+    /// Runs `statement` on a kept connection and keeps the connection again if it is sound.
+    async fn on_connection<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut connection = self.connection().await?;
+        let result = statement(&mut connection).await;
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            let mut held = self.held.lock();
+            if held.len() < self.writers {
+                held.push((connection, Instant::now()));
+            }
+        }
+        result
+    }
 }
 
 /// A writer's turn: when it ends (also when the writing future is dropped), it passes to the
@@ -110,6 +163,7 @@ impl GroupCommit {
             pool,
             writers: writers.max(1),
             queue: Mutex::default(),
+            held: Held::default(),
         }))
     }
 
@@ -133,7 +187,7 @@ impl GroupCommit {
         let turn = Turn(self.0.clone());
         let others = self.0.take_group(&own);
         if others.is_empty() {
-            return insert(&self.0.pool, &own).await;
+            return insert(&self.0, &own).await;
         }
         // Others wait on this group: it is written to the end even if this command's request
         // goes away meanwhile.
@@ -219,7 +273,7 @@ impl Shared {
     ) -> Result<(), PersistenceError> {
         let mut group: Vec<&[SerializedEvent]> = vec![&own];
         group.extend(others.iter().map(|w| w.events.as_slice()));
-        match insert_group(&self.pool, &group).await {
+        match insert_group(self, &group).await {
             Ok(refused) => {
                 {
                     let mut queue = self.lock();
@@ -243,10 +297,10 @@ impl Shared {
             Err(e @ sqlx::Error::Database(_)) => {
                 tracing::debug!(error = %e, "a group was refused; writing each command alone");
                 for w in others {
-                    let result = insert(&self.pool, &w.events).await;
+                    let result = insert(self, &w.events).await;
                     let _ = w.wake.send(Wake::Done(result));
                 }
-                insert(&self.pool, &own).await
+                insert(self, &own).await
             }
             Err(e) => {
                 // The outcome is unknown (the connection failed): fail every command, as a lone
@@ -268,7 +322,7 @@ fn stream(events: &[SerializedEvent]) -> Option<(&str, &str)> {
 }
 
 /// One command's events in one statement, as without group commit.
-async fn insert(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+async fn insert(shared: &Shared, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
     let query = match events {
         [] => return Ok(()),
         // Most commands produce one event: the plain statement is cheaper to bind and plan.
@@ -297,19 +351,22 @@ async fn insert(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), Persist
                 )
         }
     };
-    query.execute(pool).await.map_err(|e| {
-        if is_code(&e, "23505") {
-            PersistenceError::OptimisticLockError
-        } else {
-            persistence_error(&e)
-        }
-    })?;
+    shared
+        .on_connection(async |c| query.execute(c).await)
+        .await
+        .map_err(|e| {
+            if is_code(&e, "23505") {
+                PersistenceError::OptimisticLockError
+            } else {
+                persistence_error(&e)
+            }
+        })?;
     Ok(())
 }
 
 /// The group in one statement; the numbers (positions in `group`) of the commands refused.
 async fn insert_group(
-    pool: &PgPool,
+    shared: &Shared,
     group: &[&[SerializedEvent]],
 ) -> Result<Vec<i32>, sqlx::Error> {
     let rows = group.iter().map(|events| events.len()).sum();
@@ -333,7 +390,7 @@ async fn insert_group(
             metadata.push(&e.metadata);
         }
     }
-    sqlx::query_scalar(APPEND_COMMANDS)
+    let query = sqlx::query_scalar(APPEND_COMMANDS)
         .bind(commands)
         .bind(types)
         .bind(ids)
@@ -341,8 +398,9 @@ async fn insert_group(
         .bind(event_types)
         .bind(versions)
         .bind(payloads)
-        .bind(metadata)
-        .fetch_one(pool)
+        .bind(metadata);
+    shared
+        .on_connection(async |c| query.fetch_one(c).await)
         .await
 }
 
@@ -388,6 +446,7 @@ mod tests {
                 writing: 1,
                 stats: GroupStats::default(),
             }),
+            held: Held::default(),
         };
         for case in waiting {
             assert!(shared.join(&command(case)).is_err(), "queued");

@@ -19,7 +19,7 @@ use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use schemas::{ActorId, AgencyId, CaseId, EventId, EventMetadata, ProviderId, Role};
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row, SqlitePool};
@@ -116,6 +116,7 @@ mod wake;
 pub mod projections;
 mod billing;
 pub mod fhir;
+pub mod pg_pool;
 pub mod reads;
 mod search;
 pub mod sqlite_pool;
@@ -373,7 +374,7 @@ impl Store {
                 settings.push(("search_path", path));
             }
             let options = options.clone().options(settings);
-            PgPoolOptions::new()
+            pg_pool::pg_pool_options()
                 .max_connections(connections)
                 .acquire_timeout(wait)
                 // A wait this long for a connection is logged as a warning: the work starved.

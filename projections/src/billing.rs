@@ -18,7 +18,7 @@
 //!    `monthly_cap_reached`); a line cut to 0 units is not billable, a line cut short stays
 //!    billable with the reason saying why it has fewer units.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -709,6 +709,21 @@ impl fmt::Display for Month {
     }
 }
 
+/// As `YYYY-MM`.
+impl Serialize for Month {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Month {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Month::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a YYYY-MM month: {s}")))
+    }
+}
+
 /// A logged contact as the billing projection keeps it: the contact and the event that logged
 /// it (which a void names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -752,9 +767,13 @@ pub struct ContactRow {
 pub type Folded = crate::log::Folded<ContactRow>;
 
 impl Folded {
-    /// The months the batch's contacts may fall in (`months_of`).
-    pub fn months(&self) -> Vec<Month> {
+    /// The months the batch's contacts may fall in (`months_of`) that `case` was not recorded
+    /// in before, now recorded in it (`BillingCase::recorded_months`).
+    pub fn new_months(&self, case: &mut BillingCase) -> Vec<Month> {
         months_of(self.contacts.iter().map(|r| &r.contact))
+            .into_iter()
+            .filter(|m| case.recorded_months.insert(*m))
+            .collect()
     }
 }
 
@@ -824,6 +843,12 @@ pub struct BillingCase {
     pub transitions: Vec<(schemas::EventId, NaiveDate)>,
     pub reopenings: Vec<(schemas::EventId, NaiveDate)>,
     pub contacts: Vec<StoredContact>,
+    /// The months the store has recorded this case in (`months_of` its contacts), so that a
+    /// batch records only the months new to the case instead of every month of every contact
+    /// again. Bookkeeping of the projection's `fold`, not of `apply`: a state folded in memory
+    /// from the whole log has none, and a header stored before it existed starts empty.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub recorded_months: BTreeSet<Month>,
 }
 
 impl BillingCase {
@@ -1086,6 +1111,25 @@ pub fn adjustments(current: &[Line], exported: &[Exported]) -> Vec<Adjustment> {
 mod tests {
     use super::*;
 
+    /// A 20-minute monitoring call at `at`.
+    fn phone_call(at: DateTime<Utc>) -> StoredContact {
+        StoredContact {
+            event_id: schemas::EventId::generate(),
+            contact: Contact {
+                activity_id: ActivityId::generate(),
+                occurred_at: at,
+                component: TcmComponent::Monitoring,
+                contact_type: ContactType::Phone,
+                with: vec![],
+                minutes: 20,
+                has_note: false,
+                location: None,
+                rendering_provider: None,
+                voided: false,
+            },
+        }
+    }
+
     #[test]
     fn a_months_window_reaches_fourteen_hours_either_side() {
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap().timestamp();
@@ -1107,27 +1151,60 @@ mod tests {
             assert!(lo <= when.timestamp() && when.timestamp() < hi, "{t}");
         }
         let edge: DateTime<Utc> = "2027-01-01T13:59:59Z".parse().unwrap();
-        let contact = StoredContact {
-            event_id: schemas::EventId::generate(),
-            contact: Contact {
-                activity_id: ActivityId::generate(),
-                occurred_at: edge,
-                component: TcmComponent::Monitoring,
-                contact_type: ContactType::Phone,
-                with: vec![],
-                minutes: 20,
-                has_note: false,
-                location: None,
-                rendering_provider: None,
-                voided: false,
-            },
-        };
+        let contact = phone_call(edge);
         let months = months_of([&contact]);
         assert_eq!(months, [december, Month::parse("2027-01").unwrap()]);
         for m in months {
             let (lo, hi) = m.window();
             assert!(lo <= edge.timestamp() && edge.timestamp() < hi, "{m}");
         }
+    }
+
+    /// A batch records only the months new to its case; the months read back from a stored
+    /// header, and a header stored before they were kept reads back with none.
+    #[test]
+    fn a_case_is_recorded_in_a_month_once() {
+        let row = |t: &str| ContactRow {
+            sequence: 1,
+            at: 0,
+            contact: phone_call(t.parse().unwrap()),
+        };
+        let batch = |times: &[&str]| Folded {
+            contacts: times.iter().map(|t| row(t)).collect(),
+            voided: vec![],
+        };
+        let month = |m: &str| Month::parse(m).unwrap();
+        let mut case = BillingCase::default();
+        assert_eq!(
+            batch(&["2026-11-03T12:00:00Z", "2026-11-30T20:00:00Z"]).new_months(&mut case),
+            [month("2026-11"), month("2026-12")]
+        );
+        assert_eq!(
+            batch(&["2026-11-12T12:00:00Z"]).new_months(&mut case),
+            [],
+            "recorded before"
+        );
+        let stored = serde_json::to_value(&case).unwrap();
+        assert_eq!(
+            stored["recorded_months"],
+            serde_json::json!(["2026-11", "2026-12"])
+        );
+        let mut read: BillingCase = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, case);
+        assert_eq!(
+            batch(&["2026-12-31T12:00:00Z"]).new_months(&mut read),
+            [month("2027-01")]
+        );
+        let mut older: BillingCase = serde_json::from_value(serde_json::json!({
+            "case_id": null, "agency": null, "medicaid_id": null, "intake_date": null,
+            "transitions": [], "reopenings": [], "contacts": []}))
+        .unwrap();
+        assert!(older.recorded_months.is_empty());
+        assert_eq!(
+            batch(&["2026-11-12T12:00:00Z"]).new_months(&mut older),
+            [month("2026-11")]
+        );
+        assert!(serde_json::from_value::<Month>(serde_json::json!("2026-13")).is_err());
     }
 
     #[test]

@@ -159,9 +159,10 @@ impl BillingFold {
                 continue;
             };
             let at = folded.headers.len();
-            folded
-                .months
-                .extend(rows.months().into_iter().map(|m| (at, m)));
+            // Only the months new to the case: recording every contact's months again cost
+            // PostgreSQL a conflicting insert per case and batch.
+            let months = rows.new_months(&mut case);
+            folded.months.extend(months.into_iter().map(|m| (at, m)));
             folded
                 .contacts
                 .extend(rows.contacts.into_iter().map(|row| (at, row)));
@@ -194,6 +195,8 @@ macro_rules! write_billing {
                 .map(|&(at, ref row)| CaseRow { case_id: f.headers[at].0.as_str(), row })
                 .collect();
             sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
+        }
+        if !f.months.is_empty() {
             let months: Vec<_> = f
                 .months
                 .iter()

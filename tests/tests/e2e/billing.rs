@@ -840,7 +840,17 @@ async fn contact_rows(backend: Backend) {
         )
         .await
         .expect("log");
-    let mut whole = projections::billing::BillingCase::default();
+    // The months the store recorded the case in are its bookkeeping, not the fold's.
+    let recorded: Vec<String> = state
+        .recorded_months
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert!(recorded.contains(&MONTH.to_owned()), "{recorded:?}");
+    let mut whole = projections::billing::BillingCase {
+        recorded_months: state.recorded_months.clone(),
+        ..Default::default()
+    };
     for e in events.iter().filter(|e| e.case_id == case_id) {
         whole.version = e.event.sequence;
         whole.apply(

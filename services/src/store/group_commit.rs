@@ -23,7 +23,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-
 use std::time::Instant;
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
@@ -92,7 +91,7 @@ struct Shared {
 
 /// Connections kept by the writers between writes, at most one per writer, instead of going back
 /// to the pool after each: sqlx tests every connection with a round trip each time it returns
-/// to the pool (it cannot be turned off), which doubled the round trips of every command. A
+/// to the pool (it cannot be turned off), a second round trip for every command's one. A
 /// connection is kept only after a statement that completed or that the database refused (the
 /// connection is sound); one idle for `IDLE_CHECK` is tested before it is used again, as the
 /// pool tests its own (`pg_pool`).

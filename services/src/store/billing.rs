@@ -189,11 +189,7 @@ macro_rules! write_billing {
             .collect();
         sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
         if !f.contacts.is_empty() {
-            let contacts: Vec<_> = f
-                .contacts
-                .iter()
-                .map(|&(at, ref row)| CaseRow { case_id: f.headers[at].0.as_str(), row })
-                .collect();
+            let contacts = CaseRow::each(&f.headers, &f.contacts);
             sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
         }
         if !f.months.is_empty() {
@@ -209,11 +205,7 @@ macro_rules! write_billing {
             sqlx::query($sql.months).bind(Json(&months)).execute(&mut *$tx).await?;
         }
         if !f.voids.is_empty() {
-            let voids: Vec<_> = f
-                .voids
-                .iter()
-                .map(|&(at, ref row)| CaseRow { case_id: f.headers[at].0.as_str(), row })
-                .collect();
+            let voids = CaseRow::each(&f.headers, &f.voids);
             sqlx::query($sql.voids).bind(Json(&voids)).execute(&mut *$tx).await?;
         }
     }};
@@ -261,19 +253,19 @@ impl Store {
         from: LogPosition,
         batch: std::sync::Arc<Vec<LogEvent>>,
     ) -> Result<BillingFold, StoreError> {
-        self.may_fold_ahead()?;
-        let Some(last) = batch.last().map(|e| e.at) else {
-            return Ok(BillingFold::default());
-        };
-        let sql = statements(&self.backend);
-        let states = self
-            .states_ahead(&self.remembered.billing, from, &batch, sql.load)
-            .await?;
-        let folded = super::off_thread(move || BillingFold::of(&batch, states)).await??;
-        self.remembered
-            .billing
-            .remember(last, folded.headers.clone());
-        Ok(folded)
+        let load = statements(&self.backend).load;
+        self.fold_states_ahead(
+            &self.remembered.billing,
+            from,
+            batch,
+            load,
+            |batch, states| {
+                let folded = BillingFold::of(batch, states)?;
+                let headers = folded.headers.clone();
+                Ok((folded, headers))
+            },
+        )
+        .await
     }
 
     /// As `write_audit`, for what `fold_billing` folded.

@@ -251,28 +251,14 @@ macro_rules! write_caseloads {
                 .execute(&mut *$tx)
                 .await?;
         }
-        let contacts: Vec<_> = folded
-            .contacts
-            .iter()
-            .map(|&(at, ref row)| CaseRow {
-                case_id: folded.cases[at].0.as_str(),
-                row,
-            })
-            .collect();
+        let contacts = CaseRow::each(&folded.cases, &folded.contacts);
         if !contacts.is_empty() {
             sqlx::query($sql.contacts)
                 .bind(Json(&contacts))
                 .execute(&mut *$tx)
                 .await?;
         }
-        let voids: Vec<_> = folded
-            .voids
-            .iter()
-            .map(|&(at, ref row)| CaseRow {
-                case_id: folded.cases[at].0.as_str(),
-                row,
-            })
-            .collect();
+        let voids = CaseRow::each(&folded.cases, &folded.voids);
         if !voids.is_empty() {
             sqlx::query($sql.voids)
                 .bind(Json(&voids))
@@ -364,6 +350,19 @@ pub(super) struct CaseRow<'a, T> {
     pub(super) case_id: &'a str,
     #[serde(flatten)]
     pub(super) row: T,
+}
+
+impl<'a, T> CaseRow<'a, &'a T> {
+    /// Each of a folded batch's `rows`, numbered by its case's place in `cases`, with the case's
+    /// id.
+    pub(super) fn each<S>(cases: &'a [(String, S)], rows: &'a [(usize, T)]) -> Vec<Self> {
+        rows.iter()
+            .map(|(at, row)| CaseRow {
+                case_id: cases[*at].0.as_str(),
+                row,
+            })
+            .collect()
+    }
 }
 
 /// The newest entry's hash of each listed case (a JSON array of case ids), NULL for a case with
@@ -592,9 +591,7 @@ impl Store {
         let Some(last) = batch.last().map(|e| e.at) else {
             return Ok(AuditFold::default());
         };
-        let mut cases: Vec<String> = batch.iter().map(|e| e.case_id.to_string()).collect();
-        cases.sort_unstable();
-        cases.dedup();
+        let cases = case_ids(&batch);
         let heads_sql = match &self.backend {
             Backend::Postgres { .. } => PG_AUDIT_HEADS,
             Backend::Sqlite { .. } => SQLITE_AUDIT_HEADS,
@@ -676,42 +673,55 @@ impl Store {
         from: LogPosition,
         batch: std::sync::Arc<Vec<LogEvent>>,
     ) -> Result<CaseloadsFold, StoreError> {
-        self.may_fold_ahead()?;
-        let Some(last) = batch.last().map(|e| e.at) else {
-            return Ok(CaseloadsFold::default());
-        };
-        let sql = caseload_statements(&self.backend);
-        let stored = self
-            .states_ahead(&self.remembered.caseloads, from, &batch, sql.load)
-            .await?;
-        let folded = super::off_thread(move || CaseloadsFold::of(&batch, stored)).await??;
-        self.remembered
-            .caseloads
-            .remember(last, folded.cases.clone());
-        Ok(folded)
+        let load = caseload_statements(&self.backend).load;
+        self.fold_states_ahead(
+            &self.remembered.caseloads,
+            from,
+            batch,
+            load,
+            |batch, stored| {
+                let folded = CaseloadsFold::of(batch, stored)?;
+                let states = folded.cases.clone();
+                Ok((folded, states))
+            },
+        )
+        .await
     }
 
-    /// For a batch folded ahead from `from`: the stored states of the cases it touches, those
+    /// Folds a batch read after `from` ahead of writing it, for a projection whose state per
+    /// case is `T` (`Store::may_fold_ahead`): the states of the cases it touches are those
     /// `remembered` holds at `from` and the others read with `load_sql` (a JSON array of case
-    /// ids in, `(case_id, state)` rows out), before any claim (`Store::may_fold_ahead`).
-    pub(super) async fn states_ahead<T>(
+    /// ids in, `(case_id, state)` rows out), before any claim; `fold` (pure, on the blocking
+    /// pool) gives what the write needs and the states after the batch, which are remembered
+    /// at once.
+    pub(super) async fn fold_states_ahead<T, F>(
         &self,
         remembered: &super::remembered::Remembered<T>,
         from: LogPosition,
-        batch: &[LogEvent],
+        batch: std::sync::Arc<Vec<LogEvent>>,
         load_sql: &str,
-    ) -> Result<HashMap<String, T>, StoreError>
+        fold: impl FnOnce(&[LogEvent], HashMap<String, T>) -> Result<(F, Vec<(String, T)>), StoreError>
+            + Send
+            + 'static,
+    ) -> Result<F, StoreError>
     where
         T: serde::de::DeserializeOwned + Send + Unpin + 'static,
+        F: Default + Send + 'static,
     {
-        let (mut states, missing) = remembered.recall(from, &case_ids(batch));
+        self.may_fold_ahead()?;
+        let Some(last) = batch.last().map(|e| e.at) else {
+            return Ok(F::default());
+        };
+        let (mut states, missing) = remembered.recall(from, &case_ids(&batch));
         if !missing.is_empty() {
             let rows: Vec<(String, Json<T>)> = on_pool_for!(self, Work::Projections, pool => {
                 sqlx::query_as(load_sql).bind(Json(&missing)).fetch_all(pool).await?
             });
             states.extend(rows.into_iter().map(|(id, Json(state))| (id, state)));
         }
-        Ok(states)
+        let (folded, after) = super::off_thread(move || fold(&batch, states)).await??;
+        remembered.remember(last, after);
+        Ok(folded)
     }
 
     /// As `write_audit`, for what `fold_caseloads` folded.

@@ -686,11 +686,21 @@ pub async fn rebuild(
             mode: RebuildMode::InPlace,
         });
     };
+    let mut green = green;
     let mut events = 0;
-    // Caught up, then once more for what arrived meanwhile, so that the swap lands close to
-    // the head of the log.
-    for _ in 0..2 {
-        match catch_up(&green.store, projection, |n| progress(events + n)).await {
+    // Caught up in bulk, indexed, then caught up once more for what arrived meanwhile, so that
+    // the swap lands close to the head of the log.
+    for pass in 0..2 {
+        let caught_up = catch_up(&green.store, projection, |n| progress(events + n)).await;
+        let indexed = match (pass, caught_up) {
+            (0, Ok(n)) => green
+                .index()
+                .await
+                .map(|()| n)
+                .map_err(ProjectionError::from),
+            (_, done) => done,
+        };
+        match indexed {
             Ok(n) => events += n,
             Err(e) => {
                 green.abandon().await?;

@@ -13,7 +13,9 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::{case_ids, CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
+use super::projections::{
+    case_ids, copy_text_row, CaseRow, Claim, CopyIn, CLAIM_FIRST, CLAIM_NEXT,
+};
 use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
@@ -66,6 +68,12 @@ SELECT value ->> 'case_id', value ->> 'sequence', value -> 'contact' ->> 'event_
        value -> 'contact' ->> 'activity_id', value ->> 'at', json(value -> 'contact')
 FROM json_each($1) WHERE true
 ON CONFLICT DO NOTHING";
+
+/// A bulk load's contact rows (`Store::loads_in_bulk`): the fold ahead knows each case's stream
+/// position, so no row is one the table holds; a second contact of an activity id is refused
+/// when the unique index is built (`Green::index`).
+const COPY_CONTACTS: &str =
+    "COPY billing_contacts (case_id, sequence, event_id, activity_id, at, contact) FROM STDIN";
 
 /// A void marks the row it names, by case, sequence and event id (a void of anything else,
 /// a transition say, matches no row).
@@ -179,7 +187,7 @@ impl BillingFold {
 /// Writes a `BillingFold` in transaction `$tx` with statements `$sql`: five statements at most
 /// whatever the batch's size.
 macro_rules! write_billing {
-    ($tx:ident, $sql:expr, $folded:expr) => {{
+    ($tx:ident, $sql:expr, $folded:expr, $bulk:expr) => {{
         let f = &$folded;
         let rows: Vec<_> = f
             .headers
@@ -188,7 +196,27 @@ macro_rules! write_billing {
             .map(|((id, case), agency)| serde_json::json!({"case_id": id, "agency": agency, "state": case}))
             .collect();
         sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
-        if !f.contacts.is_empty() {
+        if $bulk && !f.contacts.is_empty() {
+            let mut text = String::with_capacity(f.contacts.len() * 400);
+            for (at, row) in &f.contacts {
+                let c = &row.contact;
+                let (sequence, event_id) = (row.sequence.to_string(), c.event_id.to_string());
+                let (activity_id, time) = (c.contact.activity_id.to_string(), row.at.to_string());
+                let json = serde_json::to_string(c).map_err(|e| StoreError::Unexpected(e.to_string()))?;
+                copy_text_row(
+                    &mut text,
+                    &[
+                        Some(f.headers[*at].0.as_str()),
+                        Some(&sequence),
+                        Some(&event_id),
+                        Some(&activity_id),
+                        Some(&time),
+                        Some(&json),
+                    ],
+                );
+            }
+            CopyIn::copy_text(&mut *$tx, COPY_CONTACTS, text).await?;
+        } else if !f.contacts.is_empty() {
             let contacts = CaseRow::each(&f.headers, &f.contacts);
             sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
         }
@@ -240,7 +268,7 @@ impl Store {
                 states.extend(stored.into_iter().map(|(id, Json(c))| (id, c)));
             }
             let folded = BillingFold::of(batch, states)?;
-            write_billing!(tx, sql, folded);
+            write_billing!(tx, sql, folded, false);
             tx.commit().await?;
             self.remembered.billing.remember(last.at, folded.headers);
             Ok(true)
@@ -277,7 +305,8 @@ impl Store {
         folded: BillingFold,
     ) -> Result<bool, StoreError> {
         let sql = statements(&self.backend);
-        write_in_claim!(self, name, claim, batch, tx => write_billing!(tx, sql, folded))
+        let bulk = self.loads_in_bulk();
+        write_in_claim!(self, name, claim, batch, tx => write_billing!(tx, sql, folded, bulk))
     }
 
     /// The billing states of the listed cases (those the billing projection has reached).

@@ -29,6 +29,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
+use super::is_code;
 use super::pg_pool::IDLE_CHECK;
 
 /// The most commands one statement stores.
@@ -401,10 +402,6 @@ async fn insert_group(
     shared
         .on_connection(async |c| query.fetch_one(c).await)
         .await
-}
-
-fn is_code(e: &sqlx::Error, code: &str) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
 fn persistence_error(e: &sqlx::Error) -> PersistenceError {

@@ -60,24 +60,24 @@ impl Store {
         let rows = match &self.backend {
             Backend::Postgres {
                 pool, background, ..
-            } => sqlx::query(&format!("{PG_READ}{limit}"))
-                .persistent(false)
-                .bind(after.txid.to_string())
-                .bind(after.position)
-                .fetch_all(background.pick(work, pool))
-                .await?
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>(),
+            } => {
+                let sql = format!("{PG_READ}{limit}");
+                let rows = sqlx::query(&sql)
+                    .persistent(false)
+                    .bind(after.txid.to_string())
+                    .bind(after.position)
+                    .fetch(background.pick(work, pool));
+                decode_all(rows, limit).await
+            }
             Backend::Sqlite {
                 pool, background, ..
-            } => sqlx::query(&format!("{SQLITE_READ}{limit}"))
-                .bind(after.position)
-                .fetch_all(background.pick(work, pool))
-                .await?
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>(),
+            } => {
+                let sql = format!("{SQLITE_READ}{limit}");
+                let rows = sqlx::query(&sql)
+                    .bind(after.position)
+                    .fetch(background.pick(work, pool));
+                decode_all(rows, limit).await
+            }
         }?;
         Ok(rows)
     }
@@ -113,6 +113,30 @@ impl Store {
             }),
         )
     }
+}
+
+/// Decodes each row as it arrives, while the database is still sending the rest: the server's
+/// work and the decoding overlap instead of following each other (a rebuild reads 5,000 events a
+/// batch, and the decoding took as long as the query).
+async fn decode_all<R>(
+    mut rows: impl futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    limit: u32,
+) -> Result<Vec<LogEvent>, StoreError>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use futures::TryStreamExt;
+    let mut out = Vec::with_capacity(limit as usize);
+    while let Some(row) = rows.try_next().await? {
+        out.push(decode(&row)?);
+    }
+    Ok(out)
 }
 
 fn decode<'r, R>(row: &'r R) -> Result<LogEvent, StoreError>

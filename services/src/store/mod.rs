@@ -103,6 +103,11 @@ macro_rules! on_es {
     };
 }
 
+/// Whether `e` is the database's refusal with SQLSTATE `code`.
+pub(crate) fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
 pub mod backup;
 mod bus;
 mod cache;
@@ -230,6 +235,10 @@ pub struct Store {
     /// Whether this store's projection rows have one writer, this process's catch-up (a
     /// blue/green rebuild's copy): it may then fold a batch ahead of writing the one before.
     exclusive: bool,
+    /// Whether this store's projection tables are being bulk-loaded (a blue/green copy before
+    /// `Green::index`): primary keys only, rows by `COPY` where a projection can, nothing
+    /// refused by a secondary unique index until it is built.
+    bulk: bool,
     /// The most events a projection batch reads, if not the engine's default.
     log_batch: Option<u32>,
 }
@@ -423,6 +432,7 @@ impl Store {
             pg_url: url.map(str::to_owned),
             remembered: Default::default(),
             exclusive: false,
+            bulk: false,
             log_batch: None,
             replica: default_replica_id(),
         })
@@ -463,6 +473,7 @@ impl Store {
             pg_url: None,
             remembered: Default::default(),
             exclusive: false,
+            bulk: false,
             log_batch: None,
             replica: default_replica_id(),
         })
@@ -506,6 +517,17 @@ impl Store {
     pub(crate) fn exclusive(mut self) -> Self {
         self.exclusive = true;
         self
+    }
+
+    /// Marks the store's projection tables as bulk-loaded (see `bulk`); only with `exclusive`.
+    pub(crate) fn bulk_loading(mut self) -> Self {
+        self.bulk = self.exclusive;
+        self
+    }
+
+    /// Whether the projection tables are being bulk-loaded (see `bulk`).
+    pub(crate) fn loads_in_bulk(&self) -> bool {
+        self.bulk
     }
 
     /// Whether a catch-up may fold a batch ahead of writing the one before

@@ -238,7 +238,7 @@ impl CaseloadsFold {
 /// Writes a `CaseloadsFold` in transaction `$tx` with statements `$sql`: the states, the
 /// contacts and the voids in one statement each.
 macro_rules! write_caseloads {
-    ($tx:ident, $sql:expr, $folded:expr) => {{
+    ($tx:ident, $sql:expr, $folded:expr, $bulk:expr) => {{
         let folded = &$folded;
         let rows: Vec<CaseloadRow> = folded
             .cases
@@ -251,12 +251,32 @@ macro_rules! write_caseloads {
                 .execute(&mut *$tx)
                 .await?;
         }
-        let contacts = CaseRow::each(&folded.cases, &folded.contacts);
-        if !contacts.is_empty() {
-            sqlx::query($sql.contacts)
-                .bind(Json(&contacts))
-                .execute(&mut *$tx)
-                .await?;
+        if $bulk && !folded.contacts.is_empty() {
+            let mut text = String::with_capacity(folded.contacts.len() * 100);
+            for (at, row) in &folded.contacts {
+                let (sequence, event_id) = (row.sequence.to_string(), row.event_id.to_string());
+                let day = row.day.to_string();
+                let with_family = if row.with_family { "t" } else { "f" };
+                copy_text_row(
+                    &mut text,
+                    &[
+                        Some(folded.cases[*at].0.as_str()),
+                        Some(&sequence),
+                        Some(&event_id),
+                        Some(&day),
+                        Some(with_family),
+                    ],
+                );
+            }
+            CopyIn::copy_text(&mut *$tx, COPY_CASELOAD_CONTACTS, text).await?;
+        } else {
+            let contacts = CaseRow::each(&folded.cases, &folded.contacts);
+            if !contacts.is_empty() {
+                sqlx::query($sql.contacts)
+                    .bind(Json(&contacts))
+                    .execute(&mut *$tx)
+                    .await?;
+            }
         }
         let voids = CaseRow::each(&folded.cases, &folded.voids);
         if !voids.is_empty() {
@@ -327,6 +347,11 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
        value ->> 'with_family'
 FROM json_each($1) WHERE true
 ON CONFLICT DO NOTHING";
+
+/// A bulk load's contact rows (`Store::loads_in_bulk`): its fold ahead knows each case's
+/// stream position, so nothing it sends is a row the table holds.
+const COPY_CASELOAD_CONTACTS: &str =
+    "COPY caseload_contacts (case_id, sequence, event_id, day, with_family) FROM STDIN";
 
 /// A void marks the contact row it names, by case, sequence and event id (a void of anything
 /// else matches no row).
@@ -408,6 +433,29 @@ trait InsertAudit {
     ) -> Result<(), StoreError>;
 }
 
+/// Rows sent by `COPY … FROM STDIN` in PostgreSQL's text format (`copy_text_row`), in one round
+/// trip. SQLite has no COPY; it is never asked (its stores are never bulk-loaded).
+pub(super) trait CopyIn {
+    async fn copy_text(&mut self, statement: &str, text: String) -> Result<(), StoreError>;
+}
+
+impl CopyIn for sqlx::PgConnection {
+    async fn copy_text(&mut self, statement: &str, text: String) -> Result<(), StoreError> {
+        let mut copy = self.copy_in_raw(statement).await?;
+        copy.send(text.into_bytes()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+impl CopyIn for sqlx::SqliteConnection {
+    async fn copy_text(&mut self, statement: &str, _text: String) -> Result<(), StoreError> {
+        Err(StoreError::Unexpected(format!(
+            "SQLite has no COPY: {statement}"
+        )))
+    }
+}
+
 impl InsertAudit for sqlx::PgConnection {
     async fn insert_audit(
         &mut self,
@@ -434,10 +482,7 @@ impl InsertAudit for sqlx::PgConnection {
             ];
             copy_text_row(&mut text, &fields);
         }
-        let mut copy = self.copy_in_raw(COPY_AUDIT).await?;
-        copy.send(text.into_bytes()).await?;
-        copy.finish().await?;
-        Ok(())
+        self.copy_text(COPY_AUDIT, text).await
     }
 }
 
@@ -458,7 +503,7 @@ const COPY_AUDIT: &str = "COPY audit_entries (case_id, sequence, event_id, event
 /// One row of PostgreSQL's `COPY` text format: tab-separated, `\N` for NULL, backslash escapes
 /// for the backslash and the characters that would end a field or a row. (No crate writes this
 /// format for sqlx; it is the whole of it.)
-fn copy_text_row(out: &mut String, fields: &[Option<&str>]) {
+pub(super) fn copy_text_row(out: &mut String, fields: &[Option<&str>]) {
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push('\t');
@@ -660,7 +705,7 @@ impl Store {
                 stored.extend(rows.into_iter().map(|(id, Json(c))| (id, c)));
             }
             let folded = CaseloadsFold::of(batch, stored)?;
-            write_caseloads!(tx, sql, folded);
+            write_caseloads!(tx, sql, folded, false);
             tx.commit().await?;
             self.remembered.caseloads.remember(last.at, folded.cases);
             Ok(true)
@@ -733,7 +778,8 @@ impl Store {
         folded: CaseloadsFold,
     ) -> Result<bool, StoreError> {
         let sql = caseload_statements(&self.backend);
-        write_in_claim!(self, name, claim, batch, tx => write_caseloads!(tx, sql, folded))
+        let bulk = self.loads_in_bulk();
+        write_in_claim!(self, name, claim, batch, tx => write_caseloads!(tx, sql, folded, bulk))
     }
 
     /// Open cases as caseload views read them (state and contact dates): one worker's, or (with

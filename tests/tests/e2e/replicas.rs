@@ -596,14 +596,26 @@ async fn row_counts(app: &TestApp) -> [i64; 3] {
     counts
 }
 
-/// Each projection table's index names.
+/// Each table's indexes (name and definition) and constraints (name and definition).
 async fn index_names(app: &TestApp) -> Vec<String> {
-    app.sql(
-        "SELECT tablename || '.' || indexname FROM pg_indexes WHERE schemaname = current_schema() \
-         ORDER BY 1",
-    )
-    .await
-    .expect("index names")
+    let mut out = app
+        .sql(
+            "SELECT tablename || '.' || indexname || ': ' || indexdef FROM pg_indexes \
+             WHERE schemaname = current_schema() ORDER BY 1",
+        )
+        .await
+        .expect("index names");
+    out.extend(
+        app.sql(
+            "SELECT c.conrelid::regclass::text || '.' || c.conname || ': ' || \
+               pg_get_constraintdef(c.oid) \
+             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = current_schema() ORDER BY 1",
+        )
+        .await
+        .expect("constraints"),
+    );
+    out
 }
 
 /// Blue/green rebuilds on PostgreSQL, beside two live replicas that take commands and run the
@@ -625,8 +637,29 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
         cases.push(open_case(&replicas[n % 2], &t, n).await);
     }
     wave(&replicas, &cases, &t, 0).await;
+    // A contact stored twice under one activity id, far apart in the log (no command does this;
+    // a log imported from elsewhere might): billing keeps the first. A bulk-loaded copy writes
+    // both rows and refuses the second only when its unique index is built (`Green::index`).
+    let twice = open_case(&replicas[0], &t, 99).await;
+    let (s, b) = app
+        .post(&format!("/v1/cases/{twice}/contacts"), &t, &call(3, 21))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    wave(&replicas, &cases, &t, 2).await;
+    app.sql(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+           payload, metadata) \
+         SELECT aggregate_type, aggregate_id, sequence + 1, event_type, event_version, payload, \
+           metadata - 'idempotency_scope' \
+         FROM events WHERE aggregate_id = '{twice}' AND event_type = 'ContactLogged' \
+         RETURNING event_type"
+    ))
+    .await
+    .expect("the contact stored again");
     let stored = app.store.events_after(LogPosition::START).await.unwrap();
     caught_up(&app, stored).await;
+    let once = format!("SELECT activity_id FROM billing_contacts WHERE case_id = '{twice}'");
+    assert_eq!(app.sql(&once).await.unwrap().len(), 1, "billed once");
     let floor = row_counts(&app).await;
     let indexes = index_names(&app).await;
 
@@ -698,6 +731,11 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
     let stored = app.store.events_after(LogPosition::START).await.unwrap();
     caught_up(&app, stored).await;
     let blue_green = projected(&app).await;
+    assert_eq!(
+        app.sql(&once).await.unwrap().len(),
+        1,
+        "billed once after a blue/green rebuild"
+    );
     for name in projector::names() {
         let rebuilt = projector::rebuild(&app.store, name, true, |_| {})
             .await

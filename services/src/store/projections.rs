@@ -510,16 +510,25 @@ pub(super) fn copy_text_row(out: &mut String, fields: &[Option<&str>]) {
         }
         match field {
             None => out.push_str("\\N"),
+            // Runs without a special character are copied whole (pushing char by char was 8% of
+            // an audit_trail rebuild's CPU).
             Some(text) => {
-                for c in text.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\t' => out.push_str("\\t"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        c => out.push(c),
-                    }
+                let mut rest = *text;
+                // Each special character is ASCII, so a byte position is a char boundary.
+                while let Some(at) = rest
+                    .bytes()
+                    .position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+                {
+                    out.push_str(&rest[..at]);
+                    out.push_str(match rest.as_bytes()[at] {
+                        b'\\' => "\\\\",
+                        b'\t' => "\\t",
+                        b'\n' => "\\n",
+                        _ => "\\r",
+                    });
+                    rest = &rest[at + 1..];
                 }
+                out.push_str(rest);
             }
         }
     }
@@ -1072,5 +1081,8 @@ mod tests {
             &[Some("a\tb"), None, Some("c\\d\ne\rf"), Some("")],
         );
         assert_eq!(out, "a\\tb\t\\N\tc\\\\d\\ne\\rf\t\n");
+        let mut out = String::new();
+        copy_text_row(&mut out, &[Some("\\r\u{e9}\u{1F600}\t"), Some("plain")]);
+        assert_eq!(out, "\\\\r\u{e9}\u{1F600}\\t\tplain\n");
     }
 }

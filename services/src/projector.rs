@@ -678,7 +678,7 @@ pub async fn rebuild(
         true => None,
         false => store.green(projection.name(), projection.tables()).await?,
     };
-    let Some(green) = green else {
+    let Some(mut green) = green else {
         projection.reset(store).await?;
         let events = catch_up(store, projection, progress).await?;
         return Ok(Rebuilt {
@@ -686,7 +686,6 @@ pub async fn rebuild(
             mode: RebuildMode::InPlace,
         });
     };
-    let mut green = green;
     let mut events = 0;
     // Caught up in bulk, indexed, then caught up once more for what arrived meanwhile, so that
     // the swap lands close to the head of the log.

@@ -690,16 +690,14 @@ pub async fn rebuild(
     // Caught up in bulk, indexed, then caught up once more for what arrived meanwhile, so that
     // the swap lands close to the head of the log.
     for pass in 0..2 {
-        let caught_up = catch_up(&green.store, projection, |n| progress(events + n)).await;
-        let indexed = match (pass, caught_up) {
-            (0, Ok(n)) => green
-                .index()
-                .await
-                .map(|()| n)
-                .map_err(ProjectionError::from),
-            (_, done) => done,
+        let step = async {
+            let n = catch_up(&green.store, projection, |n| progress(events + n)).await?;
+            if pass == 0 {
+                green.index().await?;
+            }
+            Ok::<_, ProjectionError>(n)
         };
-        match indexed {
+        match step.await {
             Ok(n) => events += n,
             Err(e) => {
                 green.abandon().await?;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use schemas::{CaseId, EventId, EventMetadata};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -57,7 +58,10 @@ impl Store {
         after: LogPosition,
         limit: u32,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        let rows = match &self.backend {
+        // Each row is decoded as it arrives, while the database is still sending the rest: the
+        // server's work and the decoding overlap instead of following each other (a rebuild
+        // reads 5,000 events a batch, and decoding them took as long as the query).
+        match &self.backend {
             Backend::Postgres {
                 pool, background, ..
             } => {
@@ -66,8 +70,10 @@ impl Store {
                     .persistent(false)
                     .bind(after.txid.to_string())
                     .bind(after.position)
-                    .fetch(background.pick(work, pool));
-                decode_all(rows, limit).await
+                    .fetch(background.pick(work, pool))
+                    .map_err(StoreError::from)
+                    .and_then(|row| std::future::ready(decode(&row)));
+                rows.try_collect().await
             }
             Backend::Sqlite {
                 pool, background, ..
@@ -75,11 +81,12 @@ impl Store {
                 let sql = format!("{SQLITE_READ}{limit}");
                 let rows = sqlx::query(&sql)
                     .bind(after.position)
-                    .fetch(background.pick(work, pool));
-                decode_all(rows, limit).await
+                    .fetch(background.pick(work, pool))
+                    .map_err(StoreError::from)
+                    .and_then(|row| std::future::ready(decode(&row)));
+                rows.try_collect().await
             }
-        }?;
-        Ok(rows)
+        }
     }
 }
 
@@ -113,30 +120,6 @@ impl Store {
             }),
         )
     }
-}
-
-/// Decodes each row as it arrives, while the database is still sending the rest: the server's
-/// work and the decoding overlap instead of following each other (a rebuild reads 5,000 events a
-/// batch, and the decoding took as long as the query).
-async fn decode_all<R>(
-    mut rows: impl futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
-    limit: u32,
-) -> Result<Vec<LogEvent>, StoreError>
-where
-    R: Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    use futures::TryStreamExt;
-    let mut out = Vec::with_capacity(limit as usize);
-    while let Some(row) = rows.try_next().await? {
-        out.push(decode(&row)?);
-    }
-    Ok(out)
 }
 
 fn decode<'r, R>(row: &'r R) -> Result<LogEvent, StoreError>

@@ -269,14 +269,12 @@ macro_rules! write_caseloads {
                 );
             }
             CopyIn::copy_text(&mut *$tx, COPY_CASELOAD_CONTACTS, text).await?;
-        } else {
+        } else if !folded.contacts.is_empty() {
             let contacts = CaseRow::each(&folded.cases, &folded.contacts);
-            if !contacts.is_empty() {
-                sqlx::query($sql.contacts)
-                    .bind(Json(&contacts))
-                    .execute(&mut *$tx)
-                    .await?;
-            }
+            sqlx::query($sql.contacts)
+                .bind(Json(&contacts))
+                .execute(&mut *$tx)
+                .await?;
         }
         let voids = CaseRow::each(&folded.cases, &folded.voids);
         if !voids.is_empty() {

@@ -28,19 +28,17 @@ SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT jsonb_array_el
 const SQLITE_LOAD_HEADERS: &str = "\
 SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT value FROM json_each($1))";
 
-/// Whole states (header and every contact, in log order) of the listed cases.
+/// Headers of the listed cases, each with every contact (a JSON array, in log order).
 const PG_LOAD_CASES: &str = "\
-SELECT c.case_id,
-       jsonb_set(c.state, '{contacts}',
-                 COALESCE((SELECT jsonb_agg(k.contact ORDER BY k.sequence)
-                           FROM billing_contacts k WHERE k.case_id = c.case_id), '[]'))
+SELECT c.case_id, c.state,
+       COALESCE((SELECT json_agg(k.contact ORDER BY k.sequence)
+                 FROM billing_contacts k WHERE k.case_id = c.case_id), '[]')
 FROM billing_cases c WHERE c.case_id IN (SELECT jsonb_array_elements_text($1))";
 
 const SQLITE_LOAD_CASES: &str = "\
-SELECT c.case_id,
-       json_set(c.state, '$.contacts',
-                json((SELECT json_group_array(json(k.contact) ORDER BY k.sequence)
-                      FROM billing_contacts k WHERE k.case_id = c.case_id)))
+SELECT c.case_id, c.state,
+       (SELECT json_group_array(json(k.contact) ORDER BY k.sequence)
+        FROM billing_contacts k WHERE k.case_id = c.case_id)
 FROM billing_cases c WHERE c.case_id IN (SELECT value FROM json_each($1))";
 
 const PG_UPSERT_CASES: &str = "\
@@ -55,19 +53,33 @@ SELECT value ->> 'case_id', value ->> 'agency', json(value -> 'state') FROM json
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.state";
 
 /// A contact row whose sequence (a replayed batch) or activity id the case holds is not added.
+/// The rows are `ContactInsert`s: each contact is stored as the text this process wrote, as
+/// `COPY_CONTACTS` stores it (the column is json, not jsonb: 0019), so that a row reads the same
+/// whichever way it was written.
 const PG_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
-SELECT x ->> 'case_id', (x ->> 'sequence')::bigint, x -> 'contact' ->> 'event_id',
-       x -> 'contact' ->> 'activity_id', (x ->> 'at')::bigint, x -> 'contact'
+SELECT x ->> 'case_id', (x ->> 'sequence')::bigint, x ->> 'event_id', x ->> 'activity_id',
+       (x ->> 'at')::bigint, (x ->> 'contact')::json
 FROM jsonb_array_elements($1) AS x
 ON CONFLICT DO NOTHING";
 
 const SQLITE_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
-SELECT value ->> 'case_id', value ->> 'sequence', value -> 'contact' ->> 'event_id',
-       value -> 'contact' ->> 'activity_id', value ->> 'at', json(value -> 'contact')
+SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->> 'activity_id',
+       value ->> 'at', json(value ->> 'contact')
 FROM json_each($1) WHERE true
 ON CONFLICT DO NOTHING";
+
+/// One contact row as the contacts statements read it: the contact is its JSON text.
+#[derive(serde::Serialize)]
+struct ContactInsert<'a> {
+    case_id: &'a str,
+    sequence: u64,
+    event_id: &'a schemas::EventId,
+    activity_id: &'a schemas::ActivityId,
+    at: i64,
+    contact: String,
+}
 
 /// A bulk load's contact rows (`Store::loads_in_bulk`): the fold ahead knows each case's stream
 /// position, so no row is one the table holds; a second contact of an activity id is refused
@@ -78,7 +90,7 @@ const COPY_CONTACTS: &str =
 /// A void marks the row it names, by case, sequence and event id (a void of anything else,
 /// a transition say, matches no row).
 const PG_VOID_CONTACTS: &str = "\
-UPDATE billing_contacts k SET contact = jsonb_set(k.contact, '{voided}', 'true')
+UPDATE billing_contacts k SET contact = jsonb_set(k.contact::jsonb, '{voided}', 'true')::json
 FROM jsonb_array_elements($1) AS x
 WHERE k.case_id = x ->> 'case_id' AND k.sequence = (x ->> 'sequence')::bigint
   AND k.event_id = x ->> 'event_id'";
@@ -217,7 +229,21 @@ macro_rules! write_billing {
             }
             CopyIn::copy_text(&mut *$tx, COPY_CONTACTS, text).await?;
         } else if !f.contacts.is_empty() {
-            let contacts = CaseRow::each(&f.headers, &f.contacts);
+            let contacts = f
+                .contacts
+                .iter()
+                .map(|(at, row)| {
+                    Ok(ContactInsert {
+                        case_id: f.headers[*at].0.as_str(),
+                        sequence: row.sequence,
+                        event_id: &row.contact.event_id,
+                        activity_id: &row.contact.contact.activity_id,
+                        at: row.at,
+                        contact: serde_json::to_string(&row.contact)
+                            .map_err(|e| StoreError::Unexpected(e.to_string()))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
         }
         if !f.months.is_empty() {
@@ -320,12 +346,12 @@ impl Store {
             Backend::Sqlite { .. } => SQLITE_LOAD_CASES,
         };
         on_pool!(self, pool => {
-            let rows: Vec<(String, Json<BillingCase>)> =
+            let rows: Vec<(String, Json<BillingCase>, Contacts)> =
                 sqlx::query_as(sql).bind(Json(&ids)).fetch_all(pool).await?;
             rows.into_iter()
-                .map(|(id, Json(state))| {
+                .map(|(id, header, contacts)| {
                     let id = schemas::CaseId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    Ok((id, state))
+                    Ok((id, whole(header, contacts)))
                 })
                 .collect()
         })
@@ -366,14 +392,14 @@ impl Store {
         };
         let (lo, hi) = month.window();
         let month = month.to_string();
-        on_pool!(self, pool => sqlx::query_scalar::<_, Json<BillingCase>>(sql)
+        on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Contacts)>(sql)
             .bind(month)
             .bind(agency)
             .bind(from)
             .bind(lo)
             .bind(hi)
             .fetch(pool)
-            .map_ok(|Json(c)| c)
+            .map_ok(|(header, contacts)| whole(header, contacts))
             .map_err(StoreError::from)
             .boxed())
     }
@@ -462,24 +488,32 @@ SELECT $1, value ->> 'seq', $2, $3, $4, value ->> 'case_id', value ->> 'activity
        value ->> 'kind', value ->> 'adjusts', value ->> 'fingerprint', json(value -> 'line')
 FROM json_each($5)";
 
-/// Each case of a month and agency with the lines exported for it before, oldest first.
-/// A case of a month as its export reads it: the header with the contacts of the month's window
-/// (`Month::window`, from parameter `$lo` to `$hi`), in log order.
+/// A case of a month as its export reads it: the header, and the contacts of the month's window
+/// (`Month::window`, from parameter `$lo` to `$hi`) as a JSON array in log order (`whole`).
 fn month_state(pg: bool, lo: u8, hi: u8) -> String {
     if pg {
         format!(
-            "jsonb_set(c.state, '{{contacts}}', \
-             COALESCE((SELECT jsonb_agg(k.contact ORDER BY k.sequence) FROM billing_contacts k \
-                       WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi}), '[]'))"
+            "c.state, \
+             COALESCE((SELECT json_agg(k.contact ORDER BY k.sequence) FROM billing_contacts k \
+                       WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi}), '[]')"
         )
     } else {
         format!(
-            "json_set(c.state, '$.contacts', \
-             json((SELECT json_group_array(json(k.contact) ORDER BY k.sequence) \
-                   FROM billing_contacts k \
-                   WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi})))"
+            "c.state, \
+             (SELECT json_group_array(json(k.contact) ORDER BY k.sequence) \
+              FROM billing_contacts k \
+              WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi})"
         )
     }
+}
+
+/// The contacts of a case as the readers select them: a JSON array beside the header, so that
+/// PostgreSQL passes the stored text through instead of parsing it to splice it into the header.
+type Contacts = Json<Vec<projections::billing::StoredContact>>;
+
+/// A stored header with its contacts: a whole `BillingCase`.
+fn whole(Json(header): Json<BillingCase>, Json(contacts): Contacts) -> BillingCase {
+    BillingCase { contacts, ..header }
 }
 
 /// The cases of month $1 (of agency $2, or all; from case $3 on), window $4 to $5.
@@ -685,22 +719,23 @@ impl Store {
         };
         let (lo, hi) = month.window();
         let month = month.to_string();
-        let exported = |(Json(case), Json(earlier)): (Json<BillingCase>, Json<Earlier>)| {
-            let earlier = earlier
-                .into_iter()
-                .map(|(line_id, kind, fingerprint, line)| {
-                    let row = batch_row(line_id, kind, None, Json(line))?;
-                    Ok(Exported {
-                        line_id: row.line_id,
-                        kind: row.kind,
-                        fingerprint,
-                        line: row.line,
+        let exported =
+            |(header, contacts, Json(earlier)): (Json<BillingCase>, Contacts, Json<Earlier>)| {
+                let earlier = earlier
+                    .into_iter()
+                    .map(|(line_id, kind, fingerprint, line)| {
+                        let row = batch_row(line_id, kind, None, Json(line))?;
+                        Ok(Exported {
+                            line_id: row.line_id,
+                            kind: row.kind,
+                            fingerprint,
+                            line: row.line,
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            Ok((case, earlier))
-        };
-        on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Json<Earlier>)>(sql)
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok((whole(header, contacts), earlier))
+            };
+        on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Contacts, Json<Earlier>)>(sql)
             .bind(month)
             .bind(agency)
             .bind(lo)

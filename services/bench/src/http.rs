@@ -27,6 +27,11 @@ pub struct HttpBench {
     /// Seconds per measurement
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Rounds at each number of connections, each the raw INSERT, then the held-connection
+    /// INSERT, then HTTP: each round's HTTP rate is set beside the raw rate measured just before
+    /// it, so a machine whose speed drifts during the run (a busy day) moves both alike
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Cases each connection cycles through
     #[arg(long, default_value_t = 8)]
     pub cases_per_client: usize,
@@ -61,8 +66,9 @@ impl HttpBench {
         );
         writeln!(
             out,
-            "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} s per row after 0.5 s warm-up, {} CPUs; \
-             the server and the HTTP clients share this process",
+            "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} rounds of {} s per row after 0.5 s warm-up, \
+             {} CPUs; the server and the HTTP clients share this process",
+            self.rounds.max(1),
             self.seconds,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         )?;
@@ -99,22 +105,34 @@ impl HttpBench {
             "location": "office"});
         let mut rows: Vec<Row> = Vec::new();
         // Beside each row: the machine's and this process's CPU per operation, in µs.
-        let mut costs: Vec<(f64, f64)> = Vec::new();
+        // Beside each row: its round, and the machine's and this process's CPU per operation,
+        // in µs.
+        let mut costs: Vec<(usize, f64, f64)> = Vec::new();
         let seconds = self.seconds;
-        let mut costed = |label: &str, clients: usize, (rate, hist, cpu): (f64, _, CpuSpan)| {
-            let ops = (rate * seconds as f64).round() as u64;
-            costs.push((cpu.machine_micros_per(ops), cpu.process_micros_per(ops)));
-            rows.push(row(label, clients, (rate, hist)));
-        };
+        let mut costed =
+            |label: &str, clients: usize, round: usize, (rate, hist, cpu): (f64, _, CpuSpan)| {
+                let ops = (rate * seconds as f64).round() as u64;
+                costs.push((
+                    round,
+                    cpu.machine_micros_per(ops),
+                    cpu.process_micros_per(ops),
+                ));
+                rows.push(row(label, clients, (rate, hist)));
+            };
         let mut lag: Vec<String> = Vec::new();
         let run_id = Uuid::new_v4().simple().to_string();
-        for &clients in &self.clients {
+        let rounds = self.rounds.max(1);
+        for (clients, round) in self
+            .clients
+            .iter()
+            .flat_map(|&c| (1..=rounds).map(move |r| (c, r)))
+        {
             settle(&raw_pool).await;
             let (pool, run_id2) = (raw_pool.clone(), run_id.clone());
             let stored = contact.clone();
             let raw = run_clients_costed(clients, self.seconds, move |c, n| {
                 let pool = pool.clone();
-                let stream = format!("raw-{run_id2}-{clients}-{c}");
+                let stream = format!("raw-{run_id2}-{clients}-{round}-{c}");
                 let payload = json!({"ContactLogged": stored});
                 async move {
                     sqlx::query(RAW_INSERT)
@@ -127,7 +145,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            costed("raw single-row INSERT (baseline)", clients, raw);
+            costed("raw single-row INSERT (baseline)", clients, round, raw);
             // The same INSERT with one connection held by each client, as pgbench runs it: sqlx
             // checks a pooled connection with a round trip (a "ping") each time it goes back to
             // the pool, so the pooled baseline pays two round trips an INSERT. Printed beside
@@ -142,7 +160,7 @@ impl HttpBench {
             let (run_id2, stored) = (run_id.clone(), contact.clone());
             let on_held = run_clients_costed(clients, self.seconds, move |c, n| {
                 let connection = held[c].clone();
-                let stream = format!("held-{run_id2}-{clients}-{c}");
+                let stream = format!("held-{run_id2}-{clients}-{round}-{c}");
                 let payload = json!({"ContactLogged": stored});
                 async move {
                     let mut connection = connection.lock().await;
@@ -156,7 +174,12 @@ impl HttpBench {
                 }
             })
             .await?;
-            costed("held-connection INSERT (as pgbench)", clients, on_held);
+            costed(
+                "held-connection INSERT (as pgbench)",
+                clients,
+                round,
+                on_held,
+            );
             settle(&raw_pool).await;
             let (client, base, token, cases, body, per) = (
                 client.clone(),
@@ -192,7 +215,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            costed("POST /v1/cases/{id}/contacts", clients, measured);
+            costed("POST /v1/cases/{id}/contacts", clients, round, measured);
             if !self.without_projections {
                 // Where the projections stood when the clients stopped, and how long they took
                 // to catch up (before the next row starts).
@@ -211,7 +234,7 @@ impl HttpBench {
                     .map(|(name, n)| format!("{name} {n}"))
                     .collect();
                 lag.push(format!(
-                    "{clients:>2} connections: when the clients stopped, the projections were behind by \
+                    "{clients:>2} connections, round {round}: when the clients stopped, the projections were behind by \
                      {} events; caught up {:.1} s later",
                     behind.join(", "),
                     started.elapsed().as_secs_f64()
@@ -221,9 +244,10 @@ impl HttpBench {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<36} {:>7} {:>10} {:>8} {:>8} {:>12} {:>14} {:>14}",
+            "{:<36} {:>7} {:>5} {:>10} {:>8} {:>8} {:>12} {:>14} {:>14}",
             "workload",
             "clients",
+            "round",
             "ops/s",
             "p50 ms",
             "p99 ms",
@@ -231,16 +255,20 @@ impl HttpBench {
             "machine µs/op",
             "process µs/op"
         )?;
-        for (r, (machine, process)) in rows.iter().zip(&costs) {
-            let base = rows
-                .iter()
-                .find(|b| b.clients == r.clients && b.label.starts_with("raw"))
-                .map_or(f64::NAN, |b| b.ops_per_sec);
+        // The row of `prefix` at `clients` connections in `round`, with its costs.
+        let find = |prefix: &str, clients: usize, round: usize| {
+            rows.iter()
+                .zip(&costs)
+                .find(|(r, c)| r.clients == clients && c.0 == round && r.label.starts_with(prefix))
+        };
+        for (r, &(round, machine, process)) in rows.iter().zip(&costs) {
+            let base = find("raw", r.clients, round).map_or(f64::NAN, |(b, _)| b.ops_per_sec);
             writeln!(
                 out,
-                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>11.0}% {:>14.0} {:>14.0}",
+                "{:<36} {:>7} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>11.0}% {:>14.0} {:>14.0}",
                 r.label,
                 r.clients,
+                round,
                 r.ops_per_sec,
                 r.p50_ms,
                 r.p99_ms,
@@ -250,39 +278,39 @@ impl HttpBench {
             )?;
         }
         for &clients in &self.clients {
-            let rate = |raw: bool| {
-                rows.iter()
-                    .find(|r| r.clients == clients && r.label.starts_with("raw") == raw)
-                    .map(|r| r.ops_per_sec)
-            };
-            let http = rows
-                .iter()
-                .find(|r| r.clients == clients && r.label.starts_with("POST"))
-                .map(|r| r.ops_per_sec);
-            let held = rows
-                .iter()
-                .find(|r| r.clients == clients && r.label.starts_with("held"))
-                .map(|r| r.ops_per_sec);
-            // Machine CPU per operation: on a saturated machine the rates stand in the inverse
-            // ratio, and CPU per operation varies less from run to run than the rates do.
-            let cost = |prefix: &str| {
-                rows.iter()
-                    .zip(&costs)
-                    .find(|(r, _)| r.clients == clients && r.label.starts_with(prefix))
-                    .map(|(_, (machine, _))| *machine)
-            };
-            if let (Some(h), Some(b)) = (cost("POST"), cost("raw")) {
+            // Each round's ratios; on a saturated machine the rates stand in the inverse ratio
+            // of the machine's CPU per operation, which varies less from run to run than the
+            // rates do.
+            let mut vs_raw = Vec::new();
+            for round in 1..=rounds {
+                let (Some((http, h)), Some((raw, b)), Some((held, _))) = (
+                    find("POST", clients, round),
+                    find("raw", clients, round),
+                    find("held", clients, round),
+                ) else {
+                    continue;
+                };
+                vs_raw.push(100.0 * http.ops_per_sec / raw.ops_per_sec);
                 writeln!(
                     out,
-                    "{clients:>2} connections: an HTTP contact costs the machine {h:.0} µs of CPU, {:.2}x a raw INSERT's {b:.0} µs",
-                    h / b
+                    "{clients:>2} connections, round {round}: HTTP contacts at {:.0}% of raw INSERT, {:.0}% of the \
+                     held-connection INSERT; an HTTP contact costs the machine {:.0} µs of CPU, {:.2}x a raw INSERT's {:.0} µs",
+                    100.0 * http.ops_per_sec / raw.ops_per_sec,
+                    100.0 * http.ops_per_sec / held.ops_per_sec,
+                    h.1,
+                    h.1 / b.1,
+                    b.1
                 )?;
             }
-            if let (Some(h), Some(b)) = (http, rate(true)) {
-                writeln!(out, "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (target at 16 >= 60%)", 100.0 * h / b)?;
-            }
-            if let (Some(h), Some(b)) = (http, held) {
-                writeln!(out, "{clients:>2} connections: HTTP contacts at {:.0}% of the held-connection INSERT", 100.0 * h / b)?;
+            vs_raw.sort_by(f64::total_cmp);
+            if let (Some(low), Some(high)) = (vs_raw.first(), vs_raw.last()) {
+                writeln!(
+                    out,
+                    "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (median of {} rounds; \
+                     lowest {low:.0}%, highest {high:.0}%; target at 16 >= 60%)",
+                    median(&vs_raw),
+                    vs_raw.len()
+                )?;
             }
         }
         for line in &lag {
@@ -291,6 +319,15 @@ impl HttpBench {
         raw_pool.close().await;
         served.stop().await?;
         Ok(())
+    }
+}
+
+/// The middle of sorted `values` (the mean of the two middle ones when their number is even).
+fn median(values: &[f64]) -> f64 {
+    let n = values.len();
+    match n % 2 {
+        1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 

@@ -293,3 +293,70 @@ async fn bench_costs_prints_every_figure_at_every_size() {
     }
     assert!(report.contains("largest/first"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_http_sets_each_round_beside_the_raw_insert_measured_before_it() {
+    let Some(url) = linkage_tests::postgres_admin_url() else {
+        return;
+    };
+    let bench = linkage_bench::HttpBench {
+        database_url: url,
+        clients: vec![2],
+        seconds: 1,
+        cases_per_client: 2,
+        without_projections: false,
+        rounds: 2,
+    };
+    let mut out = Vec::new();
+    bench.run(&mut out).await.expect("the benchmark runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    // Every workload once per round, with a rate, and its ratio to that round's raw INSERT.
+    let mut ratios = Vec::new();
+    for round in ["1", "2"] {
+        let row = |label: &str| -> Vec<String> {
+            report
+                .lines()
+                .find(|l| {
+                    l.starts_with(label)
+                        && l[label.len()..].split_whitespace().nth(1) == Some(round)
+                })
+                .unwrap_or_else(|| panic!("no row `{label}` in round {round}:\n{report}"))
+                [label.len()..]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let rate = |cells: &[String]| -> f64 { cells[2].parse().expect("a rate") };
+        let raw = row("raw single-row INSERT (baseline)");
+        let http = row("POST /v1/cases/{id}/contacts");
+        assert!(rate(&raw) > 0.0 && rate(&http) > 0.0, "{report}");
+        assert!(
+            rate(&row("held-connection INSERT (as pgbench)")) > 0.0,
+            "{report}"
+        );
+        let printed: f64 = http[5].trim_end_matches('%').parse().expect("a ratio");
+        assert!(
+            (printed - 100.0 * rate(&http) / rate(&raw)).abs() <= 1.0,
+            "round {round}'s HTTP row is set beside its own raw row:\n{report}"
+        );
+        assert!(
+            report.contains(&format!(" 2 connections, round {round}: HTTP contacts at ")),
+            "{report}"
+        );
+        ratios.push(100.0 * rate(&http) / rate(&raw));
+    }
+    let median = (ratios[0] + ratios[1]) / 2.0;
+    let summary = report
+        .lines()
+        .find(|l| l.contains("of raw INSERT (median of 2 rounds"))
+        .unwrap_or_else(|| panic!("no summary in:\n{report}"));
+    let printed: f64 = summary
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix('%')?.parse().ok())
+        .expect("a median");
+    // Each round's ratio is rounded from rates printed whole: within a point or two.
+    assert!(
+        (printed - median).abs() <= 2.0,
+        "{summary} (rounds {ratios:?})"
+    );
+}

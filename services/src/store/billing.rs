@@ -81,6 +81,12 @@ struct ContactInsert<'a> {
     contact: String,
 }
 
+/// A contact as both write paths store it (`COPY_CONTACTS` and the contacts statements), so
+/// that a row reads the same whichever path wrote it.
+fn contact_text(contact: &projections::billing::StoredContact) -> Result<String, StoreError> {
+    serde_json::to_string(contact).map_err(|e| StoreError::Unexpected(e.to_string()))
+}
+
 /// A bulk load's contact rows (`Store::loads_in_bulk`): the fold ahead knows each case's stream
 /// position, so no row is one the table holds; a second contact of an activity id is refused
 /// when the unique index is built (`Green::index`).
@@ -214,7 +220,7 @@ macro_rules! write_billing {
                 let c = &row.contact;
                 let (sequence, event_id) = (row.sequence.to_string(), c.event_id.to_string());
                 let (activity_id, time) = (c.contact.activity_id.to_string(), row.at.to_string());
-                let json = serde_json::to_string(c).map_err(|e| StoreError::Unexpected(e.to_string()))?;
+                let json = contact_text(c)?;
                 copy_text_row(
                     &mut text,
                     &[
@@ -239,8 +245,7 @@ macro_rules! write_billing {
                         event_id: &row.contact.event_id,
                         activity_id: &row.contact.contact.activity_id,
                         at: row.at,
-                        contact: serde_json::to_string(&row.contact)
-                            .map_err(|e| StoreError::Unexpected(e.to_string()))?,
+                        contact: contact_text(&row.contact)?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

@@ -315,11 +315,19 @@ impl Relay {
             expected += 1;
         }
         let messages = pending.len() as u64;
-        // Await the acks and, meanwhile, read and render the next batch.
+        // Await the acks and, meanwhile, read and render the next batch. The first failed ack
+        // fails the batch, so the rest are not awaited: each would wait out its own ack timeout
+        // in turn, and a broker that went away under a batch of a thousand messages kept the
+        // relay "publishing" for a thousand timeouts instead of reporting the outage after one.
         let acks = async move {
             let mut results = Vec::with_capacity(pending.len());
             for (rendered, ack) in pending {
-                results.push((rendered, ack.await));
+                let ack = ack.await;
+                let failed = ack.is_err();
+                results.push((rendered, ack));
+                if failed {
+                    break;
+                }
             }
             results
         };

@@ -57,6 +57,7 @@ impl HttpBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         let max_clients = self.clients.iter().copied().max().unwrap_or(1);
+        let rounds = self.rounds.max(1);
         let served = Served::start(url, !self.without_projections, max_clients * 2).await?;
         let (base, token, client, store) = (
             served.base.clone(),
@@ -68,7 +69,7 @@ impl HttpBench {
             out,
             "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} rounds of {} s per row after 0.5 s warm-up, \
              {} CPUs; the server and the HTTP clients share this process",
-            self.rounds.max(1),
+            rounds,
             self.seconds,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         )?;
@@ -104,7 +105,6 @@ impl HttpBench {
             "minutes": 20, "note": "called the guardian about the next appointment",
             "location": "office"});
         let mut rows: Vec<Row> = Vec::new();
-        // Beside each row: the machine's and this process's CPU per operation, in µs.
         // Beside each row: its round, and the machine's and this process's CPU per operation,
         // in µs.
         let mut costs: Vec<(usize, f64, f64)> = Vec::new();
@@ -121,7 +121,6 @@ impl HttpBench {
             };
         let mut lag: Vec<String> = Vec::new();
         let run_id = Uuid::new_v4().simple().to_string();
-        let rounds = self.rounds.max(1);
         for (clients, round) in self
             .clients
             .iter()

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::log::{LogEvent, StoredEvent};
+use crate::log::{ApplyError, LogEvent, StoredEvent};
+use crate::sorted_json::SortedJson;
 
 /// The `prev_hash` of a case's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -25,7 +25,7 @@ pub struct ChainInput<'a> {
     pub event_type: &'a str,
     pub event_version: &'a str,
     pub recorded_at: DateTime<Utc>,
-    pub payload: &'a Value,
+    pub payload: &'a SortedJson<'a>,
     pub metadata: &'a HashMap<String, String>,
 }
 
@@ -33,8 +33,10 @@ pub struct ChainInput<'a> {
 /// microsecond precision, so both stores and every reader produce the same bytes.
 ///
 /// The fields are serialised straight from the stored event, in key order, rather than through a
-/// `json!` document (which deep-copied every payload: a tenth of a rebuild's CPU). A golden test
-/// holds the bytes to what every stored chain covers.
+/// `json!` document (which deep-copied every payload: a tenth of a rebuild's CPU), and the
+/// payload from a `SortedJson` read from the stored text (which serialises as a
+/// `serde_json::Value` does, without building one). A golden test holds the bytes to what every
+/// stored chain covers.
 pub fn canonical_bytes(e: &ChainInput<'_>) -> Vec<u8> {
     /// The keys in the order a sorted map gives them; never reorder.
     #[derive(Serialize)]
@@ -44,21 +46,27 @@ pub fn canonical_bytes(e: &ChainInput<'_>) -> Vec<u8> {
         event_type: &'a str,
         event_version: &'a str,
         metadata: BTreeMap<&'a String, &'a String>,
-        payload: &'a Value,
+        payload: &'a SortedJson<'a>,
         recorded_at: String,
         sequence: u64,
     }
-    serde_json::to_vec(&Canonical {
-        case_id: e.case_id,
-        event_id: e.event_id,
-        event_type: e.event_type,
-        event_version: e.event_version,
-        metadata: e.metadata.iter().collect(),
-        payload: e.payload,
-        recorded_at: e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        sequence: e.sequence,
-    })
-    .expect("a JSON value always serialises")
+    // Room for a typical event: one allocation rather than a vector grown several times.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(
+        &mut bytes,
+        &Canonical {
+            case_id: e.case_id,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            metadata: e.metadata.iter().collect(),
+            payload: e.payload,
+            recorded_at: e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            sequence: e.sequence,
+        },
+    )
+    .expect("a JSON value always serialises");
+    bytes
 }
 
 /// The next link: hex SHA-256 of `prev_hash`, a zero byte, and the canonical bytes.
@@ -71,7 +79,12 @@ pub fn chain(prev_hash: &str, canonical: &[u8]) -> String {
 }
 
 /// The chain input of a stored event: its id, and the canonical bytes the chain covers.
-pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
+pub fn chain_input(e: &StoredEvent, case_id: &str) -> Result<(String, Vec<u8>), ApplyError> {
+    Ok(chain_input_of(e, case_id, &e.sorted_payload()?))
+}
+
+/// `chain_input` with the payload already read.
+fn chain_input_of(e: &StoredEvent, case_id: &str, payload: &SortedJson<'_>) -> (String, Vec<u8>) {
     let event_id = e.event_id.to_string();
     let bytes = canonical_bytes(&ChainInput {
         case_id,
@@ -80,7 +93,7 @@ pub fn chain_input(e: &StoredEvent, case_id: &str) -> (String, Vec<u8>) {
         event_type: &e.event_type,
         event_version: &e.event_version,
         recorded_at: e.recorded_at,
-        payload: &e.payload,
+        payload,
         metadata: &e.stored_metadata,
     });
     (event_id, bytes)
@@ -106,12 +119,17 @@ pub struct AuditRow {
 }
 
 /// The audit projection's fold: chains each event of a batch onto its case's trail. `heads`
-/// holds the newest hash of each case's trail (absent: none yet) and is moved along.
-pub fn entries(batch: &[LogEvent], heads: &mut HashMap<String, String>) -> Vec<AuditRow> {
+/// holds the newest hash of each case's trail (absent: none yet) and is moved along. An event
+/// whose payload cannot be read fails the batch.
+pub fn entries(
+    batch: &[LogEvent],
+    heads: &mut HashMap<String, String>,
+) -> Result<Vec<AuditRow>, ApplyError> {
     let mut rows = Vec::with_capacity(batch.len());
     for e in batch {
         let case_id = e.case_id.to_string();
-        let (event_id, bytes) = chain_input(&e.event, &case_id);
+        let payload = e.event.sorted_payload()?;
+        let (event_id, bytes) = chain_input_of(&e.event, &case_id, &payload);
         let prev = heads
             .get(&case_id)
             .cloned()
@@ -133,20 +151,20 @@ pub fn entries(batch: &[LogEvent], heads: &mut HashMap<String, String>) -> Vec<A
                 .recorded_at
                 .to_rfc3339_opts(SecondsFormat::Micros, true),
             correlation_id: m.correlation_id.clone(),
-            summary: summary(&e.event.event_type, &e.event.payload),
+            summary: summary(&e.event.event_type, &payload),
             prev_hash: prev,
             hash,
         });
     }
-    rows
+    Ok(rows)
 }
 
 /// A one-line, PHI-free description of an event for the trail.
-pub fn summary(event_type: &str, payload: &Value) -> String {
+pub fn summary(event_type: &str, payload: &SortedJson<'_>) -> String {
     let body = payload.get(event_type).unwrap_or(payload);
     let f = |k: &str| {
         body.get(k)
-            .and_then(Value::as_str)
+            .and_then(SortedJson::as_str)
             .unwrap_or("?")
             .to_owned()
     };
@@ -161,17 +179,17 @@ pub fn summary(event_type: &str, payload: &Value) -> String {
             "{} screening recorded ({} actionable needs)",
             f("instrument"),
             body.get("actionable_needs")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len)
+                .and_then(SortedJson::as_array)
+                .map_or(0, <[_]>::len)
         ),
         "CarePlanRevised" => format!(
             "care plan revision {} ({} goals)",
             body.get("plan_version")
-                .and_then(Value::as_u64)
+                .and_then(SortedJson::as_u64)
                 .unwrap_or(0),
             body.get("goals")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len)
+                .and_then(SortedJson::as_array)
+                .map_or(0, <[_]>::len)
         ),
         "ReferralSent" => format!(
             "referral {} sent for {}",
@@ -197,7 +215,9 @@ pub fn summary(event_type: &str, payload: &Value) -> String {
         "ContactLogged" => format!(
             "{} contact, {} minutes ({})",
             f("contact_type"),
-            body.get("minutes").and_then(Value::as_u64).unwrap_or(0),
+            body.get("minutes")
+                .and_then(SortedJson::as_u64)
+                .unwrap_or(0),
             f("component")
         ),
         "CaseTransitioned" => format!("case closed: {}", f("kind")),
@@ -214,11 +234,13 @@ pub fn summary(event_type: &str, payload: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const GOLDEN_CANONICAL: &str = r#"{"case_id":"c1","event_id":"e1","event_type":"CaseReopened","event_version":"1","metadata":{"actor_id":"cm-1","correlation_id":"k-1"},"payload":{"CaseReopened":{"n":[1,2.5,null,true],"on":"2026-01-02","reason":"ré \"q\""}},"recorded_at":"2026-01-02T03:04:05.123456Z","sequence":1}"#;
 
-    fn input<'a>(payload: &'a Value, metadata: &'a HashMap<String, String>) -> ChainInput<'a> {
+    fn input<'a>(
+        payload: &'a SortedJson<'a>,
+        metadata: &'a HashMap<String, String>,
+    ) -> ChainInput<'a> {
         ChainInput {
             case_id: "c1",
             sequence: 1,
@@ -234,7 +256,7 @@ mod tests {
     /// The bytes every stored chain was computed over: they may never change.
     #[test]
     fn canonical_bytes_are_what_stored_chains_cover() {
-        let payload: Value = serde_json::from_str(
+        let payload = SortedJson::parse(
             r#"{"CaseReopened":{"on":"2026-01-02","reason":"r\u00e9 \"q\"","n":[1,2.5,null,true]}}"#,
         )
         .unwrap();
@@ -252,8 +274,8 @@ mod tests {
 
     #[test]
     fn canonical_bytes_do_not_depend_on_map_order() {
-        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"b":2,"a":1}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"y":{"a":1,"b":2},"x":1}"#).unwrap();
+        let a = SortedJson::parse(r#"{"x":1,"y":{"b":2,"a":1}}"#).unwrap();
+        let b = SortedJson::parse(r#"{"y":{"a":1,"b":2},"x":1}"#).unwrap();
         let m = HashMap::from([
             ("k".to_owned(), "v".to_owned()),
             ("a".to_owned(), "b".to_owned()),
@@ -266,10 +288,10 @@ mod tests {
 
     #[test]
     fn any_change_breaks_the_link() {
-        let p = json!({"reason": "x"});
+        let p = SortedJson::parse(r#"{"reason": "x"}"#).unwrap();
         let m = HashMap::new();
         let h = chain(GENESIS, &canonical_bytes(&input(&p, &m)));
-        let edited = json!({"reason": "y"});
+        let edited = SortedJson::parse(r#"{"reason": "y"}"#).unwrap();
         assert_ne!(h, chain(GENESIS, &canonical_bytes(&input(&edited, &m))));
         assert_ne!(
             h,
@@ -281,10 +303,42 @@ mod tests {
 
     #[test]
     fn summaries_name_what_happened_without_names_of_people() {
-        let p = json!({"ContactLogged": {"contact_type": "phone", "minutes": 20, "component": "monitoring",
-            "note": "private note"}});
+        let p = SortedJson::parse(
+            r#"{"ContactLogged": {"contact_type": "phone", "minutes": 20, "component": "monitoring",
+                "note": "private note"}}"#,
+        )
+        .unwrap();
         let s = summary("ContactLogged", &p);
         assert_eq!(s, "phone contact, 20 minutes (monitoring)");
         assert!(!s.contains("private"));
+    }
+
+    /// A payload nested deeper than serde_json reads is checked as JSON when it is loaded (a
+    /// `RawValue` has no depth limit) but cannot be read into a document: the batch fails with
+    /// the event named, and nothing panics.
+    #[test]
+    fn a_payload_too_deep_to_read_fails_the_batch_naming_the_event() {
+        use crate::log::LogPosition;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let event = StoredEvent {
+            event_id: schemas::EventId::parse("0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b13").unwrap(),
+            sequence: 1,
+            position: 1,
+            event_type: "CaseReopened".into(),
+            event_version: "1".into(),
+            recorded_at: "2026-01-02T03:04:05Z".parse().unwrap(),
+            payload: serde_json::value::RawValue::from_string(deep).unwrap(),
+            metadata: schemas::EventMetadata::default(),
+            stored_metadata: HashMap::new(),
+        };
+        let batch = [LogEvent {
+            at: LogPosition::START,
+            case_id: schemas::CaseId::parse("0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b12").unwrap(),
+            event: event.clone(),
+        }];
+        let err = entries(&batch, &mut HashMap::new()).unwrap_err();
+        assert_eq!(err.event_id, event.event_id);
+        assert!(err.reason.contains("recursion limit"), "{}", err.reason);
+        assert!(chain_input(&event, "c1").is_err());
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::sorted_json::SortedJson;
 use crate::CaseView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -115,7 +116,8 @@ pub fn as_of(inputs: &[HistoryInput], at: DateTime<Utc>, basis: Basis) -> Histor
             .filter(|(k, v)| k.as_str() != "version" && before.get(*k) != Some(*v))
             .map(|(k, _)| k.clone())
             .collect();
-        let payload = serde_json::to_value(&e.event).unwrap_or_default();
+        let payload = serde_json::to_string(&e.event).unwrap_or_default();
+        let payload = SortedJson::parse(&payload).unwrap_or(SortedJson::Null);
         events.push(HistoryEntry {
             event_id: e.event_id.clone(),
             sequence: e.sequence,

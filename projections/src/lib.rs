@@ -11,6 +11,7 @@ pub mod log;
 pub mod measures;
 pub mod public;
 pub mod search;
+pub mod sorted_json;
 pub mod zones;
 
 pub use case_view::CaseView;

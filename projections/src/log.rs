@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use aggregates::CaseEvent;
 use chrono::{DateTime, Utc};
 use schemas::{CaseId, EventId, EventMetadata};
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::sorted_json::SortedJson;
 
 /// Where a reader is in the global log. Ordered: (txid, position).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,7 +37,10 @@ pub struct StoredEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
-    pub payload: Value,
+    /// The payload's JSON text as the store gives it back, checked to be JSON. Kept as text: a
+    /// projection reads the event straight from it (`case_event`), and the audit chain its sorted
+    /// form (`sorted_payload`), with no `serde_json::Value` in between.
+    pub payload: Box<RawValue>,
     /// The metadata, typed.
     pub metadata: EventMetadata,
     /// The metadata exactly as stored: what the audit chain hashes, so that a chain computed
@@ -49,14 +55,31 @@ impl StoredEvent {
         aggregates::decode(
             &self.event_type,
             &self.event_version,
-            &self.payload,
+            self.payload.get(),
             &self.stored_metadata,
         )
-        .map_err(|e| ApplyError {
+        .map_err(|e| self.unreadable(e))
+    }
+
+    /// The payload with its object keys sorted, as the audit chain covers it.
+    pub fn sorted_payload(&self) -> Result<SortedJson<'_>, ApplyError> {
+        SortedJson::parse(self.payload.get()).map_err(|e| self.unreadable(e))
+    }
+
+    /// The payload as a `serde_json::Value`, as it is shown.
+    pub fn payload_value(&self) -> Result<Value, ApplyError> {
+        serde_json::from_str(self.payload.get()).map_err(|e| self.unreadable(e))
+    }
+
+    /// This event's payload does not read as what was asked of it: not the event its type
+    /// says, or nested deeper than serde_json reads documents (a `RawValue` is checked as JSON
+    /// without that limit).
+    fn unreadable(&self, e: serde_json::Error) -> ApplyError {
+        ApplyError {
             event_id: self.event_id,
             event_type: self.event_type.clone(),
             reason: e.to_string(),
-        })
+        }
     }
 }
 

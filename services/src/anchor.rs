@@ -453,12 +453,23 @@ pub async fn verify(
         let events = store.events_of(case).await?;
         let mut hash = GENESIS.to_owned();
         let mut reached = false;
+        let mut unreadable = None;
         for event in events.iter().take_while(|e| e.sequence <= head.sequence) {
-            let (_, bytes) = chain_input(event, &head.case_id);
-            hash = chain(&hash, &bytes);
+            match chain_input(event, &head.case_id) {
+                Ok((_, bytes)) => hash = chain(&hash, &bytes),
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
+                }
+            }
             reached = event.sequence == head.sequence;
         }
-        if !reached {
+        if let Some(e) = unreadable {
+            report.broken.push(format!(
+                "case {}: stored event {} cannot be read: {}",
+                head.case_id, e.event_id, e.reason
+            ));
+        } else if !reached {
             report.broken.push(format!(
                 "case {} no longer has event {} that an anchor signed",
                 head.case_id, head.sequence

@@ -756,7 +756,18 @@ pub async fn verify(store: &Store, only: Option<CaseId>) -> Result<VerifyReport,
         report.pending += events.len().saturating_sub(entries.len());
         let mut prev = GENESIS.to_owned();
         for (event, entry) in events.iter().zip(&entries) {
-            let (event_id, bytes) = chain_input(event, &case_id);
+            let (event_id, bytes) = match chain_input(event, &case_id) {
+                Ok(input) => input,
+                Err(e) => {
+                    report.broken.push(BrokenLink {
+                        case_id: case_id.clone(),
+                        sequence: event.sequence,
+                        event_id: event.event_id.to_string(),
+                        reason: format!("the stored event cannot be read: {}", e.reason),
+                    });
+                    break;
+                }
+            };
             let expected = chain(&prev, &bytes);
             let reason = if entry.sequence as u64 != event.sequence || entry.event_id != event_id {
                 Some("the trail's entry is for another event".to_owned())

@@ -170,7 +170,8 @@ async fn killed_under_load(database_url: Option<&str>) {
     for case in &cases {
         let id = schemas::CaseId::parse(case).unwrap();
         for e in store.events_of(id).await.unwrap() {
-            if let Some(a) = e.payload["ContactLogged"]["activity_id"].as_str() {
+            let payload = e.payload_value().unwrap();
+            if let Some(a) = payload["ContactLogged"]["activity_id"].as_str() {
                 *stored_activities.entry(a.to_owned()).or_default() += 1;
             }
         }

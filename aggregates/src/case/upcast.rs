@@ -214,20 +214,20 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     ]
 }
 
-/// A stored event of any version as the current `CaseEvent`. A current one is read straight
-/// from the stored payload; an older one is lifted first.
+/// A stored event of any version as the current `CaseEvent`, from its payload's JSON text. A
+/// current one is read straight from the text into the event (no `serde_json::Value` in
+/// between: projections decode every event of a rebuild); an older one is lifted first.
 pub fn decode(
     event_type: &str,
     event_version: &str,
-    payload: &Value,
+    payload: &str,
     metadata: &HashMap<String, String>,
 ) -> Result<CaseEvent, serde_json::Error> {
-    use serde::Deserialize;
     if !UPCASTERS
         .iter()
         .any(|u| u.can_upcast(event_type, event_version))
     {
-        return CaseEvent::deserialize(payload);
+        return serde_json::from_str(payload);
     }
     let mut event = SerializedEvent {
         aggregate_id: String::new(),
@@ -235,7 +235,7 @@ pub fn decode(
         aggregate_type: "Case".into(),
         event_type: event_type.to_owned(),
         event_version: event_version.to_owned(),
-        payload: payload.clone(),
+        payload: serde_json::from_str(payload)?,
         metadata: serde_json::to_value(metadata)?,
     };
     for upcaster in UPCASTERS {
@@ -257,6 +257,16 @@ mod tests {
             "appointment_id": "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b13",
             "referral_id": "0190c6f2-5a8e-7c3b-9a43-0d2f1c6e4b12",
             "scheduled_for": "2026-02-01T15:00:00Z"}})
+    }
+
+    /// `decode` of a payload written as a `Value`.
+    fn decode(
+        event_type: &str,
+        event_version: &str,
+        payload: &Value,
+        metadata: &HashMap<String, String>,
+    ) -> Result<CaseEvent, serde_json::Error> {
+        super::decode(event_type, event_version, &payload.to_string(), metadata)
     }
 
     fn made_on(e: CaseEvent) -> String {

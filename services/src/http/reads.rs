@@ -18,10 +18,12 @@ use utoipa::ToSchema;
 
 use crate::auth::{check, Access, Caller};
 use crate::error::ApiError;
+use crate::error::StoreError;
 use crate::http::commands::parse_case_id;
 use crate::http::page::{seq_key, ListQuery, StrictQuery};
 use crate::startup::AppState;
 use crate::store::StoredEvent;
+use projections::log::ApplyError;
 
 /// Loads a case for reading (a full replay, never the command cache), checks `access`, and
 /// logs the read, allowed or denied, before answering. If the read cannot be logged it is not
@@ -153,18 +155,21 @@ pub struct EventsResponse {
     pub next_cursor: Option<String>,
 }
 
-impl From<StoredEvent> for EventView {
-    fn from(e: StoredEvent) -> Self {
+impl TryFrom<StoredEvent> for EventView {
+    type Error = ApplyError;
+
+    fn try_from(e: StoredEvent) -> Result<Self, ApplyError> {
+        let payload = e.payload_value()?;
         let m = e.metadata;
         let text = |s: Option<String>| s.unwrap_or_default();
-        let payload = match e.payload {
+        let payload = match payload {
             // Stored as {"EventType": {...}}: show the body; the type is beside it.
             Value::Object(mut o) if o.len() == 1 && o.contains_key(&e.event_type) => {
                 o.remove(&e.event_type).unwrap_or_default()
             }
             other => other,
         };
-        Self {
+        Ok(Self {
             event_id: e.event_id,
             sequence: e.sequence,
             position: e.position,
@@ -181,7 +186,7 @@ impl From<StoredEvent> for EventView {
             event_type: e.event_type,
             event_version: e.event_version,
             payload,
-        }
+        })
     }
 }
 
@@ -208,7 +213,11 @@ pub async fn get_events(
     let events = state.store.events_of(case_id).await?;
     let (events, next_cursor) = page.of(events, |e| seq_key(e.sequence));
     Ok(Json(EventsResponse {
-        events: events.into_iter().map(EventView::from).collect(),
+        events: events
+            .into_iter()
+            .map(EventView::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?,
         next_cursor,
     }))
 }

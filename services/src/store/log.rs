@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use schemas::{CaseId, EventId, EventMetadata};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::Row;
 
@@ -129,7 +129,7 @@ where
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<Box<RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let corrupt = |e: String| StoreError::Corrupt(e);
@@ -137,7 +137,7 @@ where
     let event_id: String = row.try_get("event_id")?;
     let sequence: i64 = row.try_get("sequence")?;
     let position: i64 = row.try_get("position")?;
-    let Json(payload): Json<Value> = row.try_get("payload")?;
+    let Json(payload): Json<Box<RawValue>> = row.try_get("payload")?;
     let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
     Ok(LogEvent {
         at: LogPosition {

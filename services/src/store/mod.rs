@@ -670,7 +670,7 @@ impl Store {
                     let event_id: String = row.try_get("event_id")?;
                     let sequence: i64 = row.try_get("sequence")?;
                     let position: Option<i64> = row.try_get("position")?;
-                    let Json(payload): Json<Value> = row.try_get("payload")?;
+                    let Json(payload): Json<Box<serde_json::value::RawValue>> = row.try_get("payload")?;
                     let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
                     Ok(StoredEvent {
                         event_id: EventId::parse(&event_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,

@@ -622,7 +622,7 @@ impl Store {
                     }
                 }
             }
-            let entries = ::projections::audit::entries(batch, &mut heads);
+            let entries = ::projections::audit::entries(batch, &mut heads)?;
             InsertAudit::insert_audit(&mut *tx, insert_sql, &entries).await?;
             tx.commit().await?;
             self.remembered.audit.remember(last.at, heads);
@@ -663,6 +663,7 @@ impl Store {
             (entries, heads)
         })
         .await?;
+        let entries = entries?;
         self.remembered.audit.remember(last, heads);
         Ok(AuditFold { entries })
     }

@@ -177,7 +177,8 @@ async fn stored_activities(
     for case in cases {
         let id = schemas::CaseId::parse(case).unwrap();
         for e in store.events_of(id).await.unwrap() {
-            if let Some(a) = e.payload["ContactLogged"]["activity_id"].as_str() {
+            let payload = e.payload_value().unwrap();
+            if let Some(a) = payload["ContactLogged"]["activity_id"].as_str() {
                 *stored.entry(a.to_owned()).or_default() += 1;
             }
         }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use aggregates::CaseEvent;
 use chrono::{DateTime, Utc};
 use schemas::{CaseId, EventId, EventMetadata};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::sorted_json::SortedJson;
@@ -37,10 +36,11 @@ pub struct StoredEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
-    /// The payload's JSON text as the store gives it back, checked to be JSON. Kept as text: a
-    /// projection reads the event straight from it (`case_event`), and the audit chain its sorted
-    /// form (`sorted_payload`), with no `serde_json::Value` in between.
-    pub payload: Box<RawValue>,
+    /// The payload's JSON text as the store gives it back, not yet parsed: a projection reads the
+    /// event straight from it (`case_event`), and the audit chain its sorted form
+    /// (`sorted_payload`), with no `serde_json::Value` in between. Text that is not JSON fails
+    /// whichever of them reads it.
+    pub payload: String,
     /// The metadata, typed.
     pub metadata: EventMetadata,
     /// The metadata exactly as stored: what the audit chain hashes, so that a chain computed
@@ -55,7 +55,7 @@ impl StoredEvent {
         aggregates::decode(
             &self.event_type,
             &self.event_version,
-            self.payload.get(),
+            &self.payload,
             &self.stored_metadata,
         )
         .map_err(|e| self.unreadable(e))
@@ -63,17 +63,16 @@ impl StoredEvent {
 
     /// The payload with its object keys sorted, as the audit chain covers it.
     pub fn sorted_payload(&self) -> Result<SortedJson<'_>, ApplyError> {
-        SortedJson::parse(self.payload.get()).map_err(|e| self.unreadable(e))
+        SortedJson::parse(&self.payload).map_err(|e| self.unreadable(e))
     }
 
     /// The payload as a `serde_json::Value`, as it is shown.
     pub fn payload_value(&self) -> Result<Value, ApplyError> {
-        serde_json::from_str(self.payload.get()).map_err(|e| self.unreadable(e))
+        serde_json::from_str(&self.payload).map_err(|e| self.unreadable(e))
     }
 
-    /// This event's payload does not read as what was asked of it: not the event its type
-    /// says, or nested deeper than serde_json reads documents (a `RawValue` is checked as JSON
-    /// without that limit).
+    /// This event's payload does not read as what was asked of it: not JSON, not the event its
+    /// type says, or nested deeper than serde_json reads.
     fn unreadable(&self, e: serde_json::Error) -> ApplyError {
         ApplyError {
             event_id: self.event_id,

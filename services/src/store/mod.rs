@@ -359,7 +359,7 @@ pub enum Commit {
 }
 
 const EVENT_COLUMNS: &str = "CAST(event_id AS TEXT) AS event_id, sequence, position, event_type, \
-     event_version, recorded_at, payload, metadata";
+     event_version, recorded_at, CAST(payload AS TEXT) AS payload, metadata";
 
 impl Store {
     /// PostgreSQL at `url`, migrated to the current schema; commands' events are written by up
@@ -670,7 +670,7 @@ impl Store {
                     let event_id: String = row.try_get("event_id")?;
                     let sequence: i64 = row.try_get("sequence")?;
                     let position: Option<i64> = row.try_get("position")?;
-                    let Json(payload): Json<Box<serde_json::value::RawValue>> = row.try_get("payload")?;
+                    let payload: String = row.try_get("payload")?;
                     let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
                     Ok(StoredEvent {
                         event_id: EventId::parse(&event_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,

@@ -64,7 +64,9 @@ pub struct Idempotency {
     /// The fingerprint of the first request (route and body); another body is refused.
     pub request_hash: String,
     pub reply_status: u16,
-    pub reply: serde_json::Value,
+    /// The reply's JSON text, as stored: parsed only when a retry is answered with it (every
+    /// projection reads every event's metadata, and none reads this).
+    pub reply: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +108,7 @@ impl EventMetadata {
             put(keys::IDEMPOTENCY_SCOPE, Some(i.scope.clone()));
             put(keys::REQUEST_HASH, Some(i.request_hash.clone()));
             put(keys::REPLY_STATUS, Some(i.reply_status.to_string()));
-            put(keys::REPLY, Some(i.reply.to_string()));
+            put(keys::REPLY, Some(i.reply.clone()));
         }
         m
     }
@@ -149,12 +151,7 @@ impl EventMetadata {
                             detail: e.to_string(),
                         },
                     )?,
-                    reply: serde_json::from_str(&need(keys::REPLY)?).map_err(|e| {
-                        MetadataError {
-                            key: keys::REPLY,
-                            detail: e.to_string(),
-                        }
-                    })?,
+                    reply: need(keys::REPLY)?,
                 })
             }
         };
@@ -197,7 +194,7 @@ mod tests {
                 scope: "cm-ada|POST /v1/cases|k1".into(),
                 request_hash: "ab".repeat(32),
                 reply_status: 201,
-                reply: serde_json::json!({"activity_id": "x"}),
+                reply: r#"{"activity_id":"x"}"#.into(),
             }),
         }
     }

@@ -162,7 +162,7 @@ pub async fn execute(
                     scope: scope.clone(),
                     request_hash: request_hash.clone(),
                     reply_status: status.as_u16(),
-                    reply: answer.clone(),
+                    reply: answer.to_string(),
                 }),
                 _ => None,
             },

@@ -733,7 +733,8 @@ impl Store {
             Ok(Some(IdempotentReply {
                 request_hash: idempotency.request_hash,
                 status: idempotency.reply_status,
-                reply: idempotency.reply,
+                reply: serde_json::from_str(&idempotency.reply)
+                    .map_err(|e| StoreError::Corrupt(format!("a stored reply is not JSON: {e}")))?,
                 version: sequence as u64,
             }))
         })

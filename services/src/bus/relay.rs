@@ -315,24 +315,9 @@ impl Relay {
             expected += 1;
         }
         let messages = pending.len() as u64;
-        // Await the acks and, meanwhile, read and render the next batch. The first failed ack
-        // fails the batch, so the rest are not awaited: each would wait out its own ack timeout
-        // in turn, and a broker that went away under a batch of a thousand messages kept the
-        // relay "publishing" for a thousand timeouts instead of reporting the outage after one.
-        let acks = async move {
-            let mut results = Vec::with_capacity(pending.len());
-            for (rendered, ack) in pending {
-                let ack = ack.await;
-                let failed = ack.is_err();
-                results.push((rendered, ack));
-                if failed {
-                    break;
-                }
-            }
-            results
-        };
+        // Await the acks and, meanwhile, read and render the next batch.
         let (results, next) = tokio::join!(
-            acks,
+            acks_until_first_failure(pending),
             self.reader.read(&self.store, through, self.config.batch)
         );
         if let Ok(next) = next {
@@ -402,6 +387,26 @@ impl Relay {
             progress(total);
         }
     }
+}
+
+/// Each message's ack, awaited in order, up to and including the first that failed: the batch
+/// fails there, so the acks after it are not awaited. Each would wait out its own ack timeout in
+/// turn, and a broker that went away under a batch of a thousand messages kept the relay
+/// "publishing" for a thousand timeouts instead of reporting the outage after one.
+async fn acks_until_first_failure<M, A, T, E>(pending: Vec<(M, A)>) -> Vec<(M, Result<T, E>)>
+where
+    A: std::future::IntoFuture<Output = Result<T, E>>,
+{
+    let mut results = Vec::with_capacity(pending.len());
+    for (message, ack) in pending {
+        let ack = ack.await;
+        let failed = ack.is_err();
+        results.push((message, ack));
+        if failed {
+            break;
+        }
+    }
+    results
 }
 
 /// Runs the relay until `stop` turns true: holds the lease, (re)connects, publishes, and records
@@ -570,4 +575,41 @@ pub async fn stream_state(url: &str, config: &BusConfig) -> Result<StreamState, 
         last_sequence: info.state.last_sequence,
         consumers: info.state.consumer_count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready, Future};
+    use std::pin::Pin;
+
+    use futures::FutureExt;
+
+    use super::acks_until_first_failure;
+
+    type Ack = Pin<Box<dyn Future<Output = Result<u64, &'static str>> + Send>>;
+
+    /// After a failed ack the later ones are never awaited: here one never completes, and the
+    /// batch's outcome is still ready at once.
+    #[test]
+    fn the_first_failed_ack_ends_the_batch_without_awaiting_the_rest() {
+        let acks: Vec<(&str, Ack)> = vec![
+            ("m1", Box::pin(ready(Ok(1)))),
+            ("m2", Box::pin(ready(Err("broker gone")))),
+            ("m3", Box::pin(pending())),
+        ];
+        let results = acks_until_first_failure(acks)
+            .now_or_never()
+            .expect("nothing after the failed ack is awaited");
+        assert_eq!(results, vec![("m1", Ok(1)), ("m2", Err("broker gone"))]);
+    }
+
+    #[test]
+    fn every_ack_is_awaited_when_none_fails() {
+        let acks: Vec<(&str, Ack)> = vec![
+            ("m1", Box::pin(ready(Ok(1)))),
+            ("m2", Box::pin(ready(Ok(2)))),
+        ];
+        let results = acks_until_first_failure(acks).now_or_never().unwrap();
+        assert_eq!(results, vec![("m1", Ok(1)), ("m2", Ok(2))]);
+    }
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use projections::history::{self, Basis, HistoryInput, HistoryView};
+use projections::log::ApplyError;
 use projections::CaseView;
 use schemas::instruments::Instrument;
 use schemas::*;
@@ -17,13 +18,11 @@ use tracing::instrument;
 use utoipa::ToSchema;
 
 use crate::auth::{check, Access, Caller};
-use crate::error::ApiError;
-use crate::error::StoreError;
+use crate::error::{ApiError, StoreError};
 use crate::http::commands::parse_case_id;
 use crate::http::page::{seq_key, ListQuery, StrictQuery};
 use crate::startup::AppState;
 use crate::store::StoredEvent;
-use projections::log::ApplyError;
 
 /// Loads a case for reading (a full replay, never the command cache), checks `access`, and
 /// logs the read, allowed or denied, before answering. If the read cannot be logged it is not

@@ -13,9 +13,8 @@ use projections::billing::{
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::projections::{
-    case_ids, copy_text_row, CaseRow, Claim, CopyIn, CLAIM_FIRST, CLAIM_NEXT,
-};
+use super::copy::{BinaryRows, CopyIn, Field};
+use super::projections::{case_ids, sequence_column, CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
 use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
@@ -91,7 +90,7 @@ fn contact_text(contact: &projections::billing::StoredContact) -> Result<String,
 /// position, so no row is one the table holds; a second contact of an activity id is refused
 /// when the unique index is built (`Green::index`).
 const COPY_CONTACTS: &str =
-    "COPY billing_contacts (case_id, sequence, event_id, activity_id, at, contact) FROM STDIN";
+    "COPY billing_contacts (case_id, sequence, event_id, activity_id, at, contact) FROM STDIN (FORMAT binary)";
 
 /// A void marks the row it names, by case, sequence and event id (a void of anything else,
 /// a transition say, matches no row).
@@ -215,25 +214,22 @@ macro_rules! write_billing {
             .collect();
         sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
         if $bulk && !f.contacts.is_empty() {
-            let mut text = String::with_capacity(f.contacts.len() * 400);
+            let mut copy = BinaryRows::new(6, f.contacts.len() * 400);
             for (at, row) in &f.contacts {
                 let c = &row.contact;
-                let (sequence, event_id) = (row.sequence.to_string(), c.event_id.to_string());
-                let (activity_id, time) = (c.contact.activity_id.to_string(), row.at.to_string());
+                let (event_id, activity_id) =
+                    (c.event_id.to_string(), c.contact.activity_id.to_string());
                 let json = contact_text(c)?;
-                copy_text_row(
-                    &mut text,
-                    &[
-                        Some(f.headers[*at].0.as_str()),
-                        Some(&sequence),
-                        Some(&event_id),
-                        Some(&activity_id),
-                        Some(&time),
-                        Some(&json),
-                    ],
-                );
+                copy.push(&[
+                    Field::Text(f.headers[*at].0.as_str()),
+                    Field::Int8(sequence_column(row.sequence)?),
+                    Field::Text(&event_id),
+                    Field::Text(&activity_id),
+                    Field::Int8(row.at),
+                    Field::Text(&json),
+                ])?;
             }
-            CopyIn::copy_text(&mut *$tx, COPY_CONTACTS, text).await?;
+            CopyIn::copy_binary(&mut *$tx, COPY_CONTACTS, copy).await?;
         } else if !f.contacts.is_empty() {
             let contacts = f
                 .contacts

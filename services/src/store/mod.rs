@@ -111,6 +111,7 @@ pub(crate) fn is_code(e: &sqlx::Error, code: &str) -> bool {
 pub mod backup;
 mod bus;
 mod cache;
+mod copy;
 mod green;
 pub mod group_commit;
 mod log;

@@ -14,6 +14,7 @@ use projections::caseload::{CaseloadState, ContactDates};
 use projections::log::group_by_case;
 use projections::search::name_key;
 
+use super::copy::{BinaryRows, CopyIn, Field};
 use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
 use crate::error::StoreError;
@@ -252,23 +253,19 @@ macro_rules! write_caseloads {
                 .await?;
         }
         if $bulk && !folded.contacts.is_empty() {
-            let mut text = String::with_capacity(folded.contacts.len() * 100);
+            let mut copy = BinaryRows::new(5, folded.contacts.len() * 100);
             for (at, row) in &folded.contacts {
-                let (sequence, event_id) = (row.sequence.to_string(), row.event_id.to_string());
+                let event_id = row.event_id.to_string();
                 let day = row.day.to_string();
-                let with_family = if row.with_family { "t" } else { "f" };
-                copy_text_row(
-                    &mut text,
-                    &[
-                        Some(folded.cases[*at].0.as_str()),
-                        Some(&sequence),
-                        Some(&event_id),
-                        Some(&day),
-                        Some(with_family),
-                    ],
-                );
+                copy.push(&[
+                    Field::Text(folded.cases[*at].0.as_str()),
+                    Field::Int8(sequence_column(row.sequence)?),
+                    Field::Text(&event_id),
+                    Field::Text(&day),
+                    Field::Bool(row.with_family),
+                ])?;
             }
-            CopyIn::copy_text(&mut *$tx, COPY_CASELOAD_CONTACTS, text).await?;
+            CopyIn::copy_binary(&mut *$tx, COPY_CASELOAD_CONTACTS, copy).await?;
         } else if !folded.contacts.is_empty() {
             let contacts = CaseRow::each(&folded.cases, &folded.contacts);
             sqlx::query($sql.contacts)
@@ -349,7 +346,7 @@ ON CONFLICT DO NOTHING";
 /// A bulk load's contact rows (`Store::loads_in_bulk`): its fold ahead knows each case's
 /// stream position, so nothing it sends is a row the table holds.
 const COPY_CASELOAD_CONTACTS: &str =
-    "COPY caseload_contacts (case_id, sequence, event_id, day, with_family) FROM STDIN";
+    "COPY caseload_contacts (case_id, sequence, event_id, day, with_family) FROM STDIN (FORMAT binary)";
 
 /// A void marks the contact row it names, by case, sequence and event id (a void of anything
 /// else matches no row).
@@ -431,27 +428,10 @@ trait InsertAudit {
     ) -> Result<(), StoreError>;
 }
 
-/// Rows sent by `COPY … FROM STDIN` in PostgreSQL's text format (`copy_text_row`), in one round
-/// trip. SQLite has no COPY; it is never asked (its stores are never bulk-loaded).
-pub(super) trait CopyIn {
-    async fn copy_text(&mut self, statement: &str, text: String) -> Result<(), StoreError>;
-}
-
-impl CopyIn for sqlx::PgConnection {
-    async fn copy_text(&mut self, statement: &str, text: String) -> Result<(), StoreError> {
-        let mut copy = self.copy_in_raw(statement).await?;
-        copy.send(text.into_bytes()).await?;
-        copy.finish().await?;
-        Ok(())
-    }
-}
-
-impl CopyIn for sqlx::SqliteConnection {
-    async fn copy_text(&mut self, statement: &str, _text: String) -> Result<(), StoreError> {
-        Err(StoreError::Unexpected(format!(
-            "SQLite has no COPY: {statement}"
-        )))
-    }
+/// A stream position as its `bigint` column holds it.
+pub(super) fn sequence_column(sequence: u64) -> Result<i64, StoreError> {
+    i64::try_from(sequence)
+        .map_err(|_| StoreError::Unexpected(format!("sequence {sequence} is beyond a bigint")))
 }
 
 impl InsertAudit for sqlx::PgConnection {
@@ -460,27 +440,33 @@ impl InsertAudit for sqlx::PgConnection {
         _json_sql: &str,
         rows: &[::projections::audit::AuditRow],
     ) -> Result<(), StoreError> {
-        let mut text = String::with_capacity(rows.len() * 400);
+        let mut copy = BinaryRows::new(13, rows.len() * 400);
         for r in rows {
-            let sequence = r.sequence.to_string();
-            let fields = [
-                Some(r.case_id.as_str()),
-                Some(sequence.as_str()),
-                Some(r.event_id.as_str()),
-                Some(r.event_type.as_str()),
-                Some(r.event_version.as_str()),
-                r.actor_id.as_deref(),
-                r.actor_role,
-                r.occurred_at.as_deref(),
-                Some(r.recorded_at.as_str()),
-                r.correlation_id.as_deref(),
-                Some(r.summary.as_str()),
-                Some(r.prev_hash.as_str()),
-                Some(r.hash.as_str()),
-            ];
-            copy_text_row(&mut text, &fields);
+            let recorded_at = DateTime::parse_from_rfc3339(&r.recorded_at)
+                .map_err(|e| {
+                    StoreError::Unexpected(format!(
+                        "an audit row's recorded_at {:?} is not a time: {e}",
+                        r.recorded_at
+                    ))
+                })?
+                .with_timezone(&Utc);
+            copy.push(&[
+                Field::Text(&r.case_id),
+                Field::Int8(sequence_column(r.sequence)?),
+                Field::Text(&r.event_id),
+                Field::Text(&r.event_type),
+                Field::Text(&r.event_version),
+                Field::from(r.actor_id.as_deref()),
+                Field::from(r.actor_role),
+                Field::from(r.occurred_at.as_deref()),
+                Field::Timestamptz(recorded_at),
+                Field::from(r.correlation_id.as_deref()),
+                Field::Text(&r.summary),
+                Field::Text(&r.prev_hash),
+                Field::Text(&r.hash),
+            ])?;
         }
-        self.copy_text(COPY_AUDIT, text).await
+        self.copy_binary(COPY_AUDIT, copy).await
     }
 }
 
@@ -495,43 +481,10 @@ impl InsertAudit for sqlx::SqliteConnection {
     }
 }
 
-const COPY_AUDIT: &str = "COPY audit_entries (case_id, sequence, event_id, event_type, event_version, \
-  actor_id, actor_role, occurred_at, recorded_at, correlation_id, summary, prev_hash, hash) FROM STDIN";
-
-/// One row of PostgreSQL's `COPY` text format: tab-separated, `\N` for NULL, backslash escapes
-/// for the backslash and the characters that would end a field or a row. (No crate writes this
-/// format for sqlx; it is the whole of it.)
-pub(super) fn copy_text_row(out: &mut String, fields: &[Option<&str>]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        match field {
-            None => out.push_str("\\N"),
-            // Runs without a special character are copied whole (pushing char by char was 8% of
-            // an audit_trail rebuild's CPU).
-            Some(text) => {
-                let mut rest = *text;
-                // Each special character is ASCII, so a byte position is a char boundary.
-                while let Some(at) = rest
-                    .bytes()
-                    .position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
-                {
-                    out.push_str(&rest[..at]);
-                    out.push_str(match rest.as_bytes()[at] {
-                        b'\\' => "\\\\",
-                        b'\t' => "\\t",
-                        b'\n' => "\\n",
-                        _ => "\\r",
-                    });
-                    rest = &rest[at + 1..];
-                }
-                out.push_str(rest);
-            }
-        }
-    }
-    out.push('\n');
-}
+const COPY_AUDIT: &str =
+    "COPY audit_entries (case_id, sequence, event_id, event_type, event_version, \
+  actor_id, actor_role, occurred_at, recorded_at, correlation_id, summary, prev_hash, hash) \
+  FROM STDIN (FORMAT binary)";
 
 /// The trail's hash at each listed (case, sequence), from a JSON array of `{case_id, sequence}`.
 const PG_AUDIT_HASHES: &str = "\
@@ -1070,18 +1023,5 @@ mod tests {
         assert_ne!(key, lease_key(PROJECTOR_LEASE, "caseloads"));
         assert_eq!(key, lease_key(PROJECTOR_LEASE, "billing"), "stable");
         assert!(key > 0);
-    }
-
-    #[test]
-    fn copy_rows_escape_what_would_end_a_field_or_a_row() {
-        let mut out = String::new();
-        copy_text_row(
-            &mut out,
-            &[Some("a\tb"), None, Some("c\\d\ne\rf"), Some("")],
-        );
-        assert_eq!(out, "a\\tb\t\\N\tc\\\\d\\ne\\rf\t\n");
-        let mut out = String::new();
-        copy_text_row(&mut out, &[Some("\\r\u{e9}\u{1F600}\t"), Some("plain")]);
-        assert_eq!(out, "\\\\r\u{e9}\u{1F600}\\t\tplain\n");
     }
 }

@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 
 use super::copy::{BinaryRows, CopyIn, Field};
+use super::green::COPY_PENDING_VOIDS;
 use super::projections::{case_ids, sequence_column, CaseRow, Claim, CLAIM_FIRST, CLAIM_NEXT};
 use super::BeginWrite;
 use super::{Backend, LogEvent, LogPosition, Store, Work};
@@ -259,7 +260,20 @@ macro_rules! write_billing {
                 .collect();
             sqlx::query($sql.months).bind(Json(&months)).execute(&mut *$tx).await?;
         }
-        if !f.voids.is_empty() {
+        if $bulk && !f.voids.is_empty() {
+            // The contact rows' key is built when they are all in (`green::KEYED_LATER`): the
+            // voids wait beside them until then.
+            let mut copy = BinaryRows::new(3, f.voids.len() * 64);
+            for (at, void) in &f.voids {
+                let event_id = void.event_id.to_string();
+                copy.push(&[
+                    Field::Text(f.headers[*at].0.as_str()),
+                    Field::Int8(sequence_column(void.sequence)?),
+                    Field::Text(&event_id),
+                ])?;
+            }
+            CopyIn::copy_binary(&mut *$tx, COPY_PENDING_VOIDS, copy).await?;
+        } else if !f.voids.is_empty() {
             let voids = CaseRow::each(&f.headers, &f.voids);
             sqlx::query($sql.voids).bind(Json(&voids)).execute(&mut *$tx).await?;
         }

@@ -656,8 +656,55 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
     ))
     .await
     .expect("the contact stored again");
+    // Voids: of a contact logged long before (a bulk load has written its row batches earlier),
+    // and of one logged just before (the row and the void arrive together). A bulk-loaded copy
+    // applies them only when its contact rows' key is built (`green::KEYED_LATER`).
+    let void = |case: String, event: String| {
+        let (app, t) = (&app, &t);
+        async move {
+            let (s, b) = app
+                .post(
+                    &format!("/v1/cases/{case}/corrections"),
+                    t,
+                    &json!({"voids_event_id": event, "reason": "logged on the wrong case"}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+    };
+    let first_contact = |case: &str| {
+        format!(
+            "SELECT event_id::text FROM events WHERE aggregate_id = '{case}' \
+             AND event_type = 'ContactLogged' ORDER BY sequence LIMIT 1"
+        )
+    };
+    let early = app.sql(&first_contact(&cases[0])).await.unwrap();
+    void(cases[0].clone(), early[0].clone()).await;
+    let (s, b) = app
+        .post(
+            &format!("/v1/cases/{}/contacts", cases[1]),
+            &t,
+            &call(27, 33),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let latest = app
+        .sql(&format!(
+            "SELECT event_id::text FROM events WHERE aggregate_id = '{}' \
+             AND event_type = 'ContactLogged' ORDER BY sequence DESC LIMIT 1",
+            cases[1]
+        ))
+        .await
+        .unwrap();
+    void(cases[1].clone(), latest[0].clone()).await;
+    let voided = "SELECT case_id FROM billing_contacts WHERE contact::jsonb -> 'voided' = 'true'";
     let stored = app.store.events_after(LogPosition::START).await.unwrap();
     caught_up(&app, stored).await;
+    assert_eq!(
+        app.sql(voided).await.unwrap().len(),
+        2,
+        "two contacts voided"
+    );
     let once = format!("SELECT activity_id FROM billing_contacts WHERE case_id = '{twice}'");
     assert_eq!(app.sql(&once).await.unwrap().len(), 1, "billed once");
     let floor = row_counts(&app).await;
@@ -735,6 +782,11 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
         app.sql(&once).await.unwrap().len(),
         1,
         "billed once after a blue/green rebuild"
+    );
+    assert_eq!(
+        app.sql(voided).await.unwrap().len(),
+        2,
+        "the voids hold after a blue/green rebuild"
     );
     for name in projector::names() {
         let rebuilt = projector::rebuild(&app.store, name, true, |_| {})

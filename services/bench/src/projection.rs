@@ -261,12 +261,31 @@ impl ProjectionBench {
         ];
         for rate in asked {
             let targets = fresh_cases(store, services).await?;
-            // Start from a caught-up log (the capacity run and the last rate left a backlog).
-            for projection in PROJECTIONS.iter().copied() {
-                projector::catch_up(store, projection, |_| {})
-                    .await
-                    .map_err(|e| BenchError::Refused(e.to_string()))?;
-                store.applied_lag().take(projection.name());
+            // Start from a caught-up log (the capacity run, the last rate and the fresh cases
+            // left a backlog). One catch-up can stop short of the log's end: it reads only
+            // events no older transaction can still precede, and it goes on until a read finds
+            // nothing. What it left would be counted in this rate's lag (once 180 events where
+            // 100 commands ran, the oldest 1.3 s late), so it runs again until no projection
+            // lags behind the log.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                for projection in PROJECTIONS.iter().copied() {
+                    projector::catch_up(store, projection, |_| {})
+                        .await
+                        .map_err(|e| BenchError::Refused(e.to_string()))?;
+                }
+                if !behind(store).await? {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError::Refused(
+                        "the projections did not catch up".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for name in projector::names() {
+                store.applied_lag().take(name);
             }
             settle_database(pool).await;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -286,12 +305,7 @@ impl ProjectionBench {
             .await;
             // Until every event committed has been applied.
             let deadline = Instant::now() + Duration::from_secs(600);
-            while projector::status(store)
-                .await
-                .map_err(|e| BenchError::Refused(e.to_string()))?
-                .iter()
-                .any(|s| s.lag > 0)
-            {
+            while behind(store).await? {
                 if Instant::now() > deadline {
                     return Err(BenchError::Refused(
                         "the projections did not catch up".into(),
@@ -320,6 +334,15 @@ impl ProjectionBench {
         write_starvations(out, starved_before)?;
         Ok(())
     }
+}
+
+/// Whether any projection has events of the log still to apply.
+async fn behind(store: &Store) -> Result<bool, BenchError> {
+    Ok(projector::status(store)
+        .await
+        .map_err(|e| BenchError::Refused(e.to_string()))?
+        .iter()
+        .any(|s| s.lag > 0))
 }
 
 fn log_contact(n: usize) -> CaseAction {

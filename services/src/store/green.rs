@@ -13,12 +13,12 @@
 //! The copy is bulk-loaded: its tables start with their primary keys only (billing's contact rows
 //! without even that, `KEYED_LATER`), rows go in by `COPY` where a projection has a path for it
 //! (`Store::bulk_loading`), and the other indexes are built in one pass each when the rows are in
-//! (`Green::index`), before the copy follows the log as the live projection does. The server does about the same work either way (billing's 300,000
-//! contact rows: 5.0-5.2 s by JSON `INSERT … ON CONFLICT DO NOTHING` into the table with its three
-//! indexes, 4.6 s by `COPY` plus 0.8-0.9 s for the two indexes at the end), yet the rebuild took
-//! 8.1-8.2 s instead of 10.3-11.3 s (README, Projections): no batch maintains the secondary
-//! indexes, and this process sends text instead of a JSON array (which counts more was not
-//! measured).
+//! (`Green::index`), before the copy follows the log as the live projection does. The server
+//! does about the same work either way (billing's 300,000 contact rows: 5.0-5.2 s by JSON
+//! `INSERT … ON CONFLICT DO NOTHING` into the table with its three indexes, 4.6 s by `COPY` plus
+//! 0.8-0.9 s for the two indexes at the end), yet the rebuild took 8.1-8.2 s instead of
+//! 10.3-11.3 s (README, Projections): no batch maintains the secondary indexes, and this process
+//! sends `COPY` rows instead of a JSON array (which counts more was not measured).
 //!
 //! One rebuild of a projection runs at a time across all processes (a session advisory lock,
 //! released when its connection closes, also if the process dies). A copy a crashed rebuild left

@@ -418,8 +418,8 @@ SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->
        value ->> 'summary', value ->> 'prev_hash', value ->> 'hash'
   FROM json_each($1)";
 
-/// How a batch's audit rows reach the table: PostgreSQL takes them by `COPY` (text format, one
-/// round trip, no JSON for the server to parse), SQLite as one JSON array.
+/// How a batch's audit rows reach the table: PostgreSQL takes them by `COPY` (binary format,
+/// `copy.rs`: one round trip, nothing for the server to parse), SQLite as one JSON array.
 trait InsertAudit {
     async fn insert_audit(
         &mut self,

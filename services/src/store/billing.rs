@@ -93,13 +93,25 @@ fn contact_text(contact: &projections::billing::StoredContact) -> Result<String,
 const COPY_CONTACTS: &str =
     "COPY billing_contacts (case_id, sequence, event_id, activity_id, at, contact) FROM STDIN (FORMAT binary)";
 
+/// How a void marks contact row `k`, here and where a bulk load's voids are applied together
+/// (`Green::index`).
+macro_rules! pg_mark_voided {
+    () => {
+        "contact = jsonb_set(k.contact::jsonb, '{voided}', 'true')::json"
+    };
+}
+pub(super) const PG_MARK_VOIDED: &str = pg_mark_voided!();
+
 /// A void marks the row it names, by case, sequence and event id (a void of anything else,
 /// a transition say, matches no row).
-const PG_VOID_CONTACTS: &str = "\
-UPDATE billing_contacts k SET contact = jsonb_set(k.contact::jsonb, '{voided}', 'true')::json
+const PG_VOID_CONTACTS: &str = concat!(
+    "UPDATE billing_contacts k SET ",
+    pg_mark_voided!(),
+    "
 FROM jsonb_array_elements($1) AS x
 WHERE k.case_id = x ->> 'case_id' AND k.sequence = (x ->> 'sequence')::bigint
-  AND k.event_id = x ->> 'event_id'";
+  AND k.event_id = x ->> 'event_id'"
+);
 
 const SQLITE_VOID_CONTACTS: &str = "\
 UPDATE billing_contacts SET contact = json_set(contact, '$.voided', json('true'))

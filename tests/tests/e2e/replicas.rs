@@ -672,13 +672,14 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
             assert_eq!(s, StatusCode::CREATED, "{b}");
         }
     };
-    let first_contact = |case: &str| {
+    // The event id of `case`'s first (`ASC`) or latest (`DESC`) contact.
+    let contact_event = |case: &str, order: &str| {
         format!(
             "SELECT event_id::text FROM events WHERE aggregate_id = '{case}' \
-             AND event_type = 'ContactLogged' ORDER BY sequence LIMIT 1"
+             AND event_type = 'ContactLogged' ORDER BY sequence {order} LIMIT 1"
         )
     };
-    let early = app.sql(&first_contact(&cases[0])).await.unwrap();
+    let early = app.sql(&contact_event(&cases[0], "ASC")).await.unwrap();
     void(cases[0].clone(), early[0].clone()).await;
     let (s, b) = app
         .post(
@@ -688,14 +689,7 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let latest = app
-        .sql(&format!(
-            "SELECT event_id::text FROM events WHERE aggregate_id = '{}' \
-             AND event_type = 'ContactLogged' ORDER BY sequence DESC LIMIT 1",
-            cases[1]
-        ))
-        .await
-        .unwrap();
+    let latest = app.sql(&contact_event(&cases[1], "DESC")).await.unwrap();
     void(cases[1].clone(), latest[0].clone()).await;
     let voided = "SELECT case_id FROM billing_contacts WHERE contact::jsonb -> 'voided' = 'true'";
     let stored = app.store.events_after(LogPosition::START).await.unwrap();

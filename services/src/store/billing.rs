@@ -227,7 +227,8 @@ macro_rules! write_billing {
             .collect();
         sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
         if $bulk && !f.contacts.is_empty() {
-            let mut copy = BinaryRows::new(6, f.contacts.len() * 400);
+            // About 470 bytes a row, most of it the contact's JSON: room for all in one go.
+            let mut copy = BinaryRows::new(6, f.contacts.len() * 512);
             for (at, row) in &f.contacts {
                 let c = &row.contact;
                 let (event_id, activity_id) =

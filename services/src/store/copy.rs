@@ -123,6 +123,9 @@ impl BinaryRows {
     }
 }
 
+/// The most bytes sent in one `CopyData` message.
+const COPY_PIECE: usize = 256 * 1024;
+
 /// Rows sent by `COPY … FROM STDIN (FORMAT binary)`, in one round trip. SQLite has no `COPY`;
 /// it is never asked (its stores are never bulk-loaded, and its audit rows go as JSON).
 pub(super) trait CopyIn {
@@ -132,7 +135,12 @@ pub(super) trait CopyIn {
 impl CopyIn for sqlx::PgConnection {
     async fn copy_binary(&mut self, statement: &str, rows: BinaryRows) -> Result<(), StoreError> {
         let mut copy = self.copy_in_raw(statement).await?;
-        copy.send(rows.finish()).await?;
+        // In pieces: sqlx copies each `CopyData` message into the connection's write buffer,
+        // which grew to the size of the largest batch (1.6 MB of audit rows) and took fresh
+        // pages from the kernel as it did; a piece of 256 KiB fits the buffer it has.
+        for piece in rows.finish().chunks(COPY_PIECE) {
+            copy.send(piece).await?;
+        }
         copy.finish().await?;
         Ok(())
     }

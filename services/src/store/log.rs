@@ -72,7 +72,7 @@ impl Store {
                     .fetch(background.pick(work, pool))
                     .map_err(StoreError::from)
                     .and_then(|row| std::future::ready(decode(&row)));
-                rows.try_collect().await
+                collect(rows, limit).await
             }
             Backend::Sqlite {
                 pool, background, ..
@@ -83,10 +83,27 @@ impl Store {
                     .fetch(background.pick(work, pool))
                     .map_err(StoreError::from)
                     .and_then(|row| std::future::ready(decode(&row)));
-                rows.try_collect().await
+                collect(rows, limit).await
             }
         }
     }
+}
+
+/// The events of one read, in a vector sized for the whole batch at once (up to the
+/// projections' batch of 5,000; a larger read grows from there). Collected by doubling
+/// instead, a batch of 5,000 events was copied 11 times into ever larger buffers, each fresh
+/// from the kernel: a profile of an audit rebuild (2026-12-01) spent 12% of the process's
+/// samples in those copies and the page faults they took.
+async fn collect(
+    rows: impl futures::Stream<Item = Result<LogEvent, StoreError>>,
+    limit: u32,
+) -> Result<Vec<LogEvent>, StoreError> {
+    let batch = Vec::with_capacity(limit.min(5_000) as usize);
+    rows.try_fold(batch, |mut batch, event| {
+        batch.push(event);
+        std::future::ready(Ok(batch))
+    })
+    .await
 }
 
 impl Store {

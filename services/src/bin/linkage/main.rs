@@ -8,6 +8,7 @@ use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: the relay and the projections allocate many small,
 /// short-lived values per event, and glibc's allocator was a third of the relay's CPU profile.
+/// Built without transparent huge pages (the workspace's `no_thp` feature, which says why).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -43,6 +43,8 @@ pub struct Green {
     pub store: Store,
     /// Holds the rebuild's advisory lock for as long as it is open.
     lock: PgConnection,
+    /// How to open more connections like `lock` (`index` builds on several at once).
+    options: PgConnectOptions,
     /// The live tables' indexes other than primary keys, built on the copy by `index`.
     deferred: Vec<Deferred>,
 }
@@ -209,12 +211,16 @@ impl Store {
                 }
             }
         }
-        let store =
-            Store::postgres_with(None, options, 1, Some(&format!("{schema},{live_schema}")))
-                .await?
-                .with_replica(format!("{}-rebuild", self.replica()))
-                .exclusive()
-                .bulk_loading();
+        let store = Store::postgres_with(
+            None,
+            options.clone(),
+            1,
+            Some(&format!("{schema},{live_schema}")),
+        )
+        .await?
+        .with_replica(format!("{}-rebuild", self.replica()))
+        .exclusive()
+        .bulk_loading();
         let store = match self.log_batch() {
             Some(events) => store.with_log_batch(events),
             None => store,
@@ -226,6 +232,7 @@ impl Store {
             live_schema,
             store,
             lock,
+            options,
             deferred,
         }))
     }
@@ -235,70 +242,105 @@ impl Green {
     /// Builds the indexes the copy's tables were created without, one pass over the rows each,
     /// and ends the bulk load: from here on the copy is written as the live projection is.
     ///
+    /// The indexes are built all at once, each by `CREATE INDEX` on a connection of its own
+    /// (index builds share the table's lock), and a constraint's index then becomes the
+    /// constraint (`ADD CONSTRAINT … USING INDEX`, which checks nothing again). One after
+    /// another, billing's three took 1.27-1.30 s in three runs on this machine; together,
+    /// 0.97-1.02 s (2026-12-01).
+    ///
     /// A UNIQUE constraint is where the live projection's `INSERT … ON CONFLICT DO NOTHING`
     /// refused a second row (billing: one contact per activity id), and it kept the first row
     /// written, which is the first in primary-key order (a case's rows are keyed by their place
     /// in its stream). A bulk load refused nothing: should the constraint not hold, the rows
     /// after the first are deleted, as the live projection would never have written them, and
-    /// the constraint is added again.
+    /// the index is built again.
     pub async fn index(&mut self) -> Result<(), StoreError> {
-        let (keys, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|d| d.primary);
-        for d in keys {
-            self.build(d).await?;
+        let deferred = std::mem::take(&mut self.deferred);
+        let built = futures::future::join_all(deferred.iter().map(|d| self.create(d))).await;
+        for (d, built) in deferred.iter().zip(built) {
+            match built {
+                Ok(()) => {}
+                Err(e) if super::is_code(&e, "23505") && d.constraint.is_some() => {
+                    let (name, _) = d.constraint.as_ref().expect("checked");
+                    let table = format!("{}.{}", ident(&self.schema), ident(d.table));
+                    let live = format!("{}.{}", ident(&self.live_schema), ident(d.table));
+                    let deleted = self.keep_first(&table, &live, name).await?;
+                    tracing::warn!(
+                        table = d.table,
+                        constraint = name.as_str(),
+                        deleted,
+                        "the rebuilt rows broke a unique constraint; kept the first of each, as the live projection does"
+                    );
+                    sqlx::query(&self.create_statement(d)?)
+                        .execute(&mut self.lock)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for d in &deferred {
+            self.attach(d).await?;
         }
         if self.tables.contains(&KEYED_LATER) {
             self.apply_pending_voids().await?;
-        }
-        for d in others {
-            self.build(d).await?;
         }
         self.store.bulk = false;
         Ok(())
     }
 
-    /// Builds one deferred index or constraint on the copy (see `index`).
-    async fn build(&mut self, d: Deferred) -> Result<(), StoreError> {
+    /// `CREATE [UNIQUE] INDEX` of deferred index `d` on the copy, under the live index's name
+    /// (the copy's own schema holds it).
+    fn create_statement(&self, d: &Deferred) -> Result<String, StoreError> {
         let table = format!("{}.{}", ident(&self.schema), ident(d.table));
-        let create = match &d.constraint {
-            Some((name, definition)) => {
-                format!(
-                    "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
-                    ident(name)
-                )
-            }
-            None => {
-                let unique = d.definition.starts_with("CREATE UNIQUE INDEX");
-                let Some((_, method)) = d.definition.split_once(" USING ") else {
-                    return Err(StoreError::Unexpected(format!(
-                        "an index definition without USING: {}",
-                        d.definition
-                    )));
-                };
-                format!(
-                    "CREATE {}INDEX {} ON {table} USING {method}",
-                    if unique { "UNIQUE " } else { "" },
-                    ident(&d.name)
-                )
+        let unique = d.definition.starts_with("CREATE UNIQUE INDEX");
+        let Some((_, method)) = d.definition.split_once(" USING ") else {
+            return Err(StoreError::Unexpected(format!(
+                "an index definition without USING: {}",
+                d.definition
+            )));
+        };
+        Ok(format!(
+            "CREATE {}INDEX {} ON {table} USING {method}",
+            if unique { "UNIQUE " } else { "" },
+            ident(&d.name)
+        ))
+    }
+
+    /// Builds deferred index `d` on a connection of its own.
+    async fn create(&self, d: &Deferred) -> Result<(), sqlx::Error> {
+        let create = self
+            .create_statement(d)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let mut connection = PgConnection::connect_with(&self.options).await?;
+        let built = sqlx::query(&create).execute(&mut connection).await;
+        connection.close().await?;
+        built.map(|_| ())
+    }
+
+    /// Makes deferred index `d` the constraint it backs on the live table, if any.
+    async fn attach(&mut self, d: &Deferred) -> Result<(), StoreError> {
+        let Some((name, definition)) = &d.constraint else {
+            return Ok(());
+        };
+        let kind = match (d.primary, definition.starts_with("UNIQUE")) {
+            (true, _) => "PRIMARY KEY",
+            (false, true) => "UNIQUE",
+            (false, false) => {
+                return Err(StoreError::Unexpected(format!(
+                    "{}: a constraint that no index can become: {definition}",
+                    d.table
+                )))
             }
         };
-        match sqlx::query(&create).execute(&mut self.lock).await {
-            Ok(_) => {}
-            Err(e) if super::is_code(&e, "23505") && d.constraint.is_some() => {
-                let (name, _) = d.constraint.as_ref().expect("checked");
-                let live = format!("{}.{}", ident(&self.live_schema), ident(d.table));
-                let deleted = self.keep_first(&table, &live, name).await?;
-                tracing::warn!(
-                    table = d.table,
-                    constraint = name.as_str(),
-                    deleted,
-                    "the rebuilt rows broke a unique constraint; kept the first of each, as the live projection does"
-                );
-                sqlx::query(&create).execute(&mut self.lock).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        sqlx::query(&format!(
+            "ALTER TABLE {}.{} ADD CONSTRAINT {} {kind} USING INDEX {}",
+            ident(&self.schema),
+            ident(d.table),
+            ident(name),
+            ident(&d.name)
+        ))
+        .execute(&mut self.lock)
+        .await?;
         Ok(())
     }
 

@@ -53,16 +53,20 @@ SELECT value ->> 'case_id', value ->> 'agency', json(value -> 'state') FROM json
 ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.state";
 
 /// A contact row whose sequence (a replayed batch) or activity id the case holds is not added.
-/// The rows are `ContactInsert`s: each contact is stored as the text this process wrote, as
-/// `COPY_CONTACTS` stores it (the column is json, not jsonb: 0019), so that a row reads the same
-/// whichever way it was written.
+/// Each contact is stored as the text this process wrote, as `COPY_CONTACTS` stores it (the
+/// column is json, not jsonb: 0019), so that a row reads the same whichever way it was written.
+///
+/// PostgreSQL takes the rows as one typed array per column, which it reads as they are: as a
+/// JSON array of row objects instead, it parsed the whole array into jsonb and then took every
+/// field out of it again, and this statement was the dearest per row of all the projections'
+/// live writes (56 µs of server time a row in the HTTP benchmark, 2026-12-01).
 const PG_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
-SELECT x ->> 'case_id', (x ->> 'sequence')::bigint, x ->> 'event_id', x ->> 'activity_id',
-       (x ->> 'at')::bigint, (x ->> 'contact')::json
-FROM jsonb_array_elements($1) AS x
+SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                     $6::text[]::json[])
 ON CONFLICT DO NOTHING";
 
+/// SQLite reads the rows from one JSON array of `ContactInsert`s.
 const SQLITE_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
 SELECT value ->> 'case_id', value ->> 'sequence', value ->> 'event_id', value ->> 'activity_id',
@@ -79,6 +83,51 @@ struct ContactInsert<'a> {
     activity_id: &'a schemas::ActivityId,
     at: i64,
     contact: String,
+}
+
+/// How a live batch's contact rows reach the table (`PG_INSERT_CONTACTS`,
+/// `SQLITE_INSERT_CONTACTS`).
+trait InsertContacts {
+    async fn insert_contacts(&mut self, rows: &[ContactInsert<'_>]) -> Result<(), StoreError>;
+}
+
+impl InsertContacts for sqlx::PgConnection {
+    async fn insert_contacts(&mut self, rows: &[ContactInsert<'_>]) -> Result<(), StoreError> {
+        let mut case_ids = Vec::with_capacity(rows.len());
+        let mut sequences = Vec::with_capacity(rows.len());
+        let mut event_ids = Vec::with_capacity(rows.len());
+        let mut activity_ids = Vec::with_capacity(rows.len());
+        let mut ats = Vec::with_capacity(rows.len());
+        let mut contacts = Vec::with_capacity(rows.len());
+        for r in rows {
+            case_ids.push(r.case_id);
+            sequences.push(sequence_column(r.sequence)?);
+            event_ids.push(r.event_id.to_string());
+            activity_ids.push(r.activity_id.to_string());
+            ats.push(r.at);
+            contacts.push(r.contact.as_str());
+        }
+        sqlx::query(PG_INSERT_CONTACTS)
+            .bind(case_ids)
+            .bind(sequences)
+            .bind(event_ids)
+            .bind(activity_ids)
+            .bind(ats)
+            .bind(contacts)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+}
+
+impl InsertContacts for sqlx::SqliteConnection {
+    async fn insert_contacts(&mut self, rows: &[ContactInsert<'_>]) -> Result<(), StoreError> {
+        sqlx::query(SQLITE_INSERT_CONTACTS)
+            .bind(Json(rows))
+            .execute(self)
+            .await?;
+        Ok(())
+    }
 }
 
 /// A contact as both write paths store it (`COPY_CONTACTS` and the contacts statements), so
@@ -142,7 +191,6 @@ struct MonthRow<'a> {
 struct Statements {
     load: &'static str,
     upsert: &'static str,
-    contacts: &'static str,
     voids: &'static str,
     months: &'static str,
 }
@@ -150,7 +198,6 @@ struct Statements {
 const PG: Statements = Statements {
     load: PG_LOAD_HEADERS,
     upsert: PG_UPSERT_CASES,
-    contacts: PG_INSERT_CONTACTS,
     voids: PG_VOID_CONTACTS,
     months: PG_INSERT_MONTHS,
 };
@@ -158,7 +205,6 @@ const PG: Statements = Statements {
 const SQLITE: Statements = Statements {
     load: SQLITE_LOAD_HEADERS,
     upsert: SQLITE_UPSERT_CASES,
-    contacts: SQLITE_INSERT_CONTACTS,
     voids: SQLITE_VOID_CONTACTS,
     months: SQLITE_INSERT_MONTHS,
 };
@@ -259,7 +305,7 @@ macro_rules! write_billing {
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            sqlx::query($sql.contacts).bind(Json(&contacts)).execute(&mut *$tx).await?;
+            InsertContacts::insert_contacts(&mut *$tx, &contacts).await?;
         }
         if !f.months.is_empty() {
             let months: Vec<_> = f

@@ -45,7 +45,8 @@ pub struct Green {
     lock: PgConnection,
     /// How to open more connections like `lock` (`index` builds on several at once).
     options: PgConnectOptions,
-    /// The live tables' indexes other than primary keys, built on the copy by `index`.
+    /// The live tables' indexes other than primary keys (and `KEYED_LATER`'s primary key),
+    /// built on the copy by `index`.
     deferred: Vec<Deferred>,
 }
 
@@ -64,12 +65,12 @@ struct Deferred {
 /// The table a bulk load fills by `COPY` alone and looks nothing up in, so that its primary key
 /// waits for the rows too: keeping billing's contact key up to date row by row was 0.7-0.9 s of
 /// the backend's 1.9-2.2 s of CPU for a standalone binary `COPY` of 298,800 rows, against 0.4 s
-/// to build it after them (2026-12-01). A bulk load keeps the updates it would make to their rows in a side table until
-/// the key is built (`PENDING_VOIDS`).
+/// to build it after them (2026-12-01). A bulk load keeps the updates it would make to their
+/// rows in a side table until the key is built (`PENDING_VOIDS`).
 const KEYED_LATER: &str = "billing_contacts";
 
 /// The side table of `KEYED_LATER`: the voids a bulk load met (written by
-/// `write_billing!`), applied in one statement when the key is built. A void only ever turns a
+/// `write_billing!`), applied in one statement once the indexes are built. A void only ever turns a
 /// row's `voided` true, so applying them later, together, ends where applying each in its batch
 /// would have. A void that names no contact row (a transition's, or a second contact of an
 /// activity that the unique index then drops) matches nothing, as it would have.
@@ -317,7 +318,8 @@ impl Green {
         built.map(|_| ())
     }
 
-    /// Makes deferred index `d` the constraint it backs on the live table, if any.
+    /// Makes deferred index `d` the constraint it backs on the copy, as the live table has it
+    /// (if it backs one).
     async fn attach(&mut self, d: &Deferred) -> Result<(), StoreError> {
         let Some((name, definition)) = &d.constraint else {
             return Ok(());

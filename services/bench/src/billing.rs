@@ -68,7 +68,7 @@ impl BillingBench {
             "INSERT INTO bench_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
              activity_id, line_id, kind, adjusts, fingerprint, line) \
              SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, k.activity_id, \
-             gen_random_uuid()::text, 'original', NULL, md5(k.contact::text), k.contact \
+             gen_random_uuid()::text, 'original', NULL, md5(k.contact), k.contact::jsonb \
              FROM billing_case_months m JOIN billing_contacts k ON k.case_id = m.case_id \
              AND k.at >= {lo} AND k.at < {hi} WHERE m.month = '{MONTH}'"
         ))

@@ -28,10 +28,11 @@ SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT jsonb_array_el
 const SQLITE_LOAD_HEADERS: &str = "\
 SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT value FROM json_each($1))";
 
-/// Headers of the listed cases, each with every contact (a JSON array, in log order).
+/// Headers of the listed cases, each with every contact (the text of a JSON array, in log
+/// order: `Contacts`).
 const PG_LOAD_CASES: &str = "\
 SELECT c.case_id, c.state,
-       COALESCE((SELECT json_agg(k.contact ORDER BY k.sequence)
+       COALESCE((SELECT '[' || string_agg(k.contact, ',' ORDER BY k.sequence) || ']'
                  FROM billing_contacts k WHERE k.case_id = c.case_id), '[]')
 FROM billing_cases c WHERE c.case_id IN (SELECT jsonb_array_elements_text($1))";
 
@@ -54,7 +55,7 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.s
 
 /// A contact row whose sequence (a replayed batch) or activity id the case holds is not added.
 /// Each contact is stored as the text this process wrote, as `COPY_CONTACTS` stores it (the
-/// column is json, not jsonb: 0019), so that a row reads the same whichever way it was written.
+/// column is text: migration 0021), so that a row reads the same whichever way it was written.
 ///
 /// PostgreSQL takes the rows as one typed array per column, which it reads as they are: as a
 /// JSON array of row objects instead, it parsed the whole array into jsonb and then took every
@@ -62,8 +63,7 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.s
 /// live writes (56 µs of server time a row in the HTTP benchmark, 2026-12-01).
 const PG_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
-SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                     $6::text[]::json[])
+SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])
 ON CONFLICT DO NOTHING";
 
 /// SQLite reads the rows from one JSON array of `ContactInsert`s.
@@ -146,7 +146,7 @@ const COPY_CONTACTS: &str =
 /// (`Green::index`).
 macro_rules! pg_mark_voided {
     () => {
-        "contact = jsonb_set(k.contact::jsonb, '{voided}', 'true')::json"
+        "contact = jsonb_set(k.contact::jsonb, '{voided}', 'true')::text"
     };
 }
 pub(super) const PG_MARK_VOIDED: &str = pg_mark_voided!();
@@ -425,7 +425,7 @@ impl Store {
             rows.into_iter()
                 .map(|(id, header, contacts)| {
                     let id = schemas::CaseId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    Ok((id, whole(header, contacts)))
+                    Ok((id, whole(header, contacts)?))
                 })
                 .collect()
         })
@@ -473,8 +473,8 @@ impl Store {
             .bind(lo)
             .bind(hi)
             .fetch(pool)
-            .map_ok(|(header, contacts)| whole(header, contacts))
             .map_err(StoreError::from)
+            .and_then(|(header, contacts)| std::future::ready(whole(header, contacts)))
             .boxed())
     }
 }
@@ -568,7 +568,8 @@ fn month_state(pg: bool, lo: u8, hi: u8) -> String {
     if pg {
         format!(
             "c.state, \
-             COALESCE((SELECT json_agg(k.contact ORDER BY k.sequence) FROM billing_contacts k \
+             COALESCE((SELECT '[' || string_agg(k.contact, ',' ORDER BY k.sequence) || ']' \
+                       FROM billing_contacts k \
                        WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi}), '[]')"
         )
     } else {
@@ -581,13 +582,17 @@ fn month_state(pg: bool, lo: u8, hi: u8) -> String {
     }
 }
 
-/// The contacts of a case as the readers select them: a JSON array beside the header, so that
-/// PostgreSQL passes the stored text through instead of parsing it to splice it into the header.
-type Contacts = Json<Vec<projections::billing::StoredContact>>;
+/// The contacts of a case as the readers select them: the text of a JSON array beside the
+/// header, which the database joins from the stored texts without parsing any of them (on
+/// PostgreSQL the column is text, migration 0021); this process parses it (`whole`).
+type Contacts = String;
 
-/// A stored header with its contacts: a whole `BillingCase`.
-fn whole(Json(header): Json<BillingCase>, Json(contacts): Contacts) -> BillingCase {
-    BillingCase { contacts, ..header }
+/// A stored header with its contacts: a whole `BillingCase`. Contacts that do not read back
+/// are a corrupt projection.
+fn whole(Json(header): Json<BillingCase>, contacts: Contacts) -> Result<BillingCase, StoreError> {
+    let contacts = serde_json::from_str(&contacts)
+        .map_err(|e| StoreError::Corrupt(format!("billing contacts that do not read back: {e}")))?;
+    Ok(BillingCase { contacts, ..header })
 }
 
 /// The cases of month $1 (of agency $2, or all; from case $3 on), window $4 to $5.
@@ -807,7 +812,7 @@ impl Store {
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok((whole(header, contacts), earlier))
+                Ok((whole(header, contacts)?, earlier))
             };
         on_pool!(self, pool => sqlx::query_as::<_, (Json<BillingCase>, Contacts, Json<Earlier>)>(sql)
             .bind(month)

@@ -257,8 +257,15 @@ impl Green {
     /// the index is built again.
     pub async fn index(&mut self) -> Result<(), StoreError> {
         let deferred = std::mem::take(&mut self.deferred);
-        let built = futures::future::join_all(deferred.iter().map(|d| self.create(d))).await;
-        for (d, built) in deferred.iter().zip(built) {
+        // Every statement is made first, so a definition this code cannot read fails as itself
+        // before any index is built.
+        let statements = deferred
+            .iter()
+            .map(|d| self.create_statement(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let built =
+            futures::future::join_all(statements.iter().map(|create| self.create(create))).await;
+        for ((d, create), built) in deferred.iter().zip(&statements).zip(built) {
             match built {
                 Ok(()) => {}
                 Err(e) if super::is_code(&e, "23505") && d.constraint.is_some() => {
@@ -272,9 +279,7 @@ impl Green {
                         deleted,
                         "the rebuilt rows broke a unique constraint; kept the first of each, as the live projection does"
                     );
-                    sqlx::query(&self.create_statement(d)?)
-                        .execute(&mut self.lock)
-                        .await?;
+                    sqlx::query(create).execute(&mut self.lock).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -307,13 +312,10 @@ impl Green {
         ))
     }
 
-    /// Builds deferred index `d` on a connection of its own.
-    async fn create(&self, d: &Deferred) -> Result<(), sqlx::Error> {
-        let create = self
-            .create_statement(d)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    /// Runs `create` (a deferred index's `CREATE INDEX`) on a connection of its own.
+    async fn create(&self, create: &str) -> Result<(), sqlx::Error> {
         let mut connection = PgConnection::connect_with(&self.options).await?;
-        let built = sqlx::query(&create).execute(&mut connection).await;
+        let built = sqlx::query(create).execute(&mut connection).await;
         connection.close().await?;
         built.map(|_| ())
     }

@@ -67,9 +67,9 @@ impl BillingBench {
         let baseline = sqlx::query(&format!(
             "INSERT INTO bench_batch_lines (batch_id, seq, month, agency, batch_no, case_id, \
              activity_id, line_id, kind, adjusts, fingerprint, line) \
-             SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, k.activity_id, \
+             SELECT 'b', row_number() OVER (), m.month, m.agency, 1, m.case_id, k.activity_id::text, \
              gen_random_uuid()::text, 'original', NULL, md5(k.contact), k.contact::jsonb \
-             FROM billing_case_months m JOIN billing_contacts k ON k.case_id = m.case_id \
+             FROM billing_case_months m JOIN billing_contacts k ON k.case_id = m.case_id::uuid \
              AND k.at >= {lo} AND k.at < {hi} WHERE m.month = '{MONTH}'"
         ))
         .execute(pool)
@@ -208,7 +208,7 @@ impl BillingBench {
         let (lo, hi) = MONTH.window();
         let copy = format!(
             "COPY (SELECT m.case_id, k.contact FROM billing_case_months m \
-             JOIN billing_contacts k ON k.case_id = m.case_id AND k.at >= {lo} AND k.at < {hi} \
+             JOIN billing_contacts k ON k.case_id = m.case_id::uuid AND k.at >= {lo} AND k.at < {hi} \
              WHERE m.month = '{MONTH}') TO STDOUT (FORMAT csv)"
         );
         let t0 = Instant::now();

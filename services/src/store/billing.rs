@@ -33,7 +33,7 @@ SELECT case_id, state FROM billing_cases WHERE case_id IN (SELECT value FROM jso
 const PG_LOAD_CASES: &str = "\
 SELECT c.case_id, c.state,
        COALESCE((SELECT '[' || string_agg(k.contact, ',' ORDER BY k.sequence) || ']'
-                 FROM billing_contacts k WHERE k.case_id = c.case_id), '[]')
+                 FROM billing_contacts k WHERE k.case_id = c.case_id::uuid), '[]')
 FROM billing_cases c WHERE c.case_id IN (SELECT jsonb_array_elements_text($1))";
 
 const SQLITE_LOAD_CASES: &str = "\
@@ -63,7 +63,7 @@ ON CONFLICT (case_id) DO UPDATE SET agency = excluded.agency, state = excluded.s
 /// live writes (56 µs of server time a row in the HTTP benchmark, 2026-12-01).
 const PG_INSERT_CONTACTS: &str = "\
 INSERT INTO billing_contacts (case_id, sequence, event_id, activity_id, at, contact)
-SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::text[])
 ON CONFLICT DO NOTHING";
 
 /// SQLite reads the rows from one JSON array of `ContactInsert`s.
@@ -100,10 +100,10 @@ impl InsertContacts for sqlx::PgConnection {
         let mut ats = Vec::with_capacity(rows.len());
         let mut contacts = Vec::with_capacity(rows.len());
         for r in rows {
-            case_ids.push(r.case_id);
+            case_ids.push(case_uuid(r.case_id)?);
             sequences.push(sequence_column(r.sequence)?);
-            event_ids.push(r.event_id.to_string());
-            activity_ids.push(r.activity_id.to_string());
+            event_ids.push(r.event_id.as_uuid());
+            activity_ids.push(r.activity_id.as_uuid());
             ats.push(r.at);
             contacts.push(r.contact.as_str());
         }
@@ -128,6 +128,12 @@ impl InsertContacts for sqlx::SqliteConnection {
             .await?;
         Ok(())
     }
+}
+
+/// A case id as `billing_contacts` keeps it on PostgreSQL (a `uuid`, migration 0022).
+fn case_uuid(case_id: &str) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::parse_str(case_id)
+        .map_err(|e| StoreError::Unexpected(format!("case id {case_id:?} is not a UUID: {e}")))
 }
 
 /// A contact as both write paths store it (`COPY_CONTACTS` and the contacts statements), so
@@ -158,8 +164,8 @@ const PG_VOID_CONTACTS: &str = concat!(
     pg_mark_voided!(),
     "
 FROM jsonb_array_elements($1) AS x
-WHERE k.case_id = x ->> 'case_id' AND k.sequence = (x ->> 'sequence')::bigint
-  AND k.event_id = x ->> 'event_id'"
+WHERE k.case_id = (x ->> 'case_id')::uuid AND k.sequence = (x ->> 'sequence')::bigint
+  AND k.event_id = (x ->> 'event_id')::uuid"
 );
 
 const SQLITE_VOID_CONTACTS: &str = "\
@@ -277,14 +283,12 @@ macro_rules! write_billing {
             let mut copy = BinaryRows::new(6, f.contacts.len() * 512);
             for (at, row) in &f.contacts {
                 let c = &row.contact;
-                let (event_id, activity_id) =
-                    (c.event_id.to_string(), c.contact.activity_id.to_string());
                 let json = contact_text(c)?;
                 copy.push(&[
-                    Field::Text(f.headers[*at].0.as_str()),
+                    Field::Uuid(case_uuid(&f.headers[*at].0)?),
                     Field::Int8(sequence_column(row.sequence)?),
-                    Field::Text(&event_id),
-                    Field::Text(&activity_id),
+                    Field::Uuid(c.event_id.as_uuid()),
+                    Field::Uuid(c.contact.activity_id.as_uuid()),
                     Field::Int8(row.at),
                     Field::Text(&json),
                 ])?;
@@ -324,11 +328,10 @@ macro_rules! write_billing {
             // voids wait beside them until then.
             let mut copy = BinaryRows::new(3, f.voids.len() * 64);
             for (at, void) in &f.voids {
-                let event_id = void.event_id.to_string();
                 copy.push(&[
-                    Field::Text(f.headers[*at].0.as_str()),
+                    Field::Uuid(case_uuid(&f.headers[*at].0)?),
                     Field::Int8(sequence_column(void.sequence)?),
-                    Field::Text(&event_id),
+                    Field::Uuid(void.event_id.as_uuid()),
                 ])?;
             }
             CopyIn::copy_binary(&mut *$tx, COPY_PENDING_VOIDS, copy).await?;
@@ -570,7 +573,7 @@ fn month_state(pg: bool, lo: u8, hi: u8) -> String {
             "c.state, \
              COALESCE((SELECT '[' || string_agg(k.contact, ',' ORDER BY k.sequence) || ']' \
                        FROM billing_contacts k \
-                       WHERE k.case_id = c.case_id AND k.at >= ${lo} AND k.at < ${hi}), '[]')"
+                       WHERE k.case_id = c.case_id::uuid AND k.at >= ${lo} AND k.at < ${hi}), '[]')"
         )
     } else {
         format!(

@@ -35,6 +35,8 @@ pub(super) enum Field<'a> {
     Bool(bool),
     /// A `timestamptz` column, to the microsecond (the column's own precision).
     Timestamptz(DateTime<Utc>),
+    /// A `uuid` column: its 16 bytes.
+    Uuid(uuid::Uuid),
 }
 
 impl<'a> From<Option<&'a str>> for Field<'a> {
@@ -112,6 +114,10 @@ impl BinaryRows {
                 b.extend_from_slice(&8i32.to_be_bytes());
                 b.extend_from_slice(&micros.to_be_bytes());
             }
+            Field::Uuid(id) => {
+                b.extend_from_slice(&16i32.to_be_bytes());
+                b.extend_from_slice(id.as_bytes());
+            }
         }
         Ok(())
     }
@@ -160,21 +166,23 @@ mod tests {
 
     #[test]
     fn a_row_is_its_field_count_then_each_field_length_first() {
-        let mut rows = BinaryRows::new(5, 0);
+        let mut rows = BinaryRows::new(6, 0);
         let at = DateTime::parse_from_rfc3339("2000-01-01T00:00:01.000002Z")
             .unwrap()
             .with_timezone(&Utc);
+        let id = uuid::Uuid::parse_str("01a2345f-c37f-769d-93f7-fbbee9b99a65").unwrap();
         rows.push(&[
             Field::Text("a\tb\\\né"),
             Field::Null,
             Field::Int8(-2),
             Field::Bool(true),
             Field::Timestamptz(at),
+            Field::Uuid(id),
         ])
         .unwrap();
         let bytes = rows.finish();
         let mut want = HEADER.to_vec();
-        want.extend_from_slice(&[0, 5]);
+        want.extend_from_slice(&[0, 6]);
         want.extend_from_slice(&[0, 0, 0, 7]);
         want.extend_from_slice("a\tb\\\né".as_bytes());
         want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
@@ -182,6 +190,11 @@ mod tests {
         want.extend_from_slice(&[0, 0, 0, 1, 1]);
         // 1.000002 s after PostgreSQL's epoch: 1,000,002 µs = 0x0F4242.
         want.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x42]);
+        want.extend_from_slice(&[0, 0, 0, 16]);
+        want.extend_from_slice(&[
+            0x01, 0xa2, 0x34, 0x5f, 0xc3, 0x7f, 0x76, 0x9d, 0x93, 0xf7, 0xfb, 0xbe, 0xe9, 0xb9,
+            0x9a, 0x65,
+        ]);
         want.extend_from_slice(&[0xff, 0xff]);
         assert_eq!(bytes, want);
         assert_eq!(HEADER.len(), 19);

@@ -183,8 +183,8 @@ impl Store {
                 .await?;
             if *table == KEYED_LATER {
                 sqlx::query(&format!(
-                    "CREATE TABLE {}.{} (case_id text NOT NULL, sequence bigint NOT NULL, \
-                     event_id text NOT NULL)",
+                    "CREATE TABLE {}.{} (case_id uuid NOT NULL, sequence bigint NOT NULL, \
+                     event_id uuid NOT NULL)",
                     ident(&schema),
                     ident(PENDING_VOIDS)
                 ))

@@ -691,7 +691,8 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let latest = app.sql(&contact_event(&cases[1], "DESC")).await.unwrap();
     void(cases[1].clone(), latest[0].clone()).await;
-    let voided = "SELECT case_id FROM billing_contacts WHERE contact::jsonb -> 'voided' = 'true'";
+    let voided =
+        "SELECT CAST(case_id AS TEXT) FROM billing_contacts WHERE contact::jsonb -> 'voided' = 'true'";
     let stored = app.store.events_after(LogPosition::START).await.unwrap();
     caught_up(&app, stored).await;
     assert_eq!(
@@ -699,7 +700,8 @@ async fn a_rebuild_is_built_beside_the_live_projection_and_swapped_in() {
         2,
         "two contacts voided"
     );
-    let once = format!("SELECT activity_id FROM billing_contacts WHERE case_id = '{twice}'");
+    let once =
+        format!("SELECT CAST(activity_id AS TEXT) FROM billing_contacts WHERE case_id = '{twice}'");
     assert_eq!(app.sql(&once).await.unwrap().len(), 1, "billed once");
     let floor = row_counts(&app).await;
     let indexes = index_names(&app).await;

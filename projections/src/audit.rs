@@ -110,8 +110,9 @@ pub struct AuditRow {
     pub actor_id: Option<String>,
     pub actor_role: Option<&'static str>,
     pub occurred_at: Option<String>,
-    /// At microsecond precision, as the chain covers it.
-    pub recorded_at: String,
+    /// Written at microsecond precision, as the chain covers it.
+    #[serde(serialize_with = "micros")]
+    pub recorded_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
     pub summary: String,
     pub prev_hash: String,
@@ -130,13 +131,12 @@ pub fn entries(
         let case_id = e.case_id.to_string();
         let payload = e.event.sorted_payload()?;
         let (event_id, bytes) = chain_input_of(&e.event, &case_id, &payload);
-        let prev = heads
-            .get(&case_id)
-            .cloned()
-            .unwrap_or_else(|| GENESIS.to_owned());
-        let hash = chain(&prev, &bytes);
+        let head = heads
+            .entry(case_id.clone())
+            .or_insert_with(|| GENESIS.to_owned());
+        let hash = chain(head, &bytes);
+        let prev = std::mem::replace(head, hash.clone());
         let m = &e.event.metadata;
-        heads.insert(case_id.clone(), hash.clone());
         rows.push(AuditRow {
             case_id,
             sequence: e.event.sequence,
@@ -146,10 +146,7 @@ pub fn entries(
             actor_id: m.actor_id.as_ref().map(ToString::to_string),
             actor_role: m.actor_role.map(|r| r.as_str()),
             occurred_at: m.occurred_at.map(|t| t.to_rfc3339()),
-            recorded_at: e
-                .event
-                .recorded_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            recorded_at: e.event.recorded_at,
             correlation_id: m.correlation_id.clone(),
             summary: summary(&e.event.event_type, &payload),
             prev_hash: prev,
@@ -157,6 +154,11 @@ pub fn entries(
         });
     }
     Ok(rows)
+}
+
+/// A time as the trail writes it: RFC 3339 at microsecond precision, in UTC.
+fn micros<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
 /// A one-line, PHI-free description of an event for the trail.

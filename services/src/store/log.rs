@@ -44,6 +44,22 @@ SELECT txid AS tx, position, aggregate_id, event_id,
  ORDER BY events.txid, events.position
  LIMIT ";
 
+/// The two reads' columns, in the same order; `decode` takes them by place. By name, each
+/// column of each row was a hashed lookup of its name (about 4% of an audit rebuild's samples in
+/// this process, 2026-12-02).
+mod col {
+    pub const TX: usize = 0;
+    pub const POSITION: usize = 1;
+    pub const CASE: usize = 2;
+    pub const EVENT_ID: usize = 3;
+    pub const SEQUENCE: usize = 4;
+    pub const EVENT_TYPE: usize = 5;
+    pub const EVENT_VERSION: usize = 6;
+    pub const RECORDED_AT: usize = 7;
+    pub const PAYLOAD: usize = 8;
+    pub const METADATA: usize = 9;
+}
+
 const SQLITE_READ: &str = "\
 SELECT 0 AS tx, position, aggregate_id, event_id, sequence, event_type, event_version,
        recorded_at, payload, metadata
@@ -77,8 +93,8 @@ impl Store {
                     .map_err(StoreError::from)
                     .and_then(|row| {
                         std::future::ready(decode(&row, |row| {
-                            let Xid8(txid) = row.try_get("tx")?;
-                            let event_id: uuid::Uuid = row.try_get("event_id")?;
+                            let Xid8(txid) = row.try_get(col::TX)?;
+                            let event_id: uuid::Uuid = row.try_get(col::EVENT_ID)?;
                             Ok((txid, EventId::from_uuid(event_id)))
                         }))
                     });
@@ -94,10 +110,10 @@ impl Store {
                     .map_err(StoreError::from)
                     .and_then(|row| {
                         std::future::ready(decode(&row, |row| {
-                            let event_id: String = row.try_get("event_id")?;
+                            let event_id: String = row.try_get(col::EVENT_ID)?;
                             let event_id = EventId::parse(&event_id)
                                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                            Ok((row.try_get("tx")?, event_id))
+                            Ok((row.try_get(col::TX)?, event_id))
                         }))
                     });
                 collect(rows, limit).await
@@ -191,20 +207,20 @@ fn decode<'r, R>(
 ) -> Result<LogEvent, StoreError>
 where
     R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Json<HashMap<String, String>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let corrupt = |e: String| StoreError::Corrupt(e);
-    let case: String = row.try_get("aggregate_id")?;
+    let case: String = row.try_get(col::CASE)?;
     let (txid, event_id) = ids(row)?;
-    let sequence: i64 = row.try_get("sequence")?;
-    let position: i64 = row.try_get("position")?;
+    let sequence: i64 = row.try_get(col::SEQUENCE)?;
+    let position: i64 = row.try_get(col::POSITION)?;
     // As text, unchecked: whoever reads it parses it, and fails on what does not parse.
-    let payload: String = row.try_get("payload")?;
-    let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get("metadata")?;
+    let payload: String = row.try_get(col::PAYLOAD)?;
+    let Json(stored_metadata): Json<HashMap<String, String>> = row.try_get(col::METADATA)?;
     Ok(LogEvent {
         at: LogPosition { txid, position },
         case_id: CaseId::parse(&case).map_err(|e| corrupt(e.to_string()))?,
@@ -212,9 +228,9 @@ where
             event_id,
             sequence: sequence as u64,
             position,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            recorded_at: row.try_get("recorded_at")?,
+            event_type: row.try_get(col::EVENT_TYPE)?,
+            event_version: row.try_get(col::EVENT_VERSION)?,
+            recorded_at: row.try_get(col::RECORDED_AT)?,
             payload,
             metadata: EventMetadata::from_map(&stored_metadata)
                 .map_err(|e| corrupt(e.to_string()))?,

@@ -442,14 +442,6 @@ impl InsertAudit for sqlx::PgConnection {
     ) -> Result<(), StoreError> {
         let mut copy = BinaryRows::new(13, rows.len() * 400);
         for r in rows {
-            let recorded_at = DateTime::parse_from_rfc3339(&r.recorded_at)
-                .map_err(|e| {
-                    StoreError::Unexpected(format!(
-                        "an audit row's recorded_at {:?} is not a time: {e}",
-                        r.recorded_at
-                    ))
-                })?
-                .with_timezone(&Utc);
             copy.push(&[
                 Field::Text(&r.case_id),
                 Field::Int8(sequence_column(r.sequence)?),
@@ -459,7 +451,7 @@ impl InsertAudit for sqlx::PgConnection {
                 Field::from(r.actor_id.as_deref()),
                 Field::from(r.actor_role),
                 Field::from(r.occurred_at.as_deref()),
-                Field::Timestamptz(recorded_at),
+                Field::Timestamptz(r.recorded_at),
                 Field::from(r.correlation_id.as_deref()),
                 Field::Text(&r.summary),
                 Field::Text(&r.prev_hash),

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -104,6 +106,7 @@ impl HttpBench {
             "occurred_at": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
             "minutes": 20, "note": "called the guardian about the next appointment",
             "location": "office"});
+        let requests = Arc::new(Requests::new(&served, &token, &cases, &contact)?);
         let mut rows: Vec<Row> = Vec::new();
         // Beside each row: its round, and the machine's and this process's CPU per operation,
         // in µs.
@@ -180,36 +183,33 @@ impl HttpBench {
                 on_held,
             );
             settle(&raw_pool).await;
-            let (client, base, token, cases, body, per) = (
-                client.clone(),
-                base.clone(),
-                token.clone(),
-                cases.clone(),
-                contact.to_string(),
-                self.cases_per_client,
-            );
+            let mut connections = Vec::with_capacity(clients);
+            for _ in 0..clients {
+                connections.push(Arc::new(tokio::sync::Mutex::new(
+                    connect(served.addr).await?,
+                )));
+            }
+            let (requests, per) = (requests.clone(), self.cases_per_client);
             let measured = run_clients_costed(clients, self.seconds, move |c, n| {
-                let request = client
-                    .post(format!(
-                        "{base}/v1/cases/{}/contacts",
-                        cases[c * per + n % per]
-                    ))
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone());
+                let connection = connections[c].clone();
+                let request = requests.contact(c * per + n % per);
                 async move {
-                    let r = request
-                        .send()
+                    let mut connection = connection.lock().await;
+                    connection.ready().await.map_err(refused)?;
+                    let response = connection.send_request(request).await.map_err(refused)?;
+                    let status = response.status();
+                    let body = response
+                        .into_body()
+                        .collect()
                         .await
-                        .map_err(|e| BenchError::Refused(e.to_string()))?;
-                    if r.status() != reqwest::StatusCode::CREATED {
-                        let status = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        return Err(BenchError::Refused(format!("{status}: {text}")));
+                        .map_err(refused)?
+                        .to_bytes();
+                    if status != hyper::StatusCode::CREATED {
+                        return Err(BenchError::Refused(format!(
+                            "{status}: {}",
+                            String::from_utf8_lossy(&body)
+                        )));
                     }
-                    r.bytes()
-                        .await
-                        .map_err(|e| BenchError::Refused(e.to_string()))?;
                     Ok(())
                 }
             })
@@ -319,6 +319,75 @@ impl HttpBench {
         served.stop().await?;
         Ok(())
     }
+}
+
+/// The contact requests the HTTP phase sends, made once: the clients only clone them, so that
+/// the load generator costs the machine about what `wrk` (which the issue measured with) would,
+/// and the CPU the run measures is the server's.
+struct Requests {
+    /// `/v1/cases/{id}/contacts` for each case.
+    paths: Vec<hyper::Uri>,
+    host: hyper::header::HeaderValue,
+    authorization: hyper::header::HeaderValue,
+    body: bytes::Bytes,
+}
+
+impl Requests {
+    fn new(
+        served: &Served,
+        token: &str,
+        cases: &[String],
+        contact: &Value,
+    ) -> Result<Self, BenchError> {
+        let invalid = |e: &dyn std::fmt::Display| BenchError::Refused(e.to_string());
+        Ok(Self {
+            paths: cases
+                .iter()
+                .map(|id| {
+                    format!("/v1/cases/{id}/contacts")
+                        .parse()
+                        .map_err(|e| invalid(&e))
+                })
+                .collect::<Result<_, _>>()?,
+            host: served.addr.to_string().parse().map_err(|e| invalid(&e))?,
+            authorization: format!("Bearer {token}").parse().map_err(|e| invalid(&e))?,
+            body: bytes::Bytes::from(contact.to_string()),
+        })
+    }
+
+    /// A POST of the contact to the `case`th case.
+    fn contact(&self, case: usize) -> hyper::Request<Full<bytes::Bytes>> {
+        let mut request = hyper::Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = self.paths[case].clone();
+        let headers = request.headers_mut();
+        headers.insert(hyper::header::HOST, self.host.clone());
+        headers.insert(hyper::header::AUTHORIZATION, self.authorization.clone());
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        request
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the server, driven by hyper's connection-level client
+/// (no pool, no URL parsing per request), as `wrk` holds one connection per client.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>, BenchError> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(refused)?;
+    // Ends when `send` is dropped, at the end of the phase.
+    tokio::spawn(connection);
+    Ok(send)
+}
+
+fn refused(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Refused(e.to_string())
 }
 
 /// The middle of sorted `values` (the mean of the two middle ones when their number is even).

@@ -15,6 +15,8 @@ use crate::BenchError;
 pub(crate) struct Served {
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The address the server listens on.
+    pub addr: std::net::SocketAddr,
     /// The admin token the server wrote on first start.
     pub token: String,
     pub client: reqwest::Client,
@@ -44,7 +46,8 @@ impl Served {
         let app = Application::build(config)
             .await
             .map_err(|e| BenchError::Refused(e.to_string()))?;
-        let base = format!("http://{}", app.local_addr());
+        let addr = app.local_addr();
+        let base = format!("http://{addr}");
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?
             .trim()
             .to_owned();
@@ -59,6 +62,7 @@ impl Served {
             .map_err(crate::bench_err)?;
         Ok(Self {
             base,
+            addr,
             token,
             client,
             store,

@@ -637,7 +637,7 @@ impl Store {
         // Event-sourced mode never reads the aggregate on commit: take it instead of cloning.
         let after = std::mem::take(&mut context.aggregate);
         let metadata = metadata.to_map();
-        match on_es!(self, es => es.commit(events, context, metadata.clone()).await) {
+        match on_es!(self, es => es.commit(events, context, metadata).await) {
             Ok(done) => {
                 if let Some(last) = done.last() {
                     self.cache.put(id, after, last.sequence);

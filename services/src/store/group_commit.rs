@@ -46,6 +46,18 @@ const INSERT_EVENTS: &str = "\
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
 
+/// A group of one-event commands (what most groups are) in one plain statement: with one row per
+/// command and no two commands on a stream, a command is stored whole or refused whole by its
+/// row alone, so the function's checks (two claims on one row, a command stored in part) cannot
+/// arise, and the rows returned say which commands were stored.
+const APPEND_SINGLES: &str = "\
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    AS t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+ORDER BY aggregate_type, aggregate_id, sequence
+ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING
+RETURNING aggregate_type, aggregate_id";
+
 const APPEND_COMMANDS: &str =
     "SELECT linkage_append_commands($1, $2, $3, $4, $5, $6, $7, $8) AS refused";
 
@@ -369,6 +381,9 @@ async fn insert_group(
     shared: &Shared,
     group: &[&[SerializedEvent]],
 ) -> Result<Vec<i32>, sqlx::Error> {
+    if let Some(singles) = singles(group) {
+        return insert_singles(shared, &singles).await;
+    }
     let rows = group.iter().map(|events| events.len()).sum();
     let mut commands = Vec::with_capacity(rows);
     let mut types = Vec::with_capacity(rows);
@@ -402,6 +417,52 @@ async fn insert_group(
     shared
         .on_connection(async |c| query.fetch_one(c).await)
         .await
+}
+
+/// The group's events if each of its commands has one event, each on a stream of its own.
+fn singles<'a>(group: &[&'a [SerializedEvent]]) -> Option<Vec<&'a SerializedEvent>> {
+    let mut streams = HashSet::with_capacity(group.len());
+    group
+        .iter()
+        .map(|events| match events {
+            [e] if streams.insert((e.aggregate_type.as_str(), e.aggregate_id.as_str())) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A group of one-event commands on distinct streams (`APPEND_SINGLES`); the numbers of the
+/// commands refused (their row was taken).
+///
+/// The function (`APPEND_COMMANDS`) stored such groups too, at a higher price: in
+/// `pg_stat_statements` over the HTTP benchmark's contacts (2026-12-02, 16 connections), it took
+/// 839 µs of server time per call of about 8 events, 105 µs an event.
+async fn insert_singles(
+    shared: &Shared,
+    events: &[&SerializedEvent],
+) -> Result<Vec<i32>, sqlx::Error> {
+    let texts = |f: fn(&SerializedEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let query = sqlx::query_as::<_, (String, String)>(APPEND_SINGLES)
+        .bind(texts(|e| &e.aggregate_type))
+        .bind(texts(|e| &e.aggregate_id))
+        .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+        .bind(texts(|e| &e.event_type))
+        .bind(texts(|e| &e.event_version))
+        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>());
+    let stored = shared
+        .on_connection(async |c| query.fetch_all(c).await)
+        .await?;
+    let stored: HashSet<(&str, &str)> = stored
+        .iter()
+        .map(|(kind, id)| (kind.as_str(), id.as_str()))
+        .collect();
+    Ok(events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !stored.contains(&(e.aggregate_type.as_str(), e.aggregate_id.as_str())))
+        .map(|(n, _)| n as i32)
+        .collect())
 }
 
 fn persistence_error(e: &sqlx::Error) -> PersistenceError {
@@ -487,5 +548,24 @@ mod tests {
         assert_eq!(group.len(), MAX_GROUP - 1);
         assert_eq!(group[0].events[0].aggregate_id, "case-0");
         assert_eq!(cases(&shared).len(), 1_000 - (MAX_GROUP - 1));
+    }
+
+    #[test]
+    fn only_one_event_commands_on_distinct_streams_take_the_plain_statement() {
+        let (a, b, again) = (command("a"), command("b"), command("a"));
+        let both = [a[0].clone(), a[0].clone()];
+        assert_eq!(
+            singles(&[&a, &b]).map(|e| e.len()),
+            Some(2),
+            "one event each, two streams"
+        );
+        assert!(
+            singles(&[&a, &both]).is_none(),
+            "a command of two events needs the function's all-or-none check"
+        );
+        assert!(
+            singles(&[&a, &again]).is_none(),
+            "two claims on one stream need the function's check"
+        );
     }
 }

@@ -232,6 +232,59 @@ async fn each_command_of_a_group_keeps_its_own_answer() {
         1,
         "the refused statement stored no group"
     );
-    assert_eq!(rows(&pool, "gate-1").await, [1]);
-    assert_eq!(rows(&pool, "gate-2").await, [1]);
+
+    // A group of one-event commands (the usual group, stored by a plain INSERT, not the
+    // function): a command whose row is taken is refused alone, the others are stored.
+    let answers = group_of(
+        &url,
+        &pool,
+        &writers,
+        "gate-3",
+        vec![
+            command("six", 1..=1),
+            command("taken", 1..=1),
+            command("seven", 1..=1),
+        ],
+    )
+    .await;
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(PersistenceError::OptimisticLockError)),
+        "a one-event command whose row is taken is refused alone: {:?}",
+        answers[1]
+    );
+    assert_eq!(rows(&pool, "six").await, [1]);
+    assert_eq!(rows(&pool, "seven").await, [1]);
+    assert_eq!(rows(&pool, "taken").await, [1]);
+    assert_eq!(writers.stats().groups, 2, "one statement stored the group");
+
+    // The same kind of group with a row the database refuses: nothing of the statement is
+    // stored, and each command is written alone.
+    let answers = group_of(
+        &url,
+        &pool,
+        &writers,
+        "gate-4",
+        vec![
+            command("eight", 1..=1),
+            vec![event("bad", usize::MAX)],
+            command("nine", 1..=1),
+        ],
+    )
+    .await;
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(PersistenceError::UnknownError(_))),
+        "{answers:?}"
+    );
+    assert_eq!(rows(&pool, "eight").await, [1]);
+    assert_eq!(rows(&pool, "nine").await, [1]);
+    assert_eq!(
+        writers.stats().groups,
+        2,
+        "the refused statement stored no group"
+    );
+    for gate in ["gate-1", "gate-2", "gate-3", "gate-4"] {
+        assert_eq!(rows(&pool, gate).await, [1]);
+    }
 }

@@ -1,6 +1,7 @@
 //! Group commit on PostgreSQL: the events of concurrent commands are stored together, in one
-//! statement (`linkage_append_commands`, migration 0013), so that they share a transaction, a WAL
-//! flush and a round trip instead of paying for one each.
+//! statement (`linkage_append_commands`, migration 0013; a group of one-event commands on
+//! distinct cases, the usual group, by a plain INSERT, `APPEND_SINGLES`), so that they share a
+//! transaction, a WAL flush and a round trip instead of paying for one each.
 //!
 //! Leaders and followers, with no timer and no task of its own: a command that finds fewer than
 //! `writers` groups being written writes at once, on its own task, together with whatever

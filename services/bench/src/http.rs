@@ -18,6 +18,13 @@ const RAW_INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequ
     event_version, payload, metadata) VALUES ('Raw', $1, $2, 'ContactLogged', '2', $3, '{}')";
 use crate::{row, run_clients_costed, settle, BenchError, CpuSpan, Row, Scratch};
 
+/// The rows of a round, in the order they run: the held-connection INSERT, the pooled raw
+/// INSERT, HTTP, and the pooled raw INSERT again.
+const HELD: &str = "held-connection INSERT (as pgbench)";
+const RAW_BEFORE: &str = "raw single-row INSERT (baseline)";
+const HTTP: &str = "POST /v1/cases/{id}/contacts";
+const RAW_AFTER: &str = "raw single-row INSERT (after HTTP)";
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpBench {
     /// PostgreSQL URL of a role that may create databases (a scratch one is made and dropped)
@@ -29,9 +36,10 @@ pub struct HttpBench {
     /// Seconds per measurement
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Rounds at each number of connections, each the raw INSERT, then the held-connection
-    /// INSERT, then HTTP: each round's HTTP rate is set beside the raw rate measured just before
-    /// it, so a machine whose speed drifts during the run (a busy day) moves both alike
+    /// Rounds at each number of connections, each the held-connection INSERT, the raw INSERT,
+    /// HTTP, and the raw INSERT again: each round's HTTP rate is set beside the mean of the raw
+    /// rates measured just before and just after it, so a machine whose speed drifts during the
+    /// run (a busy day) moves both alike
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Cases each connection cycles through
@@ -129,25 +137,6 @@ impl HttpBench {
             .iter()
             .flat_map(|&c| (1..=rounds).map(move |r| (c, r)))
         {
-            settle(&raw_pool).await;
-            let (pool, run_id2) = (raw_pool.clone(), run_id.clone());
-            let stored = contact.clone();
-            let raw = run_clients_costed(clients, self.seconds, move |c, n| {
-                let pool = pool.clone();
-                let stream = format!("raw-{run_id2}-{clients}-{round}-{c}");
-                let payload = json!({"ContactLogged": stored});
-                async move {
-                    sqlx::query(RAW_INSERT)
-                        .bind(stream)
-                        .bind(n as i64 + 1)
-                        .bind(payload)
-                        .execute(&pool)
-                        .await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            costed("raw single-row INSERT (baseline)", clients, round, raw);
             // The same INSERT with one connection held by each client, as pgbench runs it: sqlx
             // checks a pooled connection with a round trip (a "ping") each time it goes back to
             // the pool, so the pooled baseline pays two round trips an INSERT. Printed beside
@@ -176,12 +165,18 @@ impl HttpBench {
                 }
             })
             .await?;
-            costed(
-                "held-connection INSERT (as pgbench)",
+            costed(HELD, clients, round, on_held);
+            // The pooled raw INSERT just before the HTTP phase, and again just after it (below).
+            settle(&raw_pool).await;
+            let before = raw_inserts(
+                &raw_pool,
                 clients,
-                round,
-                on_held,
-            );
+                self.seconds,
+                format!("raw-{run_id}-{clients}-{round}"),
+                &contact,
+            )
+            .await?;
+            costed(RAW_BEFORE, clients, round, before);
             settle(&raw_pool).await;
             let mut connections = Vec::with_capacity(clients);
             for _ in 0..clients {
@@ -214,7 +209,7 @@ impl HttpBench {
                 }
             })
             .await?;
-            costed("POST /v1/cases/{id}/contacts", clients, round, measured);
+            costed(HTTP, clients, round, measured);
             if !self.without_projections {
                 // Where the projections stood when the clients stopped, and how long they took
                 // to catch up (before the next row starts).
@@ -239,6 +234,16 @@ impl HttpBench {
                     started.elapsed().as_secs_f64()
                 ));
             }
+            settle(&raw_pool).await;
+            let after = raw_inserts(
+                &raw_pool,
+                clients,
+                self.seconds,
+                format!("raw-after-{run_id}-{clients}-{round}"),
+                &contact,
+            )
+            .await?;
+            costed(RAW_AFTER, clients, round, after);
         }
         writeln!(out)?;
         writeln!(
@@ -254,14 +259,31 @@ impl HttpBench {
             "machine µs/op",
             "process µs/op"
         )?;
-        // The row of `prefix` at `clients` connections in `round`, with its costs.
-        let find = |prefix: &str, clients: usize, round: usize| {
+        // The row `label` at `clients` connections in `round`, with its costs.
+        let find = |label: &str, clients: usize, round: usize| {
             rows.iter()
                 .zip(&costs)
-                .find(|(r, c)| r.clients == clients && c.0 == round && r.label.starts_with(prefix))
+                .find(|(r, c)| r.clients == clients && c.0 == round && r.label == label)
+        };
+        // The raw INSERT's rate around a round's HTTP phase: the mean of the runs just before
+        // and just after it, so that a machine whose speed drifts during the round (a busy day)
+        // moves the baseline as it moves the HTTP rate.
+        let bracket = |clients: usize, round: usize| {
+            let before = find(RAW_BEFORE, clients, round)?;
+            let after = find(RAW_AFTER, clients, round)?;
+            Some((
+                (before.0.ops_per_sec + after.0.ops_per_sec) / 2.0,
+                (before.1 .1 + after.1 .1) / 2.0,
+                before.0.ops_per_sec,
+                after.0.ops_per_sec,
+            ))
         };
         for (r, &(round, machine, process)) in rows.iter().zip(&costs) {
-            let base = find("raw", r.clients, round).map_or(f64::NAN, |(b, _)| b.ops_per_sec);
+            let base = match r.label.as_str() {
+                HTTP => bracket(r.clients, round).map(|b| b.0),
+                _ => find(RAW_BEFORE, r.clients, round).map(|(b, _)| b.ops_per_sec),
+            }
+            .unwrap_or(f64::NAN);
             writeln!(
                 out,
                 "{:<36} {:>7} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>11.0}% {:>14.0} {:>14.0}",
@@ -280,35 +302,42 @@ impl HttpBench {
             // Each round's ratios; on a saturated machine the rates stand in the inverse ratio
             // of the machine's CPU per operation, which varies less from run to run than the
             // rates do.
-            let mut vs_raw = Vec::new();
+            let (mut vs_raw, mut vs_before) = (Vec::new(), Vec::new());
             for round in 1..=rounds {
-                let (Some((http, h)), Some((raw, b)), Some((held, _))) = (
-                    find("POST", clients, round),
-                    find("raw", clients, round),
-                    find("held", clients, round),
+                let (Some((http, h)), Some((raw, raw_cpu, before, after)), Some((held, _))) = (
+                    find(HTTP, clients, round),
+                    bracket(clients, round),
+                    find(HELD, clients, round),
                 ) else {
                     continue;
                 };
-                vs_raw.push(100.0 * http.ops_per_sec / raw.ops_per_sec);
+                vs_raw.push(100.0 * http.ops_per_sec / raw);
+                vs_before.push(100.0 * http.ops_per_sec / before);
                 writeln!(
                     out,
-                    "{clients:>2} connections, round {round}: HTTP contacts at {:.0}% of raw INSERT, {:.0}% of the \
-                     held-connection INSERT; an HTTP contact costs the machine {:.0} µs of CPU, {:.2}x a raw INSERT's {:.0} µs",
-                    100.0 * http.ops_per_sec / raw.ops_per_sec,
+                    "{clients:>2} connections, round {round}: HTTP contacts at {:.0}% of raw INSERT (the mean of \
+                     {before:.0}/s before and {after:.0}/s after: {:.0}% and {:.0}% of each), {:.0}% of the held-connection \
+                     INSERT; an HTTP contact costs the machine {:.0} µs of CPU, {:.2}x a raw INSERT's {:.0} µs",
+                    100.0 * http.ops_per_sec / raw,
+                    100.0 * http.ops_per_sec / before,
+                    100.0 * http.ops_per_sec / after,
                     100.0 * http.ops_per_sec / held.ops_per_sec,
                     h.1,
-                    h.1 / b.1,
-                    b.1
+                    h.1 / raw_cpu,
+                    raw_cpu
                 )?;
             }
             vs_raw.sort_by(f64::total_cmp);
+            vs_before.sort_by(f64::total_cmp);
             if let (Some(low), Some(high)) = (vs_raw.first(), vs_raw.last()) {
                 writeln!(
                     out,
                     "{clients:>2} connections: HTTP contacts at {:.0}% of raw INSERT (median of {} rounds; \
-                     lowest {low:.0}%, highest {high:.0}%; target at 16 >= 60%)",
+                     lowest {low:.0}%, highest {high:.0}%; target at 16 >= 60%); {:.0}% against the raw INSERT \
+                     before each round alone (as measured until 2026-12-02)",
                     median(&vs_raw),
-                    vs_raw.len()
+                    vs_raw.len(),
+                    median(&vs_before)
                 )?;
             }
         }
@@ -384,6 +413,32 @@ async fn connect(
     // Ends when `send` is dropped, at the end of the phase.
     tokio::spawn(connection);
     Ok(send)
+}
+
+/// The pooled raw INSERT at `clients` connections for `seconds`, each client on a stream of its
+/// own named after `streams`.
+async fn raw_inserts(
+    pool: &sqlx::PgPool,
+    clients: usize,
+    seconds: u64,
+    streams: String,
+    contact: &Value,
+) -> Result<(f64, hdrhistogram::Histogram<u64>, CpuSpan), BenchError> {
+    let (pool, payload) = (pool.clone(), json!({"ContactLogged": contact}));
+    run_clients_costed(clients, seconds, move |c, n| {
+        let (pool, payload) = (pool.clone(), payload.clone());
+        let stream = format!("{streams}-{c}");
+        async move {
+            sqlx::query(RAW_INSERT)
+                .bind(stream)
+                .bind(n as i64 + 1)
+                .bind(payload)
+                .execute(&pool)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 fn refused(e: impl std::fmt::Display) -> BenchError {

@@ -130,6 +130,15 @@ impl InsertContacts for sqlx::SqliteConnection {
     }
 }
 
+/// A case's header as the header upserts read it (a JSON array of these): serialized straight
+/// from the state, with no `serde_json::Value` tree built first.
+#[derive(serde::Serialize)]
+struct CaseUpsert<'a> {
+    case_id: &'a str,
+    agency: &'a str,
+    state: &'a BillingCase,
+}
+
 /// A case id as `billing_contacts` keeps it on PostgreSQL (a `uuid`, migration 0022).
 fn case_uuid(case_id: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(case_id)
@@ -271,13 +280,20 @@ impl BillingFold {
 macro_rules! write_billing {
     ($tx:ident, $sql:expr, $folded:expr, $bulk:expr) => {{
         let f = &$folded;
-        let rows: Vec<_> = f
+        let rows: Vec<CaseUpsert> = f
             .headers
             .iter()
             .zip(&f.agencies)
-            .map(|((id, case), agency)| serde_json::json!({"case_id": id, "agency": agency, "state": case}))
+            .map(|((case_id, state), agency)| CaseUpsert {
+                case_id,
+                agency,
+                state,
+            })
             .collect();
-        sqlx::query($sql.upsert).bind(Json(&rows)).execute(&mut *$tx).await?;
+        sqlx::query($sql.upsert)
+            .bind(Json(&rows))
+            .execute(&mut *$tx)
+            .await?;
         if $bulk && !f.contacts.is_empty() {
             // About 470 bytes a row, most of it the contact's JSON: room for all in one go.
             let mut copy = BinaryRows::new(6, f.contacts.len() * 512);
@@ -321,7 +337,10 @@ macro_rules! write_billing {
                     agency: f.agencies[at].clone(),
                 })
                 .collect();
-            sqlx::query($sql.months).bind(Json(&months)).execute(&mut *$tx).await?;
+            sqlx::query($sql.months)
+                .bind(Json(&months))
+                .execute(&mut *$tx)
+                .await?;
         }
         if $bulk && !f.voids.is_empty() {
             // The contact rows' key is built when they are all in (`green::KEYED_LATER`): the
@@ -337,7 +356,10 @@ macro_rules! write_billing {
             CopyIn::copy_binary(&mut *$tx, COPY_PENDING_VOIDS, copy).await?;
         } else if !f.voids.is_empty() {
             let voids = CaseRow::each(&f.headers, &f.voids);
-            sqlx::query($sql.voids).bind(Json(&voids)).execute(&mut *$tx).await?;
+            sqlx::query($sql.voids)
+                .bind(Json(&voids))
+                .execute(&mut *$tx)
+                .await?;
         }
     }};
 }

@@ -269,10 +269,53 @@ pub async fn step_together(
     store: &Store,
     projections: &[&dyn Projection],
 ) -> Vec<Result<Stepped, ProjectionError>> {
+    step_from_known(store, projections, &mut Known::default()).await
+}
+
+/// Where each projection's checkpoint stood after this engine's last step of it, as far as
+/// this engine knows: a step starts from there without reading the checkpoint (four round
+/// trips a step saved, about 150 steps a second under load). Knowledge is only a guess at
+/// where to read from: the claim compares it with the checkpoint inside the batch's
+/// transaction, so a checkpoint another replica moved (or stopped, or reset) makes the step
+/// `Lost`, and the next step reads the checkpoint again.
+#[derive(Debug, Default)]
+pub struct Known(HashMap<&'static str, LogPosition>);
+
+impl Known {
+    /// After a step of `name` that read up to `to`: applied, the checkpoint stands at `to`;
+    /// anything else (lost to another applier, failed), it is read again next time.
+    fn note(
+        &mut self,
+        name: &'static str,
+        result: &Result<Stepped, ProjectionError>,
+        to: LogPosition,
+    ) {
+        match result {
+            Ok(Stepped::Applied(_)) => {
+                self.0.insert(name, to);
+            }
+            Ok(Stepped::Lost) | Err(_) => {
+                self.0.remove(name);
+            }
+        }
+    }
+}
+
+/// `step_together`, starting each projection from where `known` has it (reading the
+/// checkpoint of any other), and keeping `known` up to date.
+pub async fn step_from_known(
+    store: &Store,
+    projections: &[&dyn Projection],
+    known: &mut Known,
+) -> Vec<Result<Stepped, ProjectionError>> {
     let mut results: Vec<Option<Result<Stepped, ProjectionError>>> =
         projections.iter().map(|_| None).collect();
     let mut waiting: Vec<(usize, LogPosition)> = Vec::new();
     for (i, projection) in projections.iter().enumerate() {
+        if let Some(&at) = known.0.get(projection.name()) {
+            waiting.push((i, at));
+            continue;
+        }
         match standing(store, *projection).await {
             Ok(from) => waiting.push((i, from)),
             Err(e) => results[i] = Some(Err(e)),
@@ -287,19 +330,24 @@ pub async fn step_together(
         {
             Ok(batch) if store.has_one_writer() => {
                 // SQLite: one writer at a time, so one projection's transaction at a time.
+                let to = batch.last().map_or(from, |e| e.at);
                 for (i, _) in here {
-                    results[i] = Some(apply(store, projections[i], from, &batch).await);
+                    let result = apply(store, projections[i], from, &batch).await;
+                    known.note(projections[i].name(), &result, to);
+                    results[i] = Some(result);
                 }
             }
             Ok(batch) => {
                 // PostgreSQL: the projections apply the batch side by side, so that none waits
                 // for the others' transactions (see `step_together`).
+                let to = batch.last().map_or(from, |e| e.at);
                 let applied = futures::future::join_all(
                     here.iter()
                         .map(|(i, _)| apply(store, projections[*i], from, &batch)),
                 )
                 .await;
                 for ((i, _), result) in here.into_iter().zip(applied) {
+                    known.note(projections[i].name(), &result, to);
                     results[i] = Some(result);
                 }
             }
@@ -309,6 +357,7 @@ pub async fn step_together(
                 let message = e.to_string();
                 let mut error = Some(e);
                 for (i, _) in here {
+                    known.0.remove(projections[i].name());
                     let e = error
                         .take()
                         .unwrap_or_else(|| StoreError::Unavailable(message.clone()));
@@ -530,6 +579,7 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
     let mut stopped: Vec<&str> = Vec::new();
     let mut moved = store.log_moved();
     let mut chase: Option<Duration> = None;
+    let mut known = Known::default();
     loop {
         let mut busy = false;
         if checked.is_none_or(|at| at.elapsed() >= LEASE_CHECK) {
@@ -543,7 +593,7 @@ pub async fn run(store: Arc<Store>, idle: Duration, mut stop: watch::Receiver<bo
             .copied()
             .filter(|p| !stopped.contains(&p.name()) && leases.holds(p.name()))
             .collect();
-        let results = step_together(&store, &running).await;
+        let results = step_from_known(&store, &running, &mut known).await;
         for (projection, result) in running.iter().zip(results) {
             let name = projection.name();
             match result {

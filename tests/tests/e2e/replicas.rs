@@ -272,6 +272,86 @@ async fn projections_step_together(backend: Backend) {
 
 linkage_tests::both_backends!(step_together, projections_step_together);
 
+/// An engine steps from where it last left each checkpoint, without reading it; when another
+/// applier moved a checkpoint meanwhile, the engine's step is lost (nothing written), and its
+/// next step reads the checkpoint and applies exactly the events after it: none twice, none
+/// skipped.
+async fn stale_known_checkpoints_lose_the_step_and_then_apply_what_follows(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let cases = cases_with_calls(&app, &t, 2, 2).await;
+    log_shows(&app, 8).await;
+    let steps = |results: Vec<Result<projector::Stepped, projector::ProjectionError>>| {
+        results
+            .into_iter()
+            .map(|r| r.expect("a step"))
+            .collect::<Vec<_>>()
+    };
+    let mut known = projector::Known::default();
+    use projector::Stepped::{Applied, Lost};
+    assert_eq!(
+        steps(projector::step_from_known(&app.store, PROJECTIONS, &mut known).await),
+        [Applied(8); 4]
+    );
+    // Another applier (an engine that knows nothing) moves every checkpoint past a contact.
+    let contact = |n: u32| {
+        let (app, t, case) = (&app, &t, cases[0].clone());
+        async move {
+            let (s, b) = app
+                .post(&format!("/v1/cases/{case}/contacts"), t, &call(n, 25))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+        }
+    };
+    contact(3).await;
+    log_shows(&app, 9).await;
+    assert_eq!(
+        steps(projector::step_together(&app.store, PROJECTIONS).await),
+        [Applied(1); 4]
+    );
+    contact(4).await;
+    log_shows(&app, 10).await;
+    assert_eq!(
+        steps(projector::step_from_known(&app.store, PROJECTIONS, &mut known).await),
+        [Lost; 4],
+        "the engine read from where it had left the checkpoints, which had moved"
+    );
+    assert_eq!(
+        steps(projector::step_from_known(&app.store, PROJECTIONS, &mut known).await),
+        [Applied(1); 4],
+        "then only the event after the moved checkpoints"
+    );
+    assert_eq!(
+        steps(projector::step_from_known(&app.store, PROJECTIONS, &mut known).await),
+        [Applied(0); 4]
+    );
+    for p in PROJECTIONS {
+        let c = app
+            .store
+            .checkpoint(services::store::Work::Projections, p.name())
+            .await
+            .unwrap();
+        assert_eq!(c.events, 10, "{}", p.name());
+    }
+    let ids = app.store.case_ids().await.unwrap();
+    let states = app.store.billing_states(&ids).await.unwrap();
+    let mut contacts: Vec<usize> = states.values().map(|s| s.contacts.len()).collect();
+    contacts.sort_unstable();
+    assert_eq!(contacts, [2, 4], "each contact once in billing");
+    let report = projector::verify(&app.store, None).await.unwrap();
+    assert!(
+        report.broken.is_empty() && report.pending == 0 && report.entries == 10,
+        "{report:?}"
+    );
+}
+
+linkage_tests::both_backends!(
+    stale_known,
+    stale_known_checkpoints_lose_the_step_and_then_apply_what_follows
+);
+
 /// With a poll period far longer than the test may take, only a wake-up can bring the
 /// projections up to date: a commit in the process itself (both stores), or on another replica
 /// (PostgreSQL: NOTIFY).

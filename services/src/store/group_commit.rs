@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
 use super::is_code;
@@ -347,22 +348,10 @@ async fn insert(shared: &Shared, events: &[SerializedEvent]) -> Result<(), Persi
             .bind(&e.event_version)
             .bind(&e.payload)
             .bind(&e.metadata),
-        _ => {
-            let col = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
-            sqlx::query(INSERT_EVENTS)
-                .bind(col(|e| e.aggregate_type.clone()))
-                .bind(col(|e| e.aggregate_id.clone()))
-                .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-                .bind(col(|e| e.event_type.clone()))
-                .bind(col(|e| e.event_version.clone()))
-                .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-                .bind(
-                    events
-                        .iter()
-                        .map(|e| e.metadata.clone())
-                        .collect::<Vec<_>>(),
-                )
-        }
+        _ => sqlx::query_with(
+            INSERT_EVENTS,
+            event_columns(events.iter()).map_err(|e| persistence_error(&e))?,
+        ),
     };
     shared
         .on_connection(async |c| query.execute(c).await)
@@ -444,15 +433,10 @@ async fn insert_singles(
     shared: &Shared,
     events: &[&SerializedEvent],
 ) -> Result<Vec<i32>, sqlx::Error> {
-    let texts = |f: fn(&SerializedEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
-    let query = sqlx::query_as::<_, (String, String)>(APPEND_SINGLES)
-        .bind(texts(|e| &e.aggregate_type))
-        .bind(texts(|e| &e.aggregate_id))
-        .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-        .bind(texts(|e| &e.event_type))
-        .bind(texts(|e| &e.event_version))
-        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>());
+    let query = sqlx::query_as_with::<_, (String, String), _>(
+        APPEND_SINGLES,
+        event_columns(events.iter().copied())?,
+    );
     let stored = shared
         .on_connection(async |c| query.fetch_all(c).await)
         .await?;
@@ -466,6 +450,29 @@ async fn insert_singles(
         .filter(|(_, e)| !stored.contains(&(e.aggregate_type.as_str(), e.aggregate_id.as_str())))
         .map(|(n, _)| n as i32)
         .collect())
+}
+
+/// `events` as the `UNNEST` statements (`INSERT_EVENTS`, `APPEND_SINGLES`) take them: one array
+/// per column, in the events table's order, borrowed from the events.
+fn event_columns<'a>(
+    events: impl Iterator<Item = &'a SerializedEvent> + Clone,
+) -> Result<PgArguments, sqlx::Error> {
+    let texts = |f: fn(&SerializedEvent) -> &str| events.clone().map(f).collect::<Vec<_>>();
+    let mut columns = PgArguments::default();
+    let add = |column: Result<(), sqlx::error::BoxDynError>| column.map_err(sqlx::Error::Encode);
+    add(columns.add(texts(|e| &e.aggregate_type)))?;
+    add(columns.add(texts(|e| &e.aggregate_id)))?;
+    add(columns.add(
+        events
+            .clone()
+            .map(|e| e.sequence as i64)
+            .collect::<Vec<_>>(),
+    ))?;
+    add(columns.add(texts(|e| &e.event_type)))?;
+    add(columns.add(texts(|e| &e.event_version)))?;
+    add(columns.add(events.clone().map(|e| &e.payload).collect::<Vec<_>>()))?;
+    add(columns.add(events.map(|e| &e.metadata).collect::<Vec<_>>()))?;
+    Ok(columns)
 }
 
 fn persistence_error(e: &sqlx::Error) -> PersistenceError {

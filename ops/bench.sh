@@ -7,6 +7,7 @@
 # Usage: ops/bench.sh [append|projections|relay|billing|http|costs] [options of `linkage-bench NAME`]
 #   ops/bench.sh append --seconds 10
 #   ops/bench.sh http --clients 1,16
+#   ops/bench.sh http --contend 1          (a busy day: a thread spinning on one core throughout)
 #   ops/bench.sh projections --events 1000000
 #   ops/bench.sh relay --events 1000000
 #   ops/bench.sh billing --lines 1000000

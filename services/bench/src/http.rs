@@ -49,6 +49,11 @@ pub struct HttpBench {
     /// target is measured with them running, as a server runs)
     #[arg(long)]
     pub without_projections: bool,
+    /// Threads spinning on the CPU throughout the rounds, at the benchmark's own priority: a busy
+    /// day made reproducible (one spinning thread takes one core's worth from the baseline and
+    /// HTTP alike). Their CPU time is left out of the CPU columns
+    #[arg(long, default_value_t = 0)]
+    pub contend: usize,
 }
 
 impl HttpBench {
@@ -115,6 +120,17 @@ impl HttpBench {
             "minutes": 20, "note": "called the guardian about the next appointment",
             "location": "office"});
         let requests = Arc::new(Requests::new(&served, &token, &cases, &contact)?);
+        let contention = match self.contend {
+            0 => None,
+            threads => {
+                writeln!(
+                    out,
+                    "{threads} thread(s) spinning on the CPU throughout the rounds (a busy day); \
+                     the CPU columns leave their time out"
+                )?;
+                Some(crate::Contention::start(threads)?)
+            }
+        };
         let mut rows: Vec<Row> = Vec::new();
         // Beside each row: its round, and the machine's and this process's CPU per operation,
         // in µs.
@@ -245,6 +261,7 @@ impl HttpBench {
             .await?;
             costed(RAW_AFTER, clients, round, after);
         }
+        drop(contention);
         writeln!(out)?;
         writeln!(
             out,

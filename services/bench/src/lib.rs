@@ -26,12 +26,14 @@ use services::startup::AppState;
 use services::store::{Commit, Store};
 
 mod billing;
+mod contend;
 mod costs;
 mod http;
 mod projection;
 mod relay;
 mod serve;
 pub use billing::BillingBench;
+pub use contend::{spinning_threads, Contention};
 pub use costs::CostBench;
 pub use http::HttpBench;
 pub use projection::ProjectionBench;
@@ -787,10 +789,12 @@ pub(crate) fn swap_database(url: &str, db: &str) -> String {
 }
 
 /// CPU time spent between two points: this process's (user and system) and the whole machine's,
-/// from `/proc` (zero where there is none).
+/// from `/proc` (zero where there is none), leaving out the time of any threads spinning to
+/// contend for the CPU (`Contention`).
 pub(crate) struct CpuSpent {
     process_ticks: u64,
     machine: (u64, u64),
+    spun: u64,
 }
 
 /// Clock ticks per second of `/proc`'s CPU times (USER_HZ, 100 on Linux).
@@ -801,15 +805,19 @@ impl CpuSpent {
         Self {
             process_ticks: process_ticks(),
             machine: machine_ticks(),
+            spun: contend::spinner_ticks(),
         }
     }
 
     pub(crate) fn stop(self) -> CpuSpan {
         let (busy, total) = machine_ticks();
+        let spun = contend::spinner_ticks().saturating_sub(self.spun);
         CpuSpan {
-            process_secs: process_ticks().saturating_sub(self.process_ticks) as f64
+            process_secs: process_ticks()
+                .saturating_sub(self.process_ticks)
+                .saturating_sub(spun) as f64
                 / TICKS_PER_SECOND,
-            machine_busy: busy.saturating_sub(self.machine.0) as f64,
+            machine_busy: busy.saturating_sub(self.machine.0).saturating_sub(spun) as f64,
             machine_total: total.saturating_sub(self.machine.1) as f64,
         }
     }
@@ -841,7 +849,12 @@ impl CpuSpan {
 
 /// utime + stime of this process, in ticks.
 fn process_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_ticks(std::path::Path::new("/proc/self/stat"))
+}
+
+/// utime + stime from a process's or thread's `/proc` stat file, in ticks (0 if unreadable).
+fn stat_ticks(path: &std::path::Path) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -873,6 +886,32 @@ fn machine_ticks() -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    /// Spinning threads' CPU time is left out of a span's figures: with the test's own thread
+    /// asleep, the span's process time is what the rest of the process spent, far below what
+    /// the spinner alone spent.
+    #[test]
+    fn cpu_spans_leave_the_spinning_threads_out() {
+        let contention = super::Contention::start(1).expect("a spinner starts");
+        assert_eq!(super::spinning_threads(), 1);
+        let spent = super::CpuSpent::start();
+        let from = super::contend::spinner_ticks();
+        // At least 0.3 s of the spinner's CPU time, however long the machine takes to give it.
+        let mut waited = 0;
+        while super::contend::spinner_ticks() < from + 30 {
+            waited += 1;
+            assert!(waited < 3_000, "the spinner's CPU time is not counted");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let span = spent.stop();
+        drop(contention);
+        assert_eq!(super::spinning_threads(), 0, "the spinner stops");
+        assert!(
+            span.process_secs < 0.15,
+            "the span counts {} s of process time, the spinner's 0.3 s included",
+            span.process_secs
+        );
+    }
+
     #[test]
     fn the_scratch_database_replaces_the_path() {
         assert_eq!(

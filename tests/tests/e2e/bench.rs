@@ -306,10 +306,17 @@ async fn bench_http_sets_each_round_beside_the_raw_insert_measured_around_it() {
         cases_per_client: 2,
         without_projections: false,
         rounds: 2,
+        // A busy day: one thread spins throughout the rounds, and stops with them.
+        contend: 1,
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
     let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains("1 thread(s) spinning on the CPU throughout the rounds"),
+        "{report}"
+    );
+    assert_eq!(linkage_bench::spinning_threads(), 0, "the spinner stopped");
     // Every workload once per round, with a rate, and its ratio to that round's raw INSERT.
     let mut ratios = Vec::new();
     for round in ["1", "2"] {

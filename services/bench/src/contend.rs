@@ -28,23 +28,23 @@ pub struct Contention {
 impl Contention {
     /// Starts `threads` spinning threads; returns once each is spinning and counted.
     pub fn start(threads: usize) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
+        // Built first, so that the threads already started stop if a later one cannot start.
+        let mut contention = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::with_capacity(threads),
+        };
         let (started, running) = std::sync::mpsc::channel();
-        let mut handles = Vec::with_capacity(threads);
         for _ in 0..threads {
-            let (stop, started) = (stop.clone(), started.clone());
-            handles.push(
+            let (stop, started) = (contention.stop.clone(), started.clone());
+            contention.threads.push(
                 std::thread::Builder::new()
                     .name(SPINNER_NAME.into())
                     .spawn(move || spin(&stop, &started))?,
             );
         }
-        let contention = Self {
-            stop,
-            threads: handles,
-        };
+        // Only the threads hold senders now: a thread gone before it said so ends the wait.
+        drop(started);
         for _ in 0..threads {
-            // A thread that could not find its own stat file is counted as none.
             let _ = running.recv();
         }
         Ok(contention)

@@ -52,6 +52,12 @@ pub struct Config {
     pub run_projections: bool,
     /// How long an idle projection waits before polling the log again, in milliseconds.
     pub projection_poll_ms: u64,
+    /// While the log keeps moving, the projection engine starts a step at most once in this
+    /// many milliseconds (`LINKAGE_PROJECTION_STEP_PERIOD_MS`): events that arrive meanwhile
+    /// wait and are applied together, so each step's fixed costs (its transactions, per-case
+    /// rows) are shared by more events. A step after an idle spell starts at once, and a step
+    /// that read a full batch is followed at once; 0 steps back to back. See `projector::pace`.
+    pub projection_step_period_ms: u64,
     /// Caseload limits per program and the thresholds behind caseload flags
     /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).
     pub caseload: projections::caseload::Thresholds,
@@ -111,6 +117,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             run_projections: true,
             projection_poll_ms: 50,
+            projection_step_period_ms: crate::projector::STEP_PERIOD_MS,
             caseload: projections::caseload::Thresholds::default(),
             time_zone: None,
             agency_time_zones: Default::default(),
@@ -220,6 +227,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("run_projections", &self.run_projections)
             .field("projection_poll_ms", &self.projection_poll_ms)
+            .field("projection_step_period_ms", &self.projection_step_period_ms)
             .field("caseload", &self.caseload)
             .field("audit_anchor", &self.audit_anchor)
             .field("time_zone", &self.time_zone)

@@ -169,8 +169,15 @@ impl Application {
         let store = self.state.store.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let projector = self.state.config.run_projections.then(|| {
-            let idle = std::time::Duration::from_millis(self.state.config.projection_poll_ms);
-            tokio::spawn(crate::projector::run(store.clone(), idle, stop_rx.clone()))
+            let config = &self.state.config;
+            let idle = std::time::Duration::from_millis(config.projection_poll_ms);
+            let period = std::time::Duration::from_millis(config.projection_step_period_ms);
+            tokio::spawn(crate::projector::run(
+                store.clone(),
+                idle,
+                period,
+                stop_rx.clone(),
+            ))
         });
         // Other replicas' commits wake this one's log followers, and this one's wake theirs.
         let wakeups = tokio::spawn({

@@ -111,7 +111,7 @@ impl CostBench {
         out: &mut impl Write,
     ) -> Result<(), BenchError> {
         // The projections are caught up between sizes, not while the probes run.
-        let served = Served::start(url, false, 32).await?;
+        let served = Served::start(url, false, 32, |_| {}).await?;
         let store = served.store.clone();
         let services = case_services()?;
         let state = bench_state(&store, &services)?;

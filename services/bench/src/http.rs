@@ -49,6 +49,10 @@ pub struct HttpBench {
     /// target is measured with them running, as a server runs)
     #[arg(long)]
     pub without_projections: bool,
+    /// The server's projection step period (`Config::projection_step_period_ms`; 0 steps back
+    /// to back)
+    #[arg(long, default_value_t = services::projector::STEP_PERIOD_MS)]
+    pub step_period_ms: u64,
     /// Threads spinning on the CPU throughout the rounds, at the benchmark's own priority: a busy
     /// day made reproducible (one spinning thread takes one core's worth from the baseline and
     /// HTTP alike). Their CPU time is left out of the CPU columns
@@ -73,7 +77,11 @@ impl HttpBench {
     ) -> Result<(), BenchError> {
         let max_clients = self.clients.iter().copied().max().unwrap_or(1);
         let rounds = self.rounds.max(1);
-        let served = Served::start(url, !self.without_projections, max_clients * 2).await?;
+        let period = self.step_period_ms;
+        let served = Served::start(url, !self.without_projections, max_clients * 2, |c| {
+            c.projection_step_period_ms = period;
+        })
+        .await?;
         let (base, token, client, store) = (
             served.base.clone(),
             served.token.clone(),
@@ -83,10 +91,14 @@ impl HttpBench {
         writeln!(
             out,
             "linkage-bench http: PostgreSQL {version} (fsync {fsync}), {} rounds of {} s per row after 0.5 s warm-up, \
-             {} CPUs; the server and the HTTP clients share this process",
+             {} CPUs; the server and the HTTP clients share this process; projections {}",
             rounds,
             self.seconds,
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            match self.without_projections {
+                true => "off".to_owned(),
+                false => format!("on, step period {period} ms"),
+            }
         )?;
         let today = chrono::Utc::now().date_naive();
         let mut cases = Vec::new();
@@ -194,6 +206,10 @@ impl HttpBench {
             .await?;
             costed(RAW_BEFORE, clients, round, before);
             settle(&raw_pool).await;
+            // The projections' lag is measured over this phase and its catch-up only.
+            for name in services::projector::names() {
+                store.applied_lag().take(name);
+            }
             let mut connections = Vec::with_capacity(clients);
             for _ in 0..clients {
                 connections.push(Arc::new(tokio::sync::Mutex::new(
@@ -243,11 +259,25 @@ impl HttpBench {
                     .iter()
                     .map(|(name, n)| format!("{name} {n}"))
                     .collect();
+                // Commit to applied, every event of the phase (`projector::AppliedLag`).
+                let applied: Vec<String> = services::projector::names()
+                    .into_iter()
+                    .filter_map(|name| {
+                        let h = store.applied_lag().take(name)?;
+                        Some(format!(
+                            "{name} {}/{}/{}",
+                            h.value_at_quantile(0.5),
+                            h.value_at_quantile(0.99),
+                            h.max()
+                        ))
+                    })
+                    .collect();
                 lag.push(format!(
                     "{clients:>2} connections, round {round}: when the clients stopped, the projections were behind by \
-                     {} events; caught up {:.1} s later",
+                     {} events; caught up {:.1} s later; lag p50/p99/max ms: {}",
                     behind.join(", "),
-                    started.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64(),
+                    applied.join(", ")
                 ));
             }
             settle(&raw_pool).await;

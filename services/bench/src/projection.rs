@@ -45,6 +45,11 @@ pub struct ProjectionBench {
     /// measured (beside `rate`)
     #[arg(long, default_value_t = 0.5)]
     pub fraction: f64,
+    /// The projection engine's step periods to measure lag with, each at each rate, in the same
+    /// run (`Config::projection_step_period_ms`; 0 steps back to back): `40,0` sets the default
+    /// beside steps without a period
+    #[arg(long, value_delimiter = ',', default_values_t = [projector::STEP_PERIOD_MS])]
+    pub step_period_ms: Vec<u64>,
     /// Rebuild only these projections (comma-separated names); all by default
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -248,8 +253,9 @@ impl ProjectionBench {
         )?;
         writeln!(
             out,
-            "{:>8} {:>10} {:>9}  {:<14} {:>8} {:>7} {:>7} {:>7}",
+            "{:>8} {:>9} {:>10} {:>9}  {:<14} {:>8} {:>7} {:>7} {:>7}",
             "asked/s",
+            "period ms",
             "achieved/s",
             "achieved",
             "projection",
@@ -262,7 +268,10 @@ impl ProjectionBench {
             ((capacity * self.fraction).round() as u64).max(1),
             self.rate,
         ];
-        for rate in asked {
+        for (rate, period) in asked
+            .into_iter()
+            .flat_map(|rate| self.step_period_ms.iter().map(move |&p| (rate, p)))
+        {
             let targets = fresh_cases(store, services).await?;
             // Start from a caught-up log (the capacity run, the last rate and the fresh cases
             // left a backlog). One catch-up can stop short of the log's end: it reads only
@@ -295,6 +304,7 @@ impl ProjectionBench {
             let runner = tokio::spawn(projector::run(
                 store.clone(),
                 Duration::from_millis(50),
+                Duration::from_millis(period),
                 stop_rx,
             ));
             let achieved = commands_at_rate(
@@ -325,7 +335,7 @@ impl ProjectionBench {
                     .unwrap_or_else(|| Histogram::new(3).expect("an empty histogram"));
                 writeln!(
                     out,
-                    "{rate:>8} {achieved:>10.0} {:>8.1}%  {name:<14} {:>8} {:>7} {:>7} {:>7}",
+                    "{rate:>8} {period:>9} {achieved:>10.0} {:>8.1}%  {name:<14} {:>8} {:>7} {:>7} {:>7}",
                     100.0 * achieved / rate as f64,
                     h.len(),
                     h.value_at_quantile(0.5),

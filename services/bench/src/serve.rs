@@ -28,21 +28,24 @@ pub(crate) struct Served {
 
 impl Served {
     /// Starts a server on the database at `url`, with or without its projection engine, and an
-    /// HTTP client that keeps up to `connections` idle keep-alive connections.
+    /// HTTP client that keeps up to `connections` idle keep-alive connections. `tweak` sets
+    /// anything else of the server's configuration.
     pub(crate) async fn start(
         url: &str,
         run_projections: bool,
         connections: usize,
+        tweak: impl FnOnce(&mut Config),
     ) -> Result<Self, BenchError> {
         let data_dir =
             std::env::temp_dir().join(format!("linkage-bench-http-{}", Uuid::new_v4().simple()));
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("static address"),
             data_dir: data_dir.clone(),
             database_url: Some(url.to_owned()),
             run_projections,
             ..Config::default()
         };
+        tweak(&mut config);
         let app = Application::build(config)
             .await
             .map_err(|e| BenchError::Refused(e.to_string()))?;

@@ -66,6 +66,8 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         lag_seconds: 1,
         capacity_seconds: 1,
         fraction: 0.5,
+        // The default period beside steps back to back, at each rate.
+        step_period_ms: vec![40, 0],
         only: Vec::new(),
     };
     let mut out = Vec::new();
@@ -100,24 +102,27 @@ async fn bench_projections_prints_rebuilds_beside_the_scan_and_lag() {
         report.contains("projection lag from inside the engine"),
         "{report}"
     );
-    // Two rates (half the capacity, and 100/s), each with a line per projection that counts
-    // every event the commands wrote.
+    // Two rates (half the capacity, and 100/s), each under both step periods, each with a line
+    // per projection that counts every event the commands wrote.
     for name in ["audit_trail", "caseloads", "billing"] {
         let lines: Vec<Vec<&str>> = report
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .filter(|f| f.len() == 8 && f[3] == name)
+            .filter(|f| f.len() == 9 && f[4] == name)
             .collect();
-        assert_eq!(lines.len(), 2, "two lag lines for {name}: {report}");
+        assert_eq!(lines.len(), 4, "four lag lines for {name}: {report}");
+        let periods: Vec<&str> = lines.iter().map(|f| f[1]).collect();
+        assert_eq!(periods, ["40", "0", "40", "0"], "{report}");
         let asked: Vec<u64> = lines.iter().map(|f| f[0].parse().unwrap()).collect();
-        assert_eq!(asked[1], 100, "{report}");
+        assert_eq!(asked[0], asked[1], "{report}");
+        assert_eq!(asked[2..], [100, 100], "{report}");
         // Half the capacity, which the report prints rounded.
         assert!(
             asked[0].abs_diff((capacity * 0.5).round() as u64) <= 1,
             "{report}"
         );
         for f in &lines {
-            let events: u64 = f[4].parse().unwrap();
+            let events: u64 = f[5].parse().unwrap();
             // One second of commands, one event each: every event applied is counted once (a
             // command refused after its conflict retries would write none).
             let expected: u64 = f[0].parse().unwrap();
@@ -308,6 +313,7 @@ async fn bench_http_sets_each_round_beside_the_raw_insert_measured_around_it() {
         rounds: 2,
         // A busy day: one thread spins throughout the rounds, and stops with them.
         contend: 1,
+        step_period_ms: 25,
     };
     let mut out = Vec::new();
     bench.run(&mut out).await.expect("the benchmark runs");
@@ -317,6 +323,38 @@ async fn bench_http_sets_each_round_beside_the_raw_insert_measured_around_it() {
         "{report}"
     );
     assert_eq!(linkage_bench::spinning_threads(), 0, "the spinner stopped");
+    assert!(
+        report.contains("projections on, step period 25 ms"),
+        "the server ran with the period asked for: {report}"
+    );
+    // Each round's projection lag over its HTTP phase, for every projection.
+    for round in 1..=2 {
+        let line = report
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    " 2 connections, round {round}: when the clients stopped"
+                ))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no catch-up line for round {round}:
+{report}"
+                )
+            });
+        let lag = line
+            .split_once("lag p50/p99/max ms: ")
+            .unwrap_or_else(|| panic!("no lag in {line}"))
+            .1;
+        for name in ["audit_trail", "caseloads", "billing"] {
+            let figures = lag
+                .split(", ")
+                .find_map(|part| part.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no lag for {name} in {line}"));
+            let ms: Vec<u64> = figures.split('/').map(|n| n.parse().unwrap()).collect();
+            assert!(ms.len() == 3 && ms[0] <= ms[1] && ms[1] <= ms[2], "{line}");
+        }
+    }
     // Every workload once per round, with a rate, and its ratio to that round's raw INSERT.
     let mut ratios = Vec::new();
     for round in ["1", "2"] {

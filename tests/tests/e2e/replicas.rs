@@ -397,6 +397,48 @@ async fn a_commit_wakes_the_projector(backend: Backend) {
 
 linkage_tests::both_backends!(commit_wakes_the_projector, a_commit_wakes_the_projector);
 
+/// While commands keep coming, the engine starts a step at most once a period
+/// (`projector::pace`), so that events arriving meanwhile are applied together; the first event
+/// after an idle spell is applied at once.
+async fn a_busy_projector_steps_at_most_once_a_period(backend: Backend) {
+    const PERIOD: Duration = Duration::from_secs(10);
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.projection_poll_ms = NEVER_POLL_MS;
+        c.projection_step_period_ms = PERIOD.as_millis() as u64;
+    })
+    .await
+    else {
+        return;
+    };
+    let t = app.admin_token.clone();
+    let before = Instant::now();
+    let case = open_case(&app, &t, 1).await;
+    assert!(
+        projected_within(&app, Duration::from_secs(5)).await,
+        "the first commit after an idle spell is applied at once, not a period later"
+    );
+    // The step that applied the intake started after `before`: the next one starts a period
+    // after it, and no sooner.
+    let (s, b) = app
+        .post(&format!("/v1/cases/{case}/contacts"), &t, &call(1, 20))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(
+        projected_within(&app, Duration::from_secs(60)).await,
+        "the contact is applied once the period ends"
+    );
+    assert!(
+        before.elapsed() >= PERIOD,
+        "the contact was applied {:?} after the intake's step began, within the period",
+        before.elapsed()
+    );
+}
+
+linkage_tests::both_backends!(
+    busy_projector_steps_at_most_once_a_period,
+    a_busy_projector_steps_at_most_once_a_period
+);
+
 /// A command on the replica that runs no projection wakes the one that does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_on_another_replica_wakes_the_projector() {

@@ -574,8 +574,8 @@ async fn catch_up_folding_in_claim(
 pub const STEP_PERIOD_MS: u64 = 40;
 
 /// How long the engine waits before its next step, after a step that applied events and
-/// started `took` ago: none after a full batch (the projection is behind: it goes on at once),
-/// else the rest of `period`. While commands keep arriving, steps then start at most once a
+/// started `took` ago: none after a full batch (the projection is behind: it goes on at once)
+/// or a claim lost to another applier (`full` in both cases), else the rest of `period`. While commands keep arriving, steps then start at most once a
 /// period and each applies what arrived meanwhile, instead of one small batch after another.
 /// The first step after an idle spell is not held: the wait follows a step that applied events.
 ///
@@ -635,6 +635,7 @@ pub async fn run(
                     full |= n as u32 >= batch_size(&store);
                 }
                 Ok(Stepped::Lost) => {
+                    // Another applier moved the checkpoint: read where it stands at once.
                     busy = true;
                     full = true;
                 }

@@ -417,8 +417,10 @@ async fn a_busy_projector_steps_at_most_once_a_period(backend: Backend) {
         projected_within(&app, Duration::from_secs(5)).await,
         "the first commit after an idle spell is applied at once, not a period later"
     );
-    // The step that applied the intake started after `before`: the next one starts a period
-    // after it, and no sooner.
+    // The step that applied the intake read the log after `before` (it found the intake): the
+    // next step starts a period after that step began, and no sooner. A step can begin a moment
+    // before its read (the engine's first step reads the checkpoints first), hence the second
+    // of slack below; without the pause the contact is applied within milliseconds.
     let (s, b) = app
         .post(&format!("/v1/cases/{case}/contacts"), &t, &call(1, 20))
         .await;
@@ -428,8 +430,8 @@ async fn a_busy_projector_steps_at_most_once_a_period(backend: Backend) {
         "the contact is applied once the period ends"
     );
     assert!(
-        before.elapsed() >= PERIOD,
-        "the contact was applied {:?} after the intake's step began, within the period",
+        before.elapsed() >= PERIOD - Duration::from_secs(1),
+        "the contact was applied {:?} after the intake was posted, within the period",
         before.elapsed()
     );
 }

@@ -582,11 +582,12 @@ pub const STEP_PERIOD_MS: u64 = 40;
 /// Each step pays fixed costs whatever its size: a read of the log, and per projection a
 /// transaction with its claim, its checkpoint and a flush of the WAL at commit, and one row per
 /// case it touches. In `linkage-bench http` (2026-12-02, alternating runs, README Performance)
-/// a period of 40 ms took a tenth to a fifth off an HTTP contact's CPU: with one core taken,
-/// HTTP medians 59% and 64% of the raw INSERT against 55% and 61% back to back; on a quiet
-/// machine 80% against 68%. The projections' lag p99 there rose from 31-60 ms to 62-80 ms.
+/// a period of 40 ms took 12-23% off an HTTP contact's CPU (each run's mean against the raw
+/// INSERT's): with one core taken, HTTP medians 59%, 64% and 63% of the raw INSERT against 55%,
+/// 61% and 53% back to back; on a quiet machine 80% against 68%. The projections' lag p99 there
+/// rose from 22-60 ms to 60-80 ms.
 /// Counted from the step's start, the period adds nothing where steps already take longer.
-pub fn pace(full: bool, took: Duration, period: Duration) -> Duration {
+fn pace(full: bool, took: Duration, period: Duration) -> Duration {
     if full {
         Duration::ZERO
     } else {

@@ -782,6 +782,11 @@ impl Folded {
 /// logs come back as rows, voided already if the batch voids them; a void comes back too, for
 /// the rows of earlier batches. A contact whose activity id the case already holds is the
 /// store's to refuse (one row per activity id), as `BillingCase::apply` refuses it in memory.
+///
+/// A contact leaves the header as it was, its `version` included, so a batch of a case's
+/// contacts in months the case is recorded in changes nothing the store must write back but the
+/// rows (`version` unchanged, no `new_months`). A contact after `version` is folded again if its
+/// batch is replayed, and refused again by the rows' keys.
 pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, ApplyError> {
     let mut sequences = Vec::new();
     let mut voided = Vec::new();
@@ -791,8 +796,10 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, Appl
         if e.event.sequence <= case.version {
             continue;
         }
-        case.version = e.event.sequence;
         let event = e.event.case_event()?;
+        if !matches!(event, aggregates::CaseEvent::ContactLogged { .. }) {
+            case.version = e.event.sequence;
+        }
         let before = case.contacts.len();
         case.apply(e.event.event_id, e.event.metadata.actor_id.clone(), &event);
         if case.contacts.len() > before {
@@ -832,7 +839,8 @@ pub fn fold(case: &mut BillingCase, events: &[&LogEvent]) -> Result<Folded, Appl
 /// the contacts of the month's window only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BillingCase {
-    /// The sequence of the last event folded in (states stored before it was kept read as 0).
+    /// The sequence of the last event folded into the header, contacts aside (`fold`; states
+    /// stored before it was kept read as 0).
     #[serde(default)]
     pub version: u64,
     pub case_id: Option<CaseId>,
@@ -1158,6 +1166,45 @@ mod tests {
             let (lo, hi) = m.window();
             assert!(lo <= edge.timestamp() && edge.timestamp() < hi, "{m}");
         }
+    }
+
+    /// A batch of a case's contacts alone leaves its header as it was but for the months new
+    /// to it (so the store need not write back a header whose months it holds); an event folded
+    /// into the header moves `version`.
+    #[test]
+    fn contacts_leave_the_header_as_it_was() {
+        use crate::log::testing::{refs, Stream};
+        let mut stream = Stream::new();
+        let first = [stream.opened(), stream.contact("2026-11-03T10:00:00Z")];
+        let mut case = BillingCase::default();
+        let rows = fold(&mut case, &refs(&first)).unwrap();
+        assert_eq!(case.version, 1, "the contact is a row, not header");
+        assert!(!rows.new_months(&mut case).is_empty(), "November is new");
+        let before = case.clone();
+
+        let calls = [
+            stream.contact("2026-11-04T10:00:00Z"),
+            stream.contact("2026-11-05T10:00:00Z"),
+        ];
+        let rows = fold(&mut case, &refs(&calls)).unwrap();
+        assert_eq!(rows.new_months(&mut case), [], "November is recorded");
+        assert_eq!(case, before, "contacts alone change nothing in the header");
+        let sequences: Vec<u64> = rows.contacts.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, [3, 4]);
+
+        let december = [stream.contact("2026-12-10T10:00:00Z")];
+        let rows = fold(&mut case, &refs(&december)).unwrap();
+        assert_eq!(
+            rows.new_months(&mut case),
+            [Month::parse("2026-12").unwrap()]
+        );
+        assert_ne!(case, before, "a month new to the case is in the header");
+
+        let before = case.clone();
+        let void = [stream.void(&calls[0])];
+        let rows = fold(&mut case, &refs(&void)).unwrap();
+        assert_eq!((case.version, rows.voided.len()), (6, 1));
+        assert_ne!(case, before);
     }
 
     /// A batch records only the months new to its case; the months read back from a stored

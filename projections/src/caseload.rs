@@ -110,6 +110,12 @@ pub type Folded = crate::log::Folded<ContactRow>;
 /// Contacts are not folded into the state (a case's contacts are its most numerous events, and
 /// a state holding them would make every batch cost the case's whole history): each comes back
 /// as a row, and each void as a row that marks the contact it names.
+///
+/// A contact leaves the state as it was, its `version` included (the sequence of the last event
+/// the state holds), so a batch of a case's contacts alone changes nothing the store must write
+/// back (`version` unchanged: the store writes only the rows). A contact after `version` is
+/// folded again if its batch is replayed; the store keeps one row per contact (by its place in
+/// the stream) whichever way it comes.
 pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<Folded, ApplyError> {
     let mut folded = Folded::default();
     for e in events {
@@ -130,7 +136,6 @@ pub fn fold(case: &mut Case, events: &[&LogEvent]) -> Result<Folded, ApplyError>
                         .iter()
                         .any(|p| matches!(p, Participant::Child | Participant::Guardian)),
                 });
-                case.version = sequence;
             }
             event => {
                 if let aggregates::CaseEvent::EntryVoided {
@@ -328,27 +333,48 @@ mod tests {
         let mut case = Case::default();
         case.apply_at(
             1,
-            aggregates::CaseEvent::CaseOpened {
-                case_id: CaseId::generate(),
-                agency: AgencyId::parse("a").unwrap(),
-                program,
-                intake_date: "2026-10-30".parse().unwrap(),
-                child: aggregates::case::Child {
-                    given_name: PersonName::parse("Kim").unwrap(),
-                    family_name: PersonName::parse("Sample").unwrap(),
-                    birth_date: "2019-01-01".parse().unwrap(),
-                    medicaid_id: None,
-                },
-                guardians: vec![],
-                referral_source: None,
-                presenting_concerns: vec![],
-                duplicate_reviewed: None,
-            },
+            crate::log::testing::case_opened(CaseId::generate(), program),
         );
         CaseloadState {
             case,
             contacts: ContactDates::default(),
         }
+    }
+
+    /// A batch of a case's contacts alone leaves its state as it was (so the store need not
+    /// write it back) and comes back as rows; an event folded into the state moves `version`.
+    #[test]
+    fn contacts_leave_the_state_as_it_was() {
+        use crate::log::testing::{refs, Stream};
+        let mut stream = Stream::new();
+        let first = [stream.opened(), stream.contact("2026-11-03T10:00:00Z")];
+        let mut case = Case::default();
+        fold(&mut case, &refs(&first)).unwrap();
+        assert_eq!(case.version, 1, "the contact is a row, not state");
+        let before = case.clone();
+
+        let calls = [
+            stream.contact("2026-11-04T10:00:00Z"),
+            stream.contact("2026-11-05T10:00:00Z"),
+        ];
+        let rows = fold(&mut case, &refs(&calls)).unwrap();
+        assert_eq!(case, before, "contacts alone change nothing in the state");
+        let sequences: Vec<u64> = rows.contacts.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, [3, 4]);
+        assert_eq!(
+            fold(&mut case, &refs(&calls)).unwrap(),
+            rows,
+            "replayed, the same rows again (the store keeps one per sequence)"
+        );
+
+        let mixed = [stream.assigned("cm-kim"), stream.void(&calls[0])];
+        let rows = fold(&mut case, &refs(&mixed)).unwrap();
+        assert_eq!(case.version, 6);
+        assert_ne!(case, before);
+        assert_eq!(rows.voided.len(), 1);
+        let replayed = case.clone();
+        fold(&mut case, &refs(&mixed)).unwrap();
+        assert_eq!(case, replayed, "state events replayed change nothing");
     }
 
     #[test]

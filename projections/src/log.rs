@@ -142,3 +142,113 @@ pub fn group_by_case(batch: &[LogEvent]) -> Vec<(CaseId, Vec<&LogEvent>)> {
     }
     by_case
 }
+
+/// Batches of stored events for the folds' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use aggregates::case::Child;
+    use schemas::*;
+
+    /// A case's stream, event by event, as the global log would deliver it.
+    pub struct Stream {
+        pub case_id: CaseId,
+        sequence: u64,
+    }
+
+    impl Stream {
+        pub fn new() -> Self {
+            Self {
+                case_id: CaseId::generate(),
+                sequence: 0,
+            }
+        }
+
+        /// The case's next event, stored as the store stores it (its current shape).
+        pub fn next(&mut self, event: CaseEvent) -> LogEvent {
+            self.sequence += 1;
+            LogEvent {
+                at: LogPosition {
+                    txid: 1,
+                    position: self.sequence as i64,
+                },
+                case_id: self.case_id,
+                event: StoredEvent {
+                    event_id: EventId::generate(),
+                    sequence: self.sequence,
+                    position: self.sequence as i64,
+                    event_type: event.event_type_str().to_owned(),
+                    event_version: event.event_version_str().to_owned(),
+                    recorded_at: "2026-11-16T00:00:00Z".parse().unwrap(),
+                    payload: serde_json::to_string(&event).unwrap(),
+                    metadata: EventMetadata::default(),
+                    stored_metadata: HashMap::new(),
+                },
+            }
+        }
+
+        /// The case opened (`case_opened`).
+        pub fn opened(&mut self) -> LogEvent {
+            let case_id = self.case_id;
+            self.next(case_opened(case_id, Program::Tcm))
+        }
+
+        /// A 20-minute call with the guardian at `at`.
+        pub fn contact(&mut self, at: &str) -> LogEvent {
+            self.next(CaseEvent::ContactLogged {
+                activity_id: ActivityId::generate(),
+                component: TcmComponent::Monitoring,
+                contact_type: ContactType::Phone,
+                with: vec![Participant::Guardian],
+                occurred_at: at.parse().unwrap(),
+                stated_offset_seconds: Some(0),
+                minutes: Minutes::parse(20).unwrap(),
+                note: None,
+                location: None,
+            })
+        }
+
+        /// The case handed to `worker`.
+        pub fn assigned(&mut self, worker: &str) -> LogEvent {
+            self.next(CaseEvent::CaseManagerAssigned {
+                case_manager: ActorId::parse(worker).unwrap(),
+                effective_on: "2026-11-03".parse().unwrap(),
+            })
+        }
+
+        /// The void of `event`.
+        pub fn void(&mut self, event: &LogEvent) -> LogEvent {
+            self.next(CaseEvent::EntryVoided {
+                voided_event_id: event.event.event_id,
+                voided_sequence: event.event.sequence,
+                voided_event_type: event.event.event_type.clone(),
+                reason: Text::parse("logged on the wrong case").unwrap(),
+            })
+        }
+    }
+
+    /// Case `case_id` opened in `program`, its intake on 2026-10-30.
+    pub fn case_opened(case_id: CaseId, program: Program) -> CaseEvent {
+        CaseEvent::CaseOpened {
+            case_id,
+            agency: AgencyId::parse("a").unwrap(),
+            program,
+            intake_date: "2026-10-30".parse().unwrap(),
+            child: Child {
+                given_name: PersonName::parse("Kim").unwrap(),
+                family_name: PersonName::parse("Sample").unwrap(),
+                birth_date: "2019-01-01".parse().unwrap(),
+                medicaid_id: None,
+            },
+            guardians: vec![],
+            referral_source: None,
+            presenting_concerns: vec![],
+            duplicate_reviewed: None,
+        }
+    }
+
+    /// A batch's events as a fold takes them (one case's, in log order).
+    pub fn refs(batch: &[LogEvent]) -> Vec<&LogEvent> {
+        batch.iter().collect()
+    }
+}

@@ -232,11 +232,13 @@ fn statements(backend: &Backend) -> &'static Statements {
 }
 
 /// A batch folded into billing rows: the touched cases' headers after it (those with an agency,
-/// with it), the contacts it logged and voided, and the months they fall in (by index into
+/// with it, and whether the batch changed each: contacts in months the case is recorded in do
+/// not), the contacts it logged and voided, and the months they fall in (by index into
 /// `headers`).
 #[derive(Debug, Default)]
 pub struct BillingFold {
     headers: Vec<(String, BillingCase)>,
+    changed: Vec<bool>,
     agencies: Vec<String>,
     contacts: Vec<(usize, projections::billing::ContactRow)>,
     voids: Vec<(usize, projections::log::VoidRow)>,
@@ -253,6 +255,7 @@ impl BillingFold {
         for (case_id, events) in group_by_case(batch) {
             let id = case_id.to_string();
             let mut case = states.remove(&id).unwrap_or_default();
+            let version = case.version;
             let rows = projections::billing::fold(&mut case, &events)?;
             let Some(agency) = case.agency.clone() else {
                 continue;
@@ -261,6 +264,11 @@ impl BillingFold {
             // Only the months new to the case: recording every contact's months again cost
             // PostgreSQL a conflicting insert per case and batch.
             let months = rows.new_months(&mut case);
+            // The fold moves `version` with every event it folds into the header, and the new
+            // months go into it too; nothing else changes it.
+            folded
+                .changed
+                .push(case.version != version || !months.is_empty());
             folded.months.extend(months.into_iter().map(|m| (at, m)));
             folded
                 .contacts
@@ -276,7 +284,8 @@ impl BillingFold {
 }
 
 /// Writes a `BillingFold` in transaction `$tx` with statements `$sql`: five statements at most
-/// whatever the batch's size.
+/// whatever the batch's size. A header the batch left as it was (contacts alone, in months the
+/// case is recorded in) is not written back.
 macro_rules! write_billing {
     ($tx:ident, $sql:expr, $folded:expr, $bulk:expr) => {{
         let f = &$folded;
@@ -284,16 +293,20 @@ macro_rules! write_billing {
             .headers
             .iter()
             .zip(&f.agencies)
-            .map(|((case_id, state), agency)| CaseUpsert {
+            .zip(&f.changed)
+            .filter(|(_, changed)| **changed)
+            .map(|(((case_id, state), agency), _)| CaseUpsert {
                 case_id,
                 agency,
                 state,
             })
             .collect();
-        sqlx::query($sql.upsert)
-            .bind(Json(&rows))
-            .execute(&mut *$tx)
-            .await?;
+        if !rows.is_empty() {
+            sqlx::query($sql.upsert)
+                .bind(Json(&rows))
+                .execute(&mut *$tx)
+                .await?;
+        }
         if $bulk && !f.contacts.is_empty() {
             // About 470 bytes a row, most of it the contact's JSON: room for all in one go.
             let mut copy = BinaryRows::new(6, f.contacts.len() * 512);

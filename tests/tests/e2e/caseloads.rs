@@ -423,3 +423,84 @@ async fn voided_contacts(backend: Backend) {
 }
 
 linkage_tests::both_backends!(voided_contacts_stop_counting, voided_contacts);
+
+/// A batch of a case's contacts alone writes the contact rows and leaves the case's caseload
+/// state and billing header as they were (nothing in them changed, so nothing is written back);
+/// a batch with an event that changes them writes them.
+async fn contacts_alone(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.run_projections = false).await else {
+        return;
+    };
+    let case = open(&app, "cm-dee", 20).await;
+    let contact = |days_ago: i64| {
+        let (app, case) = (&app, &case);
+        async move {
+            post_ok(
+                app,
+                format!("/v1/cases/{case}/contacts"),
+                json!({"component": "monitoring", "contact_type": "phone", "with": ["guardian"],
+                    "occurred_at": format!("{}T12:00:00Z", day(days_ago)), "minutes": 20}),
+            )
+            .await;
+        }
+    };
+    let step = || async {
+        app.project("caseloads").await;
+        app.project("billing").await;
+    };
+    let sql = |query: String| {
+        let app = &app;
+        async move { app.sql(&query).await.expect(&query) }
+    };
+    let marks = || {
+        sql(format!(
+            "SELECT program FROM caseload_cases WHERE case_id = '{case}' \
+             UNION ALL SELECT agency FROM billing_cases WHERE case_id = '{case}'"
+        ))
+    };
+    let days_since_contact = || async {
+        let (s, b) = app.get("/v1/caseloads/cm-dee", &app.admin_token).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["cases"][0]["days_since_last_contact"].as_i64()
+    };
+    // A contact in the case's month, so that the billing header records the month now.
+    contact(5).await;
+    step().await;
+    assert_eq!(days_since_contact().await, Some(5));
+    // Both rows marked behind the projections' back: a write of either would undo its mark.
+    sql(format!(
+        "UPDATE caseload_cases SET program = 'marked' WHERE case_id = '{case}'"
+    ))
+    .await;
+    sql(format!(
+        "UPDATE billing_cases SET agency = 'marked' WHERE case_id = '{case}'"
+    ))
+    .await;
+
+    contact(3).await;
+    contact(1).await;
+    step().await;
+    assert_eq!(marks().await, ["marked", "marked"], "no state row written");
+    assert_eq!(days_since_contact().await, Some(1), "the contacts are in");
+    for table in ["caseload_contacts", "billing_contacts"] {
+        // A count reads back as a number on one store and text on the other.
+        let n = sql(format!(
+            "SELECT CAST(count(*) AS text) FROM {table} WHERE case_id = '{case}'"
+        ))
+        .await;
+        assert_eq!(n, ["3"], "{table}");
+    }
+
+    // A hand-over changes both: the batch writes them, with its contact.
+    post_ok(
+        &app,
+        format!("/v1/cases/{case}/assignment"),
+        json!({"assigned_to": "cm-eve", "on": day(0)}),
+    )
+    .await;
+    contact(2).await;
+    step().await;
+    assert_eq!(marks().await, ["wraparound", "default"], "both written");
+}
+
+linkage_tests::both_backends!(contacts_alone_write_no_state_rows, contacts_alone);

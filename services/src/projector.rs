@@ -31,8 +31,9 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 use crate::store::{Claim, Store, Work};
 
-/// The most events one batch reads and applies. A projection rewrites each case a batch touches
-/// once per batch, so a projection that has fallen behind catches up faster in larger batches:
+/// The most events one batch reads and applies. A projection rewrote each case a batch touches
+/// once per batch (since 2026-12-02 only those whose state the batch changed, not a case's
+/// contacts alone), so a projection that has fallen behind catches up faster in larger batches:
 /// in the HTTP benchmark (16 connections posting contacts to 128 cases, 2026-11-30), 5,000
 /// instead of 500 left it 1,351-4,240 events behind when the clients stopped, not 12,546-16,958,
 /// and caught up in 0.5 s instead of 7-10 s. SQLite keeps 500: its one writer waits for a batch's

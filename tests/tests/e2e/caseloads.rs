@@ -454,8 +454,9 @@ async fn contacts_alone(backend: Backend) {
     };
     let marks = || {
         sql(format!(
-            "SELECT program FROM caseload_cases WHERE case_id = '{case}' \
-             UNION ALL SELECT agency FROM billing_cases WHERE case_id = '{case}'"
+            "SELECT mark FROM (SELECT 1 AS k, program AS mark FROM caseload_cases \
+               WHERE case_id = '{case}' UNION ALL SELECT 2, agency FROM billing_cases \
+               WHERE case_id = '{case}') AS m ORDER BY k"
         ))
     };
     let days_since_contact = || async {

@@ -54,9 +54,10 @@ pub struct Config {
     pub projection_poll_ms: u64,
     /// While the log keeps moving, the projection engine starts a step at most once in this
     /// many milliseconds (`LINKAGE_PROJECTION_STEP_PERIOD_MS`): events that arrive meanwhile
-    /// wait and are applied together, so each step's fixed costs (its transactions, per-case
-    /// rows) are shared by more events. A step after an idle spell starts at once, and a step
-    /// that read a full batch is followed at once; 0 steps back to back. See `projector::pace`.
+    /// wait and are applied together, so each step's fixed costs (its log read, its
+    /// transactions and checkpoints) are shared by more events. A step after an idle spell
+    /// starts at once, and a step that read a full batch is followed at once; 0 steps back to
+    /// back. See `projector::pace`.
     pub projection_step_period_ms: u64,
     /// Caseload limits per program and the thresholds behind caseload flags
     /// (`LINKAGE_CASELOAD__STALE_REFERRAL_DAYS=7`, or a `[caseload]` table in the file).

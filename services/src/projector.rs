@@ -576,13 +576,14 @@ pub const STEP_PERIOD_MS: u64 = 40;
 
 /// How long the engine waits before its next step, after a step that applied events and
 /// started `took` ago: none after a full batch (the projection is behind: it goes on at once)
-/// or a claim lost to another applier (`full` in both cases), else the rest of `period`. While commands keep arriving, steps then start at most once a
-/// period and each applies what arrived meanwhile, instead of one small batch after another.
-/// The first step after an idle spell is not held: the wait follows a step that applied events.
+/// or a claim lost to another applier (`full` in both cases), else the rest of `period`. While
+/// commands keep arriving, steps then start at most once a period and each applies what arrived
+/// meanwhile, instead of one small batch after another. The first step after an idle spell is
+/// not held: the wait follows a step that applied events.
 ///
 /// Each step pays fixed costs whatever its size: a read of the log, and per projection a
-/// transaction with its claim, its checkpoint and a flush of the WAL at commit, and one row per
-/// case it touches. In `linkage-bench http` (2026-12-02, alternating runs, README Performance)
+/// transaction with its claim, its checkpoint and a flush of the WAL at commit, and (then) one
+/// state row per case it touched. In `linkage-bench http` (2026-12-02, alternating runs, README Performance)
 /// a period of 40 ms took 12-23% off an HTTP contact's CPU (each run's mean against the raw
 /// INSERT's): with one core taken, HTTP medians 59%, 64% and 63% of the raw INSERT against 55%,
 /// 61% and 53% back to back; on a quiet machine 80% against 68%. The projections' lag p99 there

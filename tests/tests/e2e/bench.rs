@@ -336,12 +336,7 @@ async fn bench_http_sets_each_round_beside_the_raw_insert_measured_around_it() {
                     " 2 connections, round {round}: when the clients stopped"
                 ))
             })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no catch-up line for round {round}:
-{report}"
-                )
-            });
+            .unwrap_or_else(|| panic!("no catch-up line for round {round}:\n{report}"));
         let lag = line
             .split_once("lag p50/p99/max ms: ")
             .unwrap_or_else(|| panic!("no lag in {line}"))
